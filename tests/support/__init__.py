@@ -1,0 +1,1 @@
+"""Test harnesses shared by the tiers: the control plane, PostgreSQL and the token service."""
