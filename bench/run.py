@@ -1,0 +1,303 @@
+"""`python -m bench`: the baseline and the refresh-grant benchmarks, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.loadgen import LoadSpec
+from bench.ports import free_loopback_port
+from bench.postgres import running_postgres
+from bench.service import (
+    create_refresh_tokens,
+    init_workspace,
+    running_service,
+    service_environment,
+)
+from bench.signing import measure_signing
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Options:
+    duration_s: float
+    warmup_s: float
+    concurrency: int
+    rate: float
+    open_tokens: int
+    backends: list[str]
+    output: Path | None
+    profile: bool
+
+
+def parse_options(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients")
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
+    parser.add_argument("--open-tokens", type=int, default=200, help="token chains, open loop")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument(
+        "--output", default=str(REPO / "docs" / "benchmarks.md"), help="'-' to only print"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also run the SQLite closed loop under cProfile"
+    )
+    args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    for backend in backends:
+        if backend not in ("sqlite", "postgresql"):
+            parser.error(f"unknown backend {backend!r}")
+    return Options(
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        open_tokens=args.open_tokens,
+        backends=backends,
+        output=None if args.output == "-" else Path(args.output),
+        profile=args.profile,
+    )
+
+
+def run_load(spec: LoadSpec, workdir: Path) -> dict[str, Any]:
+    """One load-generator process; the spec (with token values) lives in a private file."""
+    spec_file = workdir / f"spec-{time.monotonic_ns()}.json"
+    spec_file.write_text(json.dumps(spec.__dict__))
+    spec_file.chmod(0o600)
+    try:
+        timeout = spec.warmup_s + spec.duration_s + 120
+        result = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", str(spec_file)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
+        )
+    finally:
+        spec_file.unlink()
+    if result.returncode != 0:
+        raise RuntimeError(f"load generator failed: {result.stderr[-3000:]}")
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+@contextlib.contextmanager
+def trivial_server() -> Iterator[int]:
+    port = free_loopback_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.trivial_server", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the trivial server did not start")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class BackendRuns:
+    backend: str
+    version: str
+    closed: dict[str, Any]
+    open: dict[str, Any]
+    profile_top: str = ""
+
+
+@dataclass
+class Results:
+    started: datetime
+    machine: dict[str, str]
+    packages: dict[str, str]
+    options: Options
+    signing: dict[str, float] = field(default_factory=dict)
+    generator_closed: dict[str, Any] = field(default_factory=dict)
+    generator_open: dict[str, Any] = field(default_factory=dict)
+    backends: list[BackendRuns] = field(default_factory=list)
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def measure_generator(options: Options, workdir: Path, results: Results) -> None:
+    with trivial_server() as port:
+        tokens = [f"apt_trivial_{i}" for i in range(max(options.concurrency, options.open_tokens))]
+        _log(f"load generator alone, closed loop, {options.concurrency} clients")
+        results.generator_closed = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=tokens,
+                mode="closed",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                concurrency=options.concurrency,
+            ),
+            workdir,
+        )
+        _log(f"load generator alone, open loop, {options.rate:g}/s")
+        results.generator_open = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=tokens[: options.open_tokens],
+                mode="open",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                rate=options.rate,
+            ),
+            workdir,
+        )
+
+
+def measure_backend(
+    backend: str, database_url: str, version: str, options: Options, workdir: Path
+) -> BackendRuns:
+    port = free_loopback_port()
+    env = service_environment(issuer=f"http://127.0.0.1:{port}")
+    _log(f"{backend}: init")
+    admin_access_token = init_workspace(database_url, env)
+    log_path = workdir / f"service-{backend}.log"
+    profile_path = workdir / f"service-{backend}.prof" if options.profile else None
+    with running_service(database_url, env, port, log_path) as service:
+        _log(f"{backend}: creating {options.concurrency + options.open_tokens} API tokens")
+        closed_tokens = create_refresh_tokens(
+            service.base_url, admin_access_token, options.concurrency, "closed"
+        )
+        open_tokens = create_refresh_tokens(
+            service.base_url, admin_access_token, options.open_tokens, "open"
+        )
+        _log(f"{backend}: closed loop, {options.concurrency} clients")
+        cpu_before = machine.process_cpu_seconds(service.pid)
+        closed = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=closed_tokens,
+                mode="closed",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                concurrency=options.concurrency,
+            ),
+            workdir,
+        )
+        closed["service_cpu_us_per_request"] = _per_request_us(
+            machine.process_cpu_seconds(service.pid) - cpu_before, closed["sent"]
+        )
+        _log(f"{backend}: open loop, {options.rate:g}/s")
+        cpu_before = machine.process_cpu_seconds(service.pid)
+        opened = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=open_tokens,
+                mode="open",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                rate=options.rate,
+            ),
+            workdir,
+        )
+        opened["service_cpu_us_per_request"] = _per_request_us(
+            machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
+        )
+    runs = BackendRuns(backend=backend, version=version, closed=closed, open=opened)
+    if profile_path is not None:
+        runs.profile_top = profile_closed_loop(
+            database_url, env, options, workdir, admin_access_token, profile_path
+        )
+    return runs
+
+
+def profile_closed_loop(
+    database_url: str,
+    env: dict[str, str],
+    options: Options,
+    workdir: Path,
+    admin_access_token: str,
+    profile_path: Path,
+) -> str:
+    """The closed loop again, with the service under cProfile; the top functions by own time."""
+    port = free_loopback_port()
+    env = {**env, "APITOKEN_SERVICE_ISSUER": f"http://127.0.0.1:{port}"}
+    with running_service(
+        database_url, env, port, workdir / "service-profiled.log", profile_to=profile_path
+    ) as service:
+        tokens = create_refresh_tokens(
+            service.base_url, admin_access_token, options.concurrency, "profiled"
+        )
+        _log("profiling: closed loop under cProfile")
+        run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=tokens,
+                mode="closed",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                concurrency=options.concurrency,
+            ),
+            workdir,
+        )
+    return report.profile_summary(str(profile_path))
+
+
+def _per_request_us(cpu_s: float, requests: int) -> float:
+    return cpu_s / requests * 1e6 if requests else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    results = Results(
+        started=datetime.now(UTC),
+        machine=machine.describe(),
+        packages=machine.package_versions(),
+        options=options,
+    )
+    with tempfile.TemporaryDirectory(prefix="apitoken-bench-") as tmp:
+        workdir = Path(tmp)
+        _log("JWT signing ceiling (sign-only loop, one process)")
+        signing = measure_signing(duration_s=3.0)
+        results.signing = {
+            "per_second": signing.per_second,
+            "signatures": float(signing.signatures),
+            "token_bytes": float(signing.token_bytes),
+        }
+        measure_generator(options, workdir, results)
+        for backend in options.backends:
+            if backend == "sqlite":
+                url = f"sqlite:///{workdir / 'bench.db'}"
+                version = f"SQLite {results.machine['sqlite']}"
+                results.backends.append(measure_backend(backend, url, version, options, workdir))
+            else:
+                with running_postgres() as postgres:
+                    results.backends.append(
+                        measure_backend(backend, postgres.url(), postgres.version, options, workdir)
+                    )
+    text = report.render(results)
+    print(text)
+    if options.output is not None:
+        options.output.write_text(text)
+        _log(f"wrote {options.output}")
+    return 0
