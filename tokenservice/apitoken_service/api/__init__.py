@@ -1,0 +1,1 @@
+"""HTTP layer: FastAPI routes over the domain."""

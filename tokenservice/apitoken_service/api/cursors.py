@@ -1,0 +1,36 @@
+"""Opaque page cursors (the last key of the previous page, base64url)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from apitoken_service.domain.errors import DomainError
+
+
+class InvalidCursor(DomainError):
+    status = 422
+    title = "Invalid request"
+
+
+def encode_cursor(last_key: str | None) -> str | None:
+    if last_key is None:
+        return None
+    return base64.urlsafe_b64encode(last_key.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The key inside a cursor; raises ValueError when it is not one of ours."""
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor") from None
+
+
+def after_key(cursor: str | None) -> str | None:
+    try:
+        return decode_cursor(cursor)
+    except ValueError:
+        raise InvalidCursor("cursor: is not a cursor returned by this service") from None

@@ -1,0 +1,130 @@
+"""Pure ASGI middleware: request metrics and access log, and the request size limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apitoken_service.api.problems import problem
+from apitoken_service.metrics import Metrics
+
+log = logging.getLogger("apitoken_service.access")
+errors = logging.getLogger("apitoken_service.errors")
+
+TOKEN_ROUTE = "/oauth2/token"
+
+
+class ObserveRequests:
+    """Counts requests by route template and status, times the token endpoint, writes one
+    structured log line per request, and turns unexpected errors into a 500 problem whose log
+    line names the exception type and place only (messages could quote request data)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def observe_send(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe_send)
+        except Exception as exc:
+            status = 500
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            errors.error(
+                "unhandled error",
+                extra={
+                    "error": type(exc).__name__,
+                    "where": f"{frame.filename}:{frame.lineno}" if frame else None,
+                },
+            )
+            if not response_started:
+                await problem(500, "Internal server error", "the service failed; see its logs")(
+                    scope, receive, send
+                )
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            if route == TOKEN_ROUTE:
+                self.metrics.token_latency.labels(str(status)).observe(elapsed)
+            if self.access_log:
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "durationMs": round(elapsed * 1000, 3),
+                    },
+                )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class LimitRequestBody:
+    """413 for bodies above `max_bytes`, by Content-Length or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = True
+                if too_large:
+                    await self._reject(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await problem(
+            413, "Content too large", f"request bodies are limited to {self.max_bytes} bytes"
+        )(scope, receive, send)

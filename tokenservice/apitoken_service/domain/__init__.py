@@ -1,0 +1,1 @@
+"""Domain rules: tokens, members, the refresh grant; no HTTP, no SQL."""

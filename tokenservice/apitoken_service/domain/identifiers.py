@@ -1,0 +1,27 @@
+"""Identifiers: token ids sortable by creation, names of users and workspaces."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+
+from apitoken_service.clock import to_millis
+
+USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"
+WORKSPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_USER = re.compile(USER_PATTERN)
+_WORKSPACE = re.compile(WORKSPACE_PATTERN)
+
+
+def new_token_id(now: datetime) -> str:
+    """`tk_` + creation time in hex + 64 random bits: ids sort by creation for keyset pages."""
+    return f"tk_{to_millis(now):012x}{secrets.token_hex(8)}"
+
+
+def valid_user(user: str) -> bool:
+    return _USER.fullmatch(user) is not None
+
+
+def valid_workspace(workspace: str) -> bool:
+    return _WORKSPACE.fullmatch(workspace) is not None

@@ -1,0 +1,445 @@
+"""The token service's use cases over a `Storage`, a `KeyRing` and the service secrets."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+
+from apitoken_service import refresh_tokens
+from apitoken_service.clock import to_millis
+from apitoken_service.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidGrant,
+    NotFound,
+    Unauthenticated,
+)
+from apitoken_service.domain.identifiers import new_token_id
+from apitoken_service.domain.rules import can_see
+from apitoken_service.signing import KeyRing, ServiceSecrets
+from apitoken_service.storage.protocol import Storage
+from apitoken_service.storage.records import (
+    MemberRecord,
+    Role,
+    StatusFilter,
+    TokenQuery,
+    TokenRecord,
+)
+
+log = logging.getLogger("apitoken_service.domain")
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    issuer: str
+    audience: str
+    access_token_ttl: timedelta
+    rotation_grace: timedelta
+    rotate_refresh_tokens: bool
+
+
+@dataclass(frozen=True)
+class Caller:
+    workspace: str
+    user: str
+    role: Role
+    token_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str
+    expires_at: datetime
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token's metadata and, this once, both values."""
+
+    token: TokenRecord
+    access_token: AccessToken
+    refresh_token: str
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    access_token: AccessToken
+    refresh_token: str
+    refresh_token_expires_at_ms: int
+
+
+BulkAction = Literal["disable", "delete"]
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    id: str
+    ok: bool
+    result: Literal["disabled", "deleted", "notFound"]
+
+
+class KeyRingHolder:
+    """The current key ring; replaced in place when keys are reloaded."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.current = ring
+
+
+class TokenService:
+    def __init__(
+        self,
+        storage: Storage,
+        keys: KeyRingHolder,
+        service_secrets: ServiceSecrets,
+        policy: TokenPolicy,
+    ) -> None:
+        self.storage = storage
+        self.keys = keys
+        self._digest_key = service_secrets.digest_key
+        self._rotation_key = service_secrets.rotation_key
+        self.policy = policy
+        self._ttl_seconds = int(policy.access_token_ttl.total_seconds())
+        self._grace_ms = int(policy.rotation_grace.total_seconds() * 1000)
+
+    # -- access tokens -----------------------------------------------------------------------
+
+    def issue_access_token(
+        self, workspace: str, user: str, token_id: str, now: datetime
+    ) -> AccessToken:
+        iat = int(now.timestamp())
+        exp = iat + self._ttl_seconds
+        claims: dict[str, Any] = {
+            "iss": self.policy.issuer,
+            "sub": user,
+            "aud": self.policy.audience,
+            "ws": workspace,
+            "tid": token_id,
+            "jti": secrets.token_urlsafe(12),
+            "iat": iat,
+            "exp": exp,
+        }
+        value = self.keys.current.sign(claims)
+        return AccessToken(value, datetime.fromtimestamp(exp, now.tzinfo), self._ttl_seconds)
+
+    def verify_access_token(self, value: str, now: datetime) -> dict[str, Any] | None:
+        try:
+            return self.keys.current.verify(
+                value, issuer=self.policy.issuer, audience=self.policy.audience, now=now
+            )
+        except jwt.InvalidTokenError:
+            return None
+
+    async def authenticate(self, bearer: str | None, workspace: str, now: datetime) -> Caller:
+        """The caller behind a Bearer access token, for calls on `workspace` only."""
+        if not bearer:
+            raise Unauthenticated("a Bearer access token is required")
+        claims = self.verify_access_token(bearer, now)
+        if claims is None:
+            raise Unauthenticated("the access token is not valid")
+        if claims.get("ws") != workspace:
+            raise Unauthenticated("the access token belongs to another workspace")
+        member = await self.storage.get_member(workspace, str(claims["sub"]))
+        if member is None:
+            raise Unauthenticated("the access token's user is not a member of this workspace")
+        return Caller(workspace, member.user, member.role, str(claims["tid"]))
+
+    async def authenticate_bearer(self, bearer: str | None, now: datetime) -> Caller:
+        """The caller behind a Bearer access token, in the token's own workspace."""
+        claims = self.verify_access_token(bearer, now) if bearer else None
+        if claims is None:
+            raise Unauthenticated("a valid Bearer access token is required")
+        return await self.authenticate(bearer, str(claims["ws"]), now)
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    async def issue_token(
+        self,
+        *,
+        workspace: str,
+        owner: str,
+        name: str,
+        lifetime_days: int,
+        external_ref: str | None,
+        now: datetime,
+    ) -> IssuedToken:
+        record = TokenRecord(
+            id=new_token_id(now),
+            workspace=workspace,
+            owner=owner,
+            name=name,
+            external_ref=external_ref,
+            status="active",
+            created_at=now,
+            expires_at=now + timedelta(days=lifetime_days),
+            last_used_at=None,
+            disabled_at=None,
+            disabled_reason=None,
+        )
+        refresh = refresh_tokens.new_refresh_token()
+        await self.storage.insert_token(record, refresh_tokens.digest(self._digest_key, refresh))
+        access = self.issue_access_token(workspace, owner, record.id, now)
+        log.info(
+            "token created", extra={"tokenId": record.id, "workspace": workspace, "owner": owner}
+        )
+        return IssuedToken(record, access, refresh)
+
+    async def create_token(
+        self, caller: Caller, name: str, lifetime_days: int, external_ref: str | None, now: datetime
+    ) -> IssuedToken:
+        return await self.issue_token(
+            workspace=caller.workspace,
+            owner=caller.user,
+            name=name,
+            lifetime_days=lifetime_days,
+            external_ref=external_ref,
+            now=now,
+        )
+
+    async def get_token(self, caller: Caller, token_id: str) -> TokenRecord:
+        token = await self.storage.get_token(caller.workspace, token_id)
+        # Another member's token answers exactly like a missing one: existence is not revealed.
+        if token is None or not can_see(caller.user, caller.is_admin, token):
+            raise NotFound(f"no token {token_id!r} in this workspace")
+        return token
+
+    async def list_tokens(
+        self,
+        caller: Caller,
+        *,
+        owner: str | None,
+        status: StatusFilter | None,
+        external_ref: str | None,
+        after: str | None,
+        limit: int,
+        now: datetime,
+    ) -> tuple[list[TokenRecord], str | None]:
+        if owner is None:
+            owner = caller.user
+        if owner != caller.user and not caller.is_admin:
+            raise Forbidden("only workspace admins can list other members' tokens")
+        query = TokenQuery(
+            workspace=caller.workspace,
+            owner=None if owner == "*" else owner,
+            status=status,
+            external_ref=external_ref,
+            after=after,
+            limit=limit + 1,
+            now=now,
+        )
+        found = await self.storage.list_tokens(query)
+        page = found[:limit]
+        next_after = page[-1].id if len(found) > limit else None
+        return page, next_after
+
+    async def disable_token(self, caller: Caller, token_id: str, now: datetime) -> TokenRecord:
+        await self.get_token(caller, token_id)
+        await self.storage.disable_token(caller.workspace, token_id, now, "disabled")
+        log.info("token disabled", extra={"tokenId": token_id, "workspace": caller.workspace})
+        return await self.get_token(caller, token_id)
+
+    async def delete_token(self, caller: Caller, token_id: str) -> None:
+        await self.get_token(caller, token_id)
+        await self.storage.delete_token(caller.workspace, token_id)
+        log.info("token deleted", extra={"tokenId": token_id, "workspace": caller.workspace})
+
+    async def bulk(
+        self, caller: Caller, action: BulkAction, ids: list[str], now: datetime
+    ) -> list[BulkResult]:
+        results = []
+        for token_id in ids:
+            try:
+                if action == "disable":
+                    await self.disable_token(caller, token_id, now)
+                    results.append(BulkResult(token_id, True, "disabled"))
+                else:
+                    await self.delete_token(caller, token_id)
+                    results.append(BulkResult(token_id, True, "deleted"))
+            except NotFound:
+                results.append(BulkResult(token_id, False, "notFound"))
+        return results
+
+    # -- members -----------------------------------------------------------------------------
+
+    def _require_admin(self, caller: Caller) -> None:
+        if not caller.is_admin:
+            raise Forbidden("only workspace admins manage members")
+
+    async def add_member(
+        self, caller: Caller, user: str, role: Role, lifetime_days: int, now: datetime
+    ) -> tuple[MemberRecord, IssuedToken]:
+        self._require_admin(caller)
+        member = MemberRecord(caller.workspace, user, role, now)
+        if not await self.storage.add_member(member):
+            raise Conflict(f"{user!r} is already a member of this workspace")
+        issued = await self.issue_token(
+            workspace=caller.workspace,
+            owner=user,
+            name="initial",
+            lifetime_days=lifetime_days,
+            external_ref=None,
+            now=now,
+        )
+        log.info(
+            "member added", extra={"workspace": caller.workspace, "member": user, "role": role}
+        )
+        return member, issued
+
+    async def remove_member(self, caller: Caller, user: str) -> None:
+        self._require_admin(caller)
+        member = await self.storage.get_member(caller.workspace, user)
+        if member is None:
+            raise NotFound(f"{user!r} is not a member of this workspace")
+        if member.role == "admin" and await self.storage.count_admins(caller.workspace) <= 1:
+            raise Conflict("cannot remove the workspace's last admin")
+        await self.storage.remove_member(caller.workspace, user)
+        log.info("member removed", extra={"workspace": caller.workspace, "member": user})
+
+    async def list_members(
+        self, caller: Caller, after: str | None, limit: int
+    ) -> tuple[list[MemberRecord], str | None]:
+        self._require_admin(caller)
+        found = await self.storage.list_members(caller.workspace, after, limit + 1)
+        page = found[:limit]
+        return page, (page[-1].user if len(found) > limit else None)
+
+    async def bootstrap(
+        self, workspace: str, admin: str, lifetime_days: int, now: datetime
+    ) -> IssuedToken:
+        """`init`: the workspace, its admin, and a first token pair for that admin."""
+        await self.storage.ensure_workspace(workspace, now)
+        await self.storage.put_member(MemberRecord(workspace, admin, "admin", now))
+        return await self.issue_token(
+            workspace=workspace,
+            owner=admin,
+            name="init",
+            lifetime_days=lifetime_days,
+            external_ref=None,
+            now=now,
+        )
+
+    # -- the refresh grant -------------------------------------------------------------------
+
+    async def refresh(self, presented: str, now: datetime) -> GrantResult:
+        """RFC 6749 section 6 with rotation: one read and, when rotating, one conditional write."""
+        if not refresh_tokens.looks_like_refresh_token(presented):
+            raise InvalidGrant("the refresh token is not valid")
+        digest = refresh_tokens.digest(self._digest_key, presented)
+        state = await self.storage.find_refresh(digest)
+        now_ms = to_millis(now)
+        if state is None:
+            raise InvalidGrant("the refresh token is not valid")
+        if state.status != "active":
+            raise InvalidGrant("the token is disabled")
+        if state.expires_at_ms <= now_ms:
+            raise InvalidGrant("the refresh token has expired")
+        if not self.policy.rotate_refresh_tokens:
+            await self.storage.touch_refresh(state.token_id, now_ms)
+            return self._grant(
+                state.workspace, state.owner, state.token_id, presented, state.expires_at_ms, now
+            )
+
+        successor = refresh_tokens.successor(self._rotation_key, presented)
+        successor_digest = refresh_tokens.digest(self._digest_key, successor)
+        if secrets.compare_digest(state.current_digest, digest):
+            if await self.storage.rotate_refresh(state.token_id, digest, successor_digest, now_ms):
+                return self._grant(
+                    state.workspace,
+                    state.owner,
+                    state.token_id,
+                    successor,
+                    state.expires_at_ms,
+                    now,
+                )
+            # Lost a race: a concurrent request rotated the same token to the same successor
+            # (or it was disabled meanwhile). Read again and decide as for a retry.
+            state = await self.storage.find_refresh(digest)
+            if state is None or state.status != "active":
+                raise InvalidGrant("the token is disabled")
+        if (
+            state.previous_digest is not None
+            and secrets.compare_digest(state.previous_digest, digest)
+            and state.rotated_at_ms is not None
+        ):
+            if now_ms - state.rotated_at_ms <= self._grace_ms and secrets.compare_digest(
+                state.current_digest, successor_digest
+            ):
+                # A retry within the grace period: the same successor, nothing written.
+                return self._grant(
+                    state.workspace,
+                    state.owner,
+                    state.token_id,
+                    successor,
+                    state.expires_at_ms,
+                    now,
+                )
+            await self.storage.disable_by_id(state.token_id, now, "replay")
+            log.warning(
+                "rotated refresh token replayed after the grace period; token disabled",
+                extra={"tokenId": state.token_id, "workspace": state.workspace},
+            )
+            raise InvalidGrant("the refresh token was already used; the token is now disabled")
+        raise InvalidGrant("the refresh token is not valid")
+
+    def _grant(
+        self,
+        workspace: str,
+        owner: str,
+        token_id: str,
+        refresh: str,
+        expires_at_ms: int,
+        now: datetime,
+    ) -> GrantResult:
+        access = self.issue_access_token(workspace, owner, token_id, now)
+        return GrantResult(access, refresh, expires_at_ms)
+
+    # -- revocation and introspection --------------------------------------------------------
+
+    async def revoke_refresh_token(self, presented: str, now: datetime) -> None:
+        """RFC 7009: presenting a refresh token proves possession; the whole token is disabled."""
+        if not refresh_tokens.looks_like_refresh_token(presented):
+            return
+        state = await self.storage.find_refresh(refresh_tokens.digest(self._digest_key, presented))
+        if state is not None:
+            await self.storage.disable_by_id(state.token_id, now, "revoked")
+            log.info(
+                "token revoked", extra={"tokenId": state.token_id, "workspace": state.workspace}
+            )
+
+    async def introspect(self, caller: Caller, presented: str, now: datetime) -> dict[str, Any]:
+        """RFC 7662, limited to tokens of the caller's workspace."""
+        inactive: dict[str, Any] = {"active": False}
+        if refresh_tokens.looks_like_refresh_token(presented):
+            digest = refresh_tokens.digest(self._digest_key, presented)
+            state = await self.storage.find_refresh(digest)
+            if (
+                state is None
+                or state.workspace != caller.workspace
+                or state.status != "active"
+                or state.expires_at_ms <= to_millis(now)
+                or not secrets.compare_digest(state.current_digest, digest)
+            ):
+                return inactive
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "sub": state.owner,
+                "username": state.owner,
+                "ws": state.workspace,
+                "tid": state.token_id,
+                "exp": state.expires_at_ms // 1000,
+                "iss": self.policy.issuer,
+            }
+        claims = self.verify_access_token(presented, now)
+        if claims is None or claims.get("ws") != caller.workspace:
+            return inactive
+        return {"active": True, "token_type": "Bearer", "username": claims["sub"], **claims}

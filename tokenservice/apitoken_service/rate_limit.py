@@ -1,0 +1,34 @@
+"""A token-bucket rate limit per client address, with the clock passed in."""
+
+from __future__ import annotations
+
+import math
+
+
+class RateLimiter:
+    """`rate` requests per second per key, bursts up to `burst`; rate 0 disables the limit."""
+
+    _MAX_KEYS = 100_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def acquire(self, key: str, now: float) -> float:
+        """0 when allowed; otherwise the seconds to wait before the next request is allowed."""
+        if self.rate <= 0:
+            return 0.0
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            if len(self._buckets) >= self._MAX_KEYS and key not in self._buckets:
+                self._buckets.clear()  # bounded memory; forgetting buckets only lets bursts through
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    @staticmethod
+    def retry_after_header(wait: float) -> str:
+        return str(max(1, math.ceil(wait)))

@@ -1,0 +1,177 @@
+"""Access-token signing keys (Ed25519, EdDSA JWTs), the JWKS, and service secrets.
+
+Keys are created once, stored sealed under the key-encryption key, and loaded into a `KeyRing`
+at start-up (and again every few seconds, so replicas see a rotation). Nothing is parsed per
+request. A rotated key stays in the JWKS until every token it signed has expired.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
+
+from apitoken_service.key_encryption import KeyEncryptionKey
+from apitoken_service.storage.protocol import Storage
+from apitoken_service.storage.records import SigningKeyRecord
+
+ALGORITHM = "EdDSA"
+DIGEST_KEY = "refresh-digest"
+ROTATION_KEY = "refresh-rotation"
+
+
+def _thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint of an OKP key, used as the `kid`."""
+    canonical = json.dumps(
+        {"crv": public_jwk["crv"], "kty": public_jwk["kty"], "x": public_jwk["x"]},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    )
+
+
+def _public_jwk(public_key: Ed25519PublicKey) -> dict[str, Any]:
+    jwk = OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    assert isinstance(jwk, dict)
+    return {"kty": jwk["kty"], "crv": jwk["crv"], "x": jwk["x"]}
+
+
+def new_signing_key(kek: KeyEncryptionKey, now: datetime) -> SigningKeyRecord:
+    private_key = Ed25519PrivateKey.generate()
+    public = _public_jwk(private_key.public_key())
+    kid = _thumbprint(public)
+    raw = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    published = {**public, "kid": kid, "use": "sig", "alg": ALGORITHM}
+    return SigningKeyRecord(
+        kid=kid,
+        algorithm=ALGORITHM,
+        sealed_private_key=kek.seal(raw, f"signing-key:{kid}"),
+        public_jwk=json.dumps(published, sort_keys=True),
+        created_at=now,
+        retired_at=None,
+        publish_until=None,
+    )
+
+
+@dataclass(frozen=True)
+class _Verifier:
+    kid: str
+    jwk: dict[str, Any]
+    public_key: Ed25519PublicKey
+    publish_until: datetime | None
+
+
+class KeyRing:
+    """The signing key in use and every public key still published."""
+
+    def __init__(
+        self, signer_kid: str, signer: Ed25519PrivateKey, verifiers: list[_Verifier]
+    ) -> None:
+        self.signer_kid = signer_kid
+        self._signer = signer
+        self._headers = {"kid": signer_kid}
+        self._verifiers = {v.kid: v for v in verifiers}
+
+    @classmethod
+    def from_records(cls, records: list[SigningKeyRecord], kek: KeyEncryptionKey) -> KeyRing:
+        if not records:
+            raise RuntimeError("no signing key in the database")
+        active = [r for r in records if r.retired_at is None] or records
+        current = max(active, key=lambda r: r.created_at)
+        signer = Ed25519PrivateKey.from_private_bytes(
+            kek.open(current.sealed_private_key, f"signing-key:{current.kid}")
+        )
+        verifiers = []
+        for record in records:
+            jwk = json.loads(record.public_jwk)
+            public_key = OKPAlgorithm.from_jwk(json.dumps(jwk))
+            assert isinstance(public_key, Ed25519PublicKey)
+            verifiers.append(_Verifier(record.kid, jwk, public_key, record.publish_until))
+        return cls(current.kid, signer, verifiers)
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._signer, algorithm=ALGORITHM, headers=self._headers)
+
+    def jwks(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "keys": [
+                v.jwk
+                for v in self._verifiers.values()
+                if v.publish_until is None or v.publish_until > now
+            ]
+        }
+
+    def verify(self, token: str, *, issuer: str, audience: str, now: datetime) -> dict[str, Any]:
+        """Claims of a valid access token; raises jwt.InvalidTokenError otherwise."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        verifier = self._verifiers.get(kid) if isinstance(kid, str) else None
+        if verifier is None or (
+            verifier.publish_until is not None and verifier.publish_until <= now
+        ):
+            raise jwt.InvalidKeyError("unknown signing key")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            verifier.public_key,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            audience=audience,
+            options={"require": ["exp", "iat", "sub", "ws", "tid", "jti"]},
+        )
+        return claims
+
+
+@dataclass(frozen=True)
+class ServiceSecrets:
+    digest_key: bytes
+    rotation_key: bytes
+
+
+async def _service_key(storage: Storage, kek: KeyEncryptionKey, name: str, now: datetime) -> bytes:
+    sealed = await storage.get_service_key(name)
+    if sealed is None:
+        await storage.add_service_key(name, kek.seal(secrets.token_bytes(32), name), now)
+        sealed = await storage.get_service_key(name)
+        assert sealed is not None
+    return kek.open(sealed, name)
+
+
+async def load_service_secrets(
+    storage: Storage, kek: KeyEncryptionKey, now: datetime
+) -> ServiceSecrets:
+    return ServiceSecrets(
+        digest_key=await _service_key(storage, kek, DIGEST_KEY, now),
+        rotation_key=await _service_key(storage, kek, ROTATION_KEY, now),
+    )
+
+
+async def load_key_ring(storage: Storage, kek: KeyEncryptionKey, now: datetime) -> KeyRing:
+    records = await storage.signing_keys()
+    if not records:
+        first = new_signing_key(kek, now)
+        await storage.add_signing_key(first, retire_others_at=now, publish_until=now)
+        records = await storage.signing_keys()
+    return KeyRing.from_records(records, kek)
+
+
+async def rotate_signing_key(
+    storage: Storage, kek: KeyEncryptionKey, now: datetime, access_token_ttl: timedelta
+) -> str:
+    """Start signing with a new key; the old ones stay published until their tokens expired."""
+    record = new_signing_key(kek, now)
+    # A minute of slack for clocks that disagree between replicas and resource servers.
+    publish_until = now + access_token_ttl + timedelta(seconds=60)
+    await storage.add_signing_key(record, retire_others_at=now, publish_until=publish_until)
+    return record.kid

@@ -1,0 +1,102 @@
+"""Opening the service: database, migrations, key-encryption key, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from apitoken_service.clock import Clock
+from apitoken_service.database_url import DatabaseTarget, parse_database_url
+from apitoken_service.domain.service import KeyRingHolder, TokenPolicy, TokenService
+from apitoken_service.key_encryption import (
+    KeyEncryptionError,
+    KeyEncryptionKey,
+    generate_key_file,
+    load_key_file,
+)
+from apitoken_service.settings import Settings
+from apitoken_service.signing import load_key_ring, load_service_secrets
+from apitoken_service.storage.sql import SqlStorage, create_engine
+
+log = logging.getLogger("apitoken_service.startup")
+
+
+def default_kek_file(target: DatabaseTarget) -> Path | None:
+    if target.sqlite_path is None:
+        return None
+    return target.sqlite_path.with_name(target.sqlite_path.name + ".kek")
+
+
+def resolve_kek(settings: Settings, target: DatabaseTarget) -> KeyEncryptionKey:
+    if settings.key_encryption_key is not None:
+        return KeyEncryptionKey.from_base64(settings.key_encryption_key.get_secret_value())
+    if settings.key_encryption_key_file is not None:
+        return load_key_file(settings.key_encryption_key_file)
+    path = default_kek_file(target)
+    if path is None:
+        raise KeyEncryptionError(
+            "PostgreSQL needs a key-encryption key shared by every replica: set --kek-file or "
+            "APITOKEN_SERVICE_KEY_ENCRYPTION_KEY (create one with `apitoken-service generate-kek`)"
+        )
+    if not path.exists():
+        generate_key_file(path)
+        log.info("generated a key-encryption key", extra={"path": str(path)})
+    return load_key_file(path)
+
+
+def policy_of(settings: Settings) -> TokenPolicy:
+    return TokenPolicy(
+        issuer=settings.issuer,
+        audience=settings.audience,
+        access_token_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        rotation_grace=timedelta(seconds=settings.rotation_grace_seconds),
+        rotate_refresh_tokens=settings.rotate_refresh_tokens,
+    )
+
+
+@dataclass
+class OpenedService:
+    service: TokenService
+    storage: SqlStorage
+    kek: KeyEncryptionKey
+
+    async def reload_keys(self, clock: Clock) -> None:
+        self.service.keys.current = await load_key_ring(self.storage, self.kek, clock())
+
+    async def reload_keys_forever(self, clock: Clock, every_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(every_seconds)
+            try:
+                await self.reload_keys(clock)
+            except Exception as exc:  # keep serving with the keys we have
+                log.warning("reloading signing keys failed", extra={"error": type(exc).__name__})
+
+    async def close(self) -> None:
+        await self.storage.close()
+
+
+async def open_service(settings: Settings, clock: Clock) -> OpenedService:
+    target = parse_database_url(settings.database_url)
+    kek = resolve_kek(settings, target)
+    storage = SqlStorage(create_engine(target))
+    try:
+        version = await storage.migrate()
+        now = clock()
+        service_secrets = await load_service_secrets(storage, kek, now)
+        ring = await load_key_ring(storage, kek, now)
+    except BaseException:
+        await storage.close()
+        raise
+    log.info(
+        "database ready",
+        extra={
+            "database": target.render_safe(),
+            "schemaVersion": version,
+            "signingKey": ring.signer_kid,
+        },
+    )
+    service = TokenService(storage, KeyRingHolder(ring), service_secrets, policy_of(settings))
+    return OpenedService(service, storage, kek)

@@ -1,0 +1,1 @@
+"""Storage behind a small protocol; one SQLAlchemy Core implementation for SQLite and PostgreSQL."""

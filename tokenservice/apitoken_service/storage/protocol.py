@@ -1,0 +1,68 @@
+"""The storage interface the domain depends on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from apitoken_service.storage.records import (
+    MemberRecord,
+    RefreshState,
+    SigningKeyRecord,
+    TokenQuery,
+    TokenRecord,
+)
+
+
+class Storage(Protocol):
+    async def migrate(self) -> int: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # Sealed service secrets (rotation and digest keys) and signing keys.
+    async def get_service_key(self, name: str) -> bytes | None: ...
+    async def add_service_key(self, name: str, sealed: bytes, now: datetime) -> None:
+        """Store the key unless one with that name exists (a concurrent replica won)."""
+
+    async def signing_keys(self) -> list[SigningKeyRecord]: ...
+    async def add_signing_key(
+        self, key: SigningKeyRecord, *, retire_others_at: datetime, publish_until: datetime
+    ) -> None: ...
+
+    # Workspaces and members.
+    async def ensure_workspace(self, workspace: str, now: datetime) -> None: ...
+    async def workspace_exists(self, workspace: str) -> bool: ...
+    async def get_member(self, workspace: str, user: str) -> MemberRecord | None: ...
+    async def add_member(self, member: MemberRecord) -> bool:
+        """False when the user is already a member."""
+
+    async def put_member(self, member: MemberRecord) -> None: ...
+    async def remove_member(self, workspace: str, user: str) -> bool:
+        """Remove the member and delete every token they own."""
+
+    async def list_members(
+        self, workspace: str, after: str | None, limit: int
+    ) -> list[MemberRecord]: ...
+    async def count_admins(self, workspace: str) -> int: ...
+
+    # Tokens.
+    async def insert_token(self, token: TokenRecord, refresh_digest: bytes) -> None: ...
+    async def get_token(self, workspace: str, token_id: str) -> TokenRecord | None: ...
+    async def list_tokens(self, query: TokenQuery) -> list[TokenRecord]: ...
+    async def disable_token(
+        self, workspace: str, token_id: str, now: datetime, reason: str
+    ) -> None: ...
+    async def delete_token(self, workspace: str, token_id: str) -> bool: ...
+    async def count_tokens_by_status(self, now: datetime) -> dict[str, int]: ...
+
+    # The token endpoint: one read and one conditional write.
+    async def find_refresh(self, digest: bytes) -> RefreshState | None: ...
+    async def rotate_refresh(
+        self, token_id: str, presented: bytes, successor: bytes, now_ms: int
+    ) -> bool:
+        """Swap the current digest for `successor` if it is still `presented`."""
+
+    async def touch_refresh(self, token_id: str, now_ms: int) -> None:
+        """Record use without rotation (rotation switched off)."""
+
+    async def disable_by_id(self, token_id: str, now: datetime, reason: str) -> None: ...
