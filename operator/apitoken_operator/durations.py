@@ -1,0 +1,36 @@
+"""Go-style durations ("720h", "36h30m", "1.5h", "90s"), the format the CRDs use.
+
+The CRD pattern and Kubernetes CEL's duration() accept the same strings, so a value that passed
+admission always parses here.
+"""
+
+import re
+from datetime import timedelta
+
+_UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1)}
+_UNITS["h"] = timedelta(hours=1)
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go duration made of h, m, s and ms parts; raise ValueError otherwise."""
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"not a duration like 720h or 36h30m: {text!r}")
+    total = timedelta()
+    for number, unit in _PART.findall(text):
+        total += _UNITS[unit] * float(number)
+    return total
+
+
+def format_duration(value: timedelta) -> str:
+    """Format a timedelta the way Go prints whole-second durations ("36h30m0s" -> "36h30m")."""
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts) or "0s"

@@ -1,0 +1,248 @@
+"""Typed views of the custom resources (pydantic v2), with the defaults computed here.
+
+The CRDs carry no schema defaults, so that what the apiserver stores is exactly what Git holds
+and GitOps tools show no diff; every default lives in this module (`resolve`) instead.
+Field names follow the CRDs (camelCase aliases); `tests/unit/test_crd_schemas.py` checks that
+the two agree.
+"""
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from apitoken_operator import names
+from apitoken_operator.durations import parse_duration
+
+DEFAULT_LIFETIME_DAYS: Final = 90
+DEFAULT_REFRESH_PERCENT: Final = 75
+DEFAULT_SECRET_KEY: Final = "refresh_token"
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored: the apiserver already prunes them, and an older operator must
+    # keep working on objects written for a newer schema.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore"
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The object as the Kubernetes API wants it: camelCase, RFC 3339, no nulls."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class WorkspaceKind(StrEnum):
+    TOKEN_WORKSPACE = names.KIND_TOKEN_WORKSPACE
+    CLUSTER_TOKEN_WORKSPACE = names.KIND_CLUSTER_TOKEN_WORKSPACE
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    DISABLE = "Disable"
+    ORPHAN = "Orphan"
+
+
+class Provider(StrEnum):
+    APITOKEN = "apitoken"
+    OAUTH2 = "oauth2"
+
+
+def _is_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+GoDuration = Annotated[str, AfterValidator(_is_duration)]
+
+
+class WorkspaceRef(_Model):
+    name: str = Field(min_length=1)
+    kind: WorkspaceKind | None = None
+
+    @property
+    def resolved_kind(self) -> WorkspaceKind:
+        return self.kind or WorkspaceKind.TOKEN_WORKSPACE
+
+
+class SecretTemplate(_Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1)
+    key: str | None = None
+
+    @property
+    def resolved_key(self) -> str:
+        return self.key or DEFAULT_SECRET_KEY
+
+
+class NamespacedSecretKeyRef(SecretKeyRef):
+    namespace: str | None = None
+
+
+class ApiTokenSpec(_Model):
+    workspace_ref: WorkspaceRef
+    token_name: str | None = None
+    lifetime_days: int | None = Field(default=None, ge=1, le=365)
+    secret_name: str | None = None
+    secret_template: SecretTemplate | None = None
+    refresh_percent: int | None = Field(default=None, ge=10, le=95)
+    renew_before: GoDuration | None = None
+    disabled: bool = False
+    deletion_policy: DeletionPolicy | None = None
+    refresh_token_secret_ref: SecretKeyRef | None = None
+
+    def resolve(self, namespace: str, name: str) -> "ResolvedApiTokenSpec":
+        """Apply the defaults documented in docs/usage.md."""
+        lifetime = self.lifetime_days or DEFAULT_LIFETIME_DAYS
+        renew_before = (
+            parse_duration(self.renew_before)
+            if self.renew_before is not None
+            else timedelta(days=lifetime) / 3
+        )
+        template = self.secret_template or SecretTemplate()
+        return ResolvedApiTokenSpec(
+            workspace_name=self.workspace_ref.name,
+            workspace_kind=self.workspace_ref.resolved_kind,
+            token_name=self.token_name or f"{namespace}/{name}",
+            lifetime_days=lifetime,
+            secret_name=self.secret_name or name,
+            secret_labels=dict(template.labels),
+            secret_annotations=dict(template.annotations),
+            refresh_percent=self.refresh_percent or DEFAULT_REFRESH_PERCENT,
+            renew_before=renew_before,
+            disabled=self.disabled,
+            deletion_policy=self.deletion_policy or DeletionPolicy.DELETE,
+            import_ref=self.refresh_token_secret_ref,
+        )
+
+
+class ResolvedApiTokenSpec(_Model):
+    """An ApiToken's spec with every default applied: what the reconcile core works from."""
+
+    workspace_name: str
+    workspace_kind: WorkspaceKind
+    token_name: str
+    lifetime_days: int
+    secret_name: str
+    secret_labels: dict[str, str]
+    secret_annotations: dict[str, str]
+    refresh_percent: int
+    renew_before: timedelta
+    disabled: bool
+    deletion_policy: DeletionPolicy
+    import_ref: SecretKeyRef | None
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class ApiTokenStatus(_Model):
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    token_id: str | None = None
+    secret_name: str | None = None
+    access_token_expires_at: datetime | None = None
+    refresh_token_expires_at: datetime | None = None
+    next_refresh_time: datetime | None = None
+    renewal_time: datetime | None = None
+    last_refresh_time: datetime | None = None
+    failed_refresh_attempts: int = 0
+    last_failure_time: datetime | None = None
+    last_failure_reason: str | None = None
+    last_failure_message: str | None = None
+    issued_spec_hash: str | None = None
+    last_reissue_request: str | None = None
+    imported_token_digest: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class LabelSelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: LabelSelectorOperator
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+class AllowedNamespaces(_Model):
+    names: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+
+class OAuth2Settings(_Model):
+    token_endpoint: str
+    client_id: str | None = None
+
+
+class TokenWorkspaceSpec(_Model):
+    provider: Provider | None = None
+    url: str | None = None
+    workspace: str | None = None
+    credentials_secret_ref: SecretKeyRef | None = None
+    ca_bundle: str | None = None
+    oauth2: OAuth2Settings | None = None
+
+    @property
+    def resolved_provider(self) -> Provider:
+        return self.provider or Provider.APITOKEN
+
+    @property
+    def token_endpoint(self) -> str | None:
+        """Where refresh grants go: the oauth2 endpoint, or the token service's own."""
+        if self.oauth2 is not None:
+            return self.oauth2.token_endpoint
+        if self.url is not None:
+            return self.url.rstrip("/") + "/oauth2/token"
+        return None
+
+    @property
+    def client_id(self) -> str | None:
+        return self.oauth2.client_id if self.oauth2 is not None else None
+
+
+class ClusterTokenWorkspaceSpec(TokenWorkspaceSpec):
+    credentials_secret_ref: NamespacedSecretKeyRef | None = None
+    allowed_namespaces: AllowedNamespaces | None = None
+
+
+class TokenWorkspaceStatus(_Model):
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    user: str | None = None
+    credential_secret_name: str | None = None
+    credential_token_id: str | None = None
+    credential_expires_at: datetime | None = None
+    credential_renewal_time: datetime | None = None
+    bootstrap_digest: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

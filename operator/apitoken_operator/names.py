@@ -1,0 +1,37 @@
+"""API group, kinds, and the labels and annotations the operator reads and writes."""
+
+from typing import Final
+
+GROUP: Final = "apitoken.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+KIND_API_TOKEN: Final = "ApiToken"
+KIND_TOKEN_WORKSPACE: Final = "TokenWorkspace"
+KIND_CLUSTER_TOKEN_WORKSPACE: Final = "ClusterTokenWorkspace"
+
+# Kopf's own bookkeeping lives under our group (finalizer, progress and diff-base storage).
+FINALIZER: Final = f"{GROUP}/finalizer"
+
+# On the managed Secret.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "apitoken-operator"
+ANNOTATION_TOKEN_ID: Final = f"{GROUP}/token-id"
+ANNOTATION_DATA_HASH: Final = f"{GROUP}/data-hash"
+# Lets the operator rebuild the renewal schedule from the Secret if the status was lost
+# (a restore from backup drops the status subresource).
+ANNOTATION_REFRESH_EXPIRES_AT: Final = f"{GROUP}/refresh-token-expires-at"
+
+# On the ApiToken, set by people.
+# Any new value asks for an immediate re-issue, like `cmctl renew` (compared with
+# status.lastReissueRequest, so each value is handled once).
+ANNOTATION_REISSUE: Final = f"{GROUP}/reissue"
+# "true" releases the finalizer without cleaning up at the token service (the token stays
+# valid until it expires): for a service that is gone for good.
+ANNOTATION_ABANDON: Final = f"{GROUP}/abandon"
+
+# Keys of the managed Secret.
+KEY_ACCESS_TOKEN: Final = "access_token"
+KEY_REFRESH_TOKEN: Final = "refresh_token"
+KEY_TOKEN_TYPE: Final = "token_type"
+KEY_EXPIRES_AT: Final = "expires_at"

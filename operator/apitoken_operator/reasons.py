@@ -1,0 +1,61 @@
+"""Condition types and CamelCase reasons, as documented in docs/usage.md."""
+
+from typing import Final
+
+# Condition types (kstatus: Reconciling and Stalled are "abnormal-true" and are removed when
+# they no longer hold).
+READY: Final = "Ready"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+
+# Ready=True
+TOKEN_READY: Final = "TokenReady"
+
+# Work in progress (Reconciling=True).
+GENERATING: Final = "Generating"
+IMPORTING: Final = "Importing"
+REFRESHING: Final = "Refreshing"
+REISSUING: Final = "Reissuing"
+UPDATING_SECRET: Final = "UpdatingSecret"
+DISABLING: Final = "Disabling"
+CLEANING_UP: Final = "CleaningUp"
+
+# Why a token is re-issued (the Reissuing condition's message names it; events carry it).
+RENEWAL_DUE: Final = "RenewalDue"
+LIFETIME_CHANGED: Final = "LifetimeChanged"
+TOKEN_NAME_CHANGED: Final = "TokenNameChanged"
+WORKSPACE_CHANGED: Final = "WorkspaceChanged"
+REISSUE_REQUESTED: Final = "ReissueRequested"
+SECRET_DELETED: Final = "SecretDeleted"
+SECRET_MODIFIED: Final = "SecretModified"
+TOKEN_REVOKED: Final = "TokenRevoked"
+REFRESH_TOKEN_EXPIRED: Final = "RefreshTokenExpired"
+
+# Ready=False, waiting for a person (Stalled=True).
+DISABLED: Final = "Disabled"
+SECRET_CONFLICT: Final = "SecretConflict"
+WORKSPACE_NOT_FOUND: Final = "WorkspaceNotFound"
+NOT_ALLOWED: Final = "NotAllowed"
+INVALID_SPEC: Final = "InvalidSpec"
+IMPORT_SECRET_MISSING: Final = "ImportSecretMissing"
+IMPORT_REQUIRED: Final = "ImportRequired"
+
+# Failures of calls, retried with backoff (Reconciling=True; Ready stays True while the access
+# token in the Secret is still valid).
+SERVICE_UNREACHABLE: Final = "ServiceUnreachable"
+SERVICE_ERROR: Final = "ServiceError"
+UNAUTHORIZED: Final = "Unauthorized"
+BAD_REQUEST: Final = "BadRequest"
+NOT_FOUND: Final = "NotFound"
+REFRESH_TOKEN_REJECTED: Final = "RefreshTokenRejected"
+WORKSPACE_NOT_READY: Final = "WorkspaceNotReady"
+ACCESS_TOKEN_EXPIRED: Final = "AccessTokenExpired"
+CLEANUP_PENDING: Final = "CleanupPending"
+
+# Workspace conditions.
+CREDENTIALS_MISSING: Final = "CredentialsMissing"
+WORKSPACE_READY: Final = "WorkspaceReady"
+
+# A token found at the service by externalRef that no Secret holds (a crash or a re-issue left
+# it behind); it is disabled or deleted.
+UNUSED_TOKEN: Final = "UnusedToken"
