@@ -8,7 +8,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from apitoken_service.domain.rules import MAX_LIFETIME_DAYS, MIN_LIFETIME_DAYS
 from apitoken_service.key_encryption import KeyEncryptionError, generate_key_file
 from apitoken_service.logs import configure_logging
 from apitoken_service.settings import Settings
-from apitoken_service.signing import rotate_signing_key
 from apitoken_service.startup import open_service
 
 _ENV = "APITOKEN_SERVICE_"
@@ -149,15 +147,9 @@ async def _migrate() -> int:
 
 
 async def _rotate() -> str:
-    settings = Settings()
-    opened = await open_service(settings, utc_now)
+    opened = await open_service(Settings(), utc_now)
     try:
-        return await rotate_signing_key(
-            opened.storage,
-            opened.kek,
-            utc_now(),
-            timedelta(seconds=settings.access_token_ttl_seconds),
-        )
+        return await opened.rotate_signing_key(utc_now)
     finally:
         await opened.close()
 

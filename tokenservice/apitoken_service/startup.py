@@ -18,7 +18,7 @@ from apitoken_service.key_encryption import (
     load_key_file,
 )
 from apitoken_service.settings import Settings
-from apitoken_service.signing import load_key_ring, load_service_secrets
+from apitoken_service.signing import load_key_ring, load_service_secrets, rotate_signing_key
 from apitoken_service.storage.sql import SqlStorage, create_engine
 
 log = logging.getLogger("apitoken_service.startup")
@@ -65,6 +65,14 @@ class OpenedService:
 
     async def reload_keys(self, clock: Clock) -> None:
         self.service.keys.current = await load_key_ring(self.storage, self.kek, clock())
+
+    async def rotate_signing_key(self, clock: Clock) -> str:
+        """Sign with a new key from now on (here at once, on other replicas at their reload)."""
+        kid = await rotate_signing_key(
+            self.storage, self.kek, clock(), self.service.policy.access_token_ttl
+        )
+        await self.reload_keys(clock)
+        return kid
 
     async def reload_keys_forever(self, clock: Clock, every_seconds: float) -> None:
         while True:

@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         opened = await open_service(settings, clock)
-        runtime.service = opened.service
+        runtime.opened = opened
         reloader = asyncio.create_task(
             opened.reload_keys_forever(clock, settings.key_reload_seconds)
         )
@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
-            runtime.service = None
+            runtime.opened = None
             await opened.close()
 
     app = FastAPI(

@@ -24,7 +24,10 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        key = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        if not key:
+            raise ValueError("empty cursor")
+        return key.decode()
     except (binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor") from None
 

@@ -14,6 +14,7 @@ from apitoken_service.domain.service import Caller, TokenService
 from apitoken_service.metrics import Metrics
 from apitoken_service.rate_limit import RateLimiter
 from apitoken_service.settings import Settings
+from apitoken_service.startup import OpenedService
 
 
 @dataclass
@@ -24,12 +25,15 @@ class Runtime:
     clock: Clock
     metrics: Metrics
     rate_limiter: RateLimiter
-    service: TokenService | None = None
+    opened: OpenedService | None = None
+
+    def require_opened(self) -> OpenedService:
+        if self.opened is None:
+            raise RuntimeError("the service is not started")
+        return self.opened
 
     def require_service(self) -> TokenService:
-        if self.service is None:
-            raise RuntimeError("the service is not started")
-        return self.service
+        return self.require_opened().service
 
 
 def get_runtime(request: Request) -> Runtime:
