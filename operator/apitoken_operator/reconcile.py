@@ -1,0 +1,862 @@
+"""The reconcile core: from what is observed and the time, decide what to do. No I/O.
+
+`decide` is idempotent and level-based: it looks at (ApiToken spec and status, the observed
+Secret, the workspace, the tokens the service lists for this ApiToken, now) and answers the
+actions to take, in order, and the status that describes the situation. The I/O layer runs the
+actions in order and stops at the first failure. A value-producing action (Generate, Reissue,
+ImportToken, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
+to write (first, from the values in memory) and the status to record; a failure by
+`failed_state`. Then `decide` runs again on the new observation to get the status to write;
+status and Secret are written only when they differ from what was observed.
+
+The managed Secret is the source of truth for the token that is in use: the status only
+reports, so a crash between writing the Secret and writing the status (or a status lost in a
+backup restore) is healed by adopting what the Secret says.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from apitoken_operator import names, reasons
+from apitoken_operator.backoff import backoff_delay
+from apitoken_operator.conditions import Signal, summarize
+from apitoken_operator.issuance import issued_spec_hash, reissue_reason
+from apitoken_operator.models import (
+    ApiTokenSpec,
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    DeletionPolicy,
+    Provider,
+    ResolvedApiTokenSpec,
+    TokenWorkspaceSpec,
+    WorkspaceKind,
+)
+from apitoken_operator.schedule import (
+    TimingPolicy,
+    next_refresh_time,
+    renewal_time,
+    stable_fraction,
+)
+from apitoken_operator.secret_builder import (
+    ObservedSecret,
+    Owner,
+    SecretShape,
+    TokenValues,
+    build_secret,
+    data_intact,
+    disabled_data,
+    metadata_drifted,
+    rfc3339,
+    token_data,
+)
+from apitoken_operator.workspace_access import namespace_allowed
+
+# ---------------------------------------------------------------------------------------------
+# What the core looks at.
+
+
+@dataclass(frozen=True)
+class ApiTokenView:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: ApiTokenSpec
+    status: ApiTokenStatus = field(default_factory=ApiTokenStatus)
+    # Only apitoken.dev/ annotations are read; labels are never looked at (nor copied).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class WorkspaceView:
+    """The referenced workspace as the I/O layer found it."""
+
+    kind: WorkspaceKind
+    name: str
+    spec: TokenWorkspaceSpec | None  # None: not found
+    # Whether the operator's own credential in the workspace works (its Ready condition).
+    ready: bool = True
+    message: str = ""
+    # Labels of the ApiToken's namespace, for ClusterTokenWorkspace.allowedNamespaces.
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceToken:
+    """A token's metadata as the service lists it (GET tokens?externalRef=UID)."""
+
+    id: str
+    status: str  # active, disabled, expired
+    external_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    token: ApiTokenView
+    secret: ObservedSecret | None
+    workspace: WorkspaceView
+    # Tokens the service lists for this ApiToken's UID; None when not listed this time (then
+    # there is no sweep for leaked tokens).
+    service_tokens: tuple[ServiceToken, ...] | None = None
+    # salted_digest(uid, value) of the refresh token in spec.refreshTokenSecretRef; None when
+    # that Secret or key is missing.
+    import_digest: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# What the core asks for.
+
+
+class RetireMode(StrEnum):
+    DISABLE = "disable"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Create a token (name, lifetimeDays, externalRef=UID); then write the Secret."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reissue:
+    """Create a new token and switch the Secret to it in one write; the old one is retired by
+    the RetireToken action that follows."""
+
+    reason: str
+    old_token_id: str | None
+
+
+@dataclass(frozen=True)
+class ImportToken:
+    """Refresh-only mode: refresh with the hand-made token in spec.refreshTokenSecretRef."""
+
+    digest: str
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Refresh the access token with the Secret's refresh token; persist before anything else."""
+
+    token_id: str
+
+
+@dataclass(frozen=True)
+class WriteSecret:
+    """Write the managed Secret with data already known (metadata repair, disable, orphan)."""
+
+    reason: str
+    manifest: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RetireToken:
+    """Disable or delete a token at the service (both are idempotent there)."""
+
+    token_id: str
+    mode: RetireMode
+    reason: str
+
+
+@dataclass(frozen=True)
+class RemoveFinalizer:
+    reason: str
+
+
+Action = Generate | Reissue | ImportToken | Refresh | WriteSecret | RetireToken | RemoveFinalizer
+
+# Actions that call the token service and therefore wait out the backoff after a failure.
+_SERVICE_ACTIONS = (Generate, Reissue, ImportToken, Refresh, RetireToken)
+# Actions that need the management API and so the operator's workspace credential.
+_MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    status: ApiTokenStatus
+    # When to look again if nothing else happens (None: only on the next event).
+    requeue_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new token the service just returned (or an imported one just refreshed)."""
+
+    token_id: str
+    values: TokenValues
+    refresh_token_expires_at: datetime | None
+    obtained_at: datetime
+    imported_digest: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The decision.
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    ready: bool
+    ready_signal: Signal
+    reconciling: Signal | None = None
+    stalled: Signal | None = None
+
+
+@dataclass(frozen=True)
+class _Current:
+    """The token in use, as the managed Secret shows it."""
+
+    token_id: str
+    has_access_token: bool
+    access_expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    # When the access token was obtained: known only if the status describes this access token.
+    obtained_at: datetime | None
+
+
+def decide(obs: Observation, now: datetime, policy: TimingPolicy) -> Decision:
+    token = obs.token
+    spec = token.spec.resolve(token.namespace, token.name)
+    if token.deleting:
+        return _decide_deletion(obs, spec, now, policy)
+    blocked = _blocked(obs, spec)
+    if blocked is not None:
+        status = _with(token.status, secret_name=spec.secret_name)
+        return _finish(obs, (), status, blocked, now, now + policy.recheck_interval)
+    assert obs.workspace.spec is not None  # _blocked ruled it out
+    provider = obs.workspace.spec.resolved_provider
+    if spec.disabled:
+        return _decide_disabled(obs, spec, provider, now, policy)
+    if provider is Provider.OAUTH2:
+        return _decide_refresh_only(obs, spec, now, policy)
+    if spec.import_ref is not None:
+        stalled = Signal(
+            reasons.INVALID_SPEC,
+            "spec.refreshTokenSecretRef is for workspaces with provider oauth2; "
+            f"{obs.workspace.kind} {obs.workspace.name} has provider apitoken",
+        )
+        verdict = _Verdict(False, stalled, stalled=stalled)
+        return _finish(obs, (), token.status, verdict, now, None)
+    return _decide_managed(obs, spec, now, policy)
+
+
+def _blocked(obs: Observation, spec: ResolvedApiTokenSpec) -> _Verdict | None:
+    """Situations only a person can resolve: nothing is done until they change."""
+    ws = obs.workspace
+    token = obs.token
+    signal: Signal | None = None
+    if ws.spec is None:
+        signal = Signal(reasons.WORKSPACE_NOT_FOUND, f"{ws.kind} {ws.name} not found")
+    elif isinstance(ws.spec, ClusterTokenWorkspaceSpec) and not namespace_allowed(
+        ws.spec.allowed_namespaces, token.namespace, ws.namespace_labels
+    ):
+        signal = Signal(
+            reasons.NOT_ALLOWED,
+            f"ClusterTokenWorkspace {ws.name} does not allow namespace {token.namespace} "
+            "(spec.allowedNamespaces)",
+        )
+    elif obs.secret is not None and _foreign(obs.secret, token.uid):
+        signal = Signal(
+            reasons.SECRET_CONFLICT,
+            f"Secret {obs.secret.name} exists and is not managed by this ApiToken; "
+            "it is left alone: delete it or choose another spec.secretName",
+        )
+    if signal is None:
+        return None
+    return _Verdict(False, signal, stalled=signal)
+
+
+def _foreign(secret: ObservedSecret, uid: str) -> bool:
+    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
+
+
+def _current(obs: Observation) -> _Current | None:
+    secret = obs.secret
+    if secret is None or secret.token_id is None or not data_intact(obs.token.uid, secret):
+        return None
+    if names.KEY_REFRESH_TOKEN not in secret.data:
+        return None
+    status = obs.token.status
+    access_expires = secret.access_token_expires_at
+    describes = (
+        status.token_id == secret.token_id
+        and access_expires is not None
+        and status.access_token_expires_at == access_expires
+    )
+    refresh_expires = secret.refresh_token_expires_at or (
+        status.refresh_token_expires_at if status.token_id == secret.token_id else None
+    )
+    return _Current(
+        token_id=secret.token_id,
+        has_access_token=names.KEY_ACCESS_TOKEN in secret.data,
+        access_expires_at=access_expires,
+        refresh_expires_at=refresh_expires,
+        obtained_at=status.last_refresh_time if describes else None,
+    )
+
+
+def _adopt(obs: Observation, spec: ResolvedApiTokenSpec, current: _Current) -> ApiTokenStatus:
+    """Make the status describe the token the Secret holds."""
+    status = obs.token.status
+    same_token = status.token_id == current.token_id
+    return _with(
+        status,
+        token_id=current.token_id,
+        secret_name=spec.secret_name,
+        access_token_expires_at=current.access_expires_at,
+        refresh_token_expires_at=current.refresh_expires_at,
+        last_refresh_time=current.obtained_at,
+        # A Secret written just before a crash holds a token made for the current spec.
+        issued_spec_hash=status.issued_spec_hash if same_token else issued_spec_hash(spec),
+    )
+
+
+def _timing(
+    obs: Observation,
+    spec: ResolvedApiTokenSpec,
+    current: _Current,
+    now: datetime,
+    policy: TimingPolicy,
+) -> tuple[datetime, datetime | None]:
+    """(next refresh, renewal). An access token of unknown age is refreshed now."""
+    if (
+        current.obtained_at is None
+        or current.access_expires_at is None
+        or not current.has_access_token
+    ):
+        refresh_at = now
+    else:
+        refresh_at = next_refresh_time(
+            obtained_at=current.obtained_at,
+            expires_at=current.access_expires_at,
+            refresh_percent=spec.refresh_percent,
+            token_id=current.token_id,
+            policy=policy,
+        )
+    renew_at = (
+        renewal_time(refresh_expires_at=current.refresh_expires_at, renew_before=spec.renew_before)
+        if current.refresh_expires_at is not None
+        else None
+    )
+    return refresh_at, renew_at
+
+
+def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
+    status = obs.token.status
+    if status.failed_refresh_attempts <= 0 or status.last_failure_time is None:
+        return None
+    attempts = status.failed_refresh_attempts
+    delay = backoff_delay(
+        attempts,
+        base=policy.backoff_base,
+        cap=policy.backoff_cap,
+        jitter=stable_fraction(obs.token.uid, str(attempts)),
+    )
+    return status.last_failure_time + delay
+
+
+def _shape(
+    obs: Observation,
+    spec: ResolvedApiTokenSpec,
+    token_id: str,
+    refresh_expires_at: datetime | None,
+    *,
+    owner_reference: bool | None = None,
+) -> SecretShape:
+    token = obs.token
+    return SecretShape(
+        namespace=token.namespace,
+        name=spec.secret_name,
+        owner=Owner(name=token.name, uid=token.uid),
+        set_owner_reference=(
+            spec.deletion_policy is not DeletionPolicy.ORPHAN
+            if owner_reference is None
+            else owner_reference
+        ),
+        token_id=token_id,
+        refresh_token_expires_at=refresh_expires_at,
+        template_labels=spec.secret_labels,
+        template_annotations=spec.secret_annotations,
+    )
+
+
+def _retire_mode(spec: ResolvedApiTokenSpec) -> RetireMode:
+    # A token replaced by a re-issue is never kept active: Orphan only concerns deletion.
+    return (
+        RetireMode.DELETE if spec.deletion_policy is DeletionPolicy.DELETE else RetireMode.DISABLE
+    )
+
+
+def _sweep(obs: Observation, keep: Iterable[str | None], mode: RetireMode) -> list[RetireToken]:
+    """Retire the tokens tagged with this ApiToken's UID that no Secret holds."""
+    if obs.service_tokens is None:
+        return []
+    kept = {k for k in keep if k}
+    return [
+        RetireToken(t.id, mode, reasons.UNUSED_TOKEN)
+        for t in obs.service_tokens
+        if t.id not in kept
+        and t.external_ref in (None, obs.token.uid)
+        and (mode is RetireMode.DELETE or t.status == "active")
+    ]
+
+
+def _dedupe(actions: Sequence[Action]) -> tuple[Action, ...]:
+    seen: set[str] = set()
+    out: list[Action] = []
+    for action in actions:
+        if isinstance(action, RetireToken):
+            if action.token_id in seen:
+                continue
+            seen.add(action.token_id)
+        out.append(action)
+    return tuple(out)
+
+
+def _gate(
+    obs: Observation,
+    actions: Sequence[Action],
+    verdict: _Verdict,
+    policy: TimingPolicy,
+    now: datetime,
+    *,
+    management_ok: bool,
+) -> tuple[tuple[Action, ...], _Verdict, datetime | None]:
+    """Hold back service calls during a backoff and management calls without a working
+    workspace credential; say so in Reconciling."""
+    actions = _dedupe(actions)
+    status = obs.token.status
+    retry_at = _retry_at(obs, policy)
+    if (
+        retry_at is not None
+        and now < retry_at
+        and any(isinstance(a, _SERVICE_ACTIONS) for a in actions)
+    ):
+        held: tuple[Action, ...] = tuple(a for a in actions if not isinstance(a, _SERVICE_ACTIONS))
+        signal = Signal(
+            status.last_failure_reason or reasons.SERVICE_ERROR,
+            f"attempt {status.failed_refresh_attempts} failed: "
+            f"{status.last_failure_message or 'no details'}; retrying at {rfc3339(retry_at)}",
+        )
+        return held, replace(verdict, reconciling=signal), retry_at
+    if not management_ok and any(isinstance(a, _MANAGEMENT_ACTIONS) for a in actions):
+        held = tuple(a for a in actions if not isinstance(a, _MANAGEMENT_ACTIONS))
+        signal = Signal(
+            reasons.WORKSPACE_NOT_READY,
+            f"{obs.workspace.kind} {obs.workspace.name} is not ready"
+            + (f": {obs.workspace.message}" if obs.workspace.message else ""),
+        )
+        return held, replace(verdict, reconciling=signal), now + policy.recheck_interval
+    return actions, verdict, None
+
+
+def _work_signal(actions: Sequence[Action]) -> Signal | None:
+    for action in actions:
+        match action:
+            case Generate(reason=reason):
+                return Signal(reasons.GENERATING, f"generating a token ({reason})")
+            case Reissue(reason=reason):
+                return Signal(reasons.REISSUING, f"re-issuing the token: {reason}")
+            case ImportToken():
+                return Signal(reasons.IMPORTING, "importing the refresh token")
+            case Refresh():
+                return Signal(reasons.REFRESHING, "refreshing the access token")
+            case RetireToken(reason=reason):
+                return Signal(reasons.CLEANING_UP, f"retiring unused tokens ({reason})")
+            case WriteSecret(reason=reason):
+                return Signal(reasons.UPDATING_SECRET, f"updating the Secret ({reason})")
+            case RemoveFinalizer():
+                return None
+    return None
+
+
+def _finish(
+    obs: Observation,
+    actions: Sequence[Action],
+    status: ApiTokenStatus,
+    verdict: _Verdict,
+    now: datetime,
+    requeue_at: datetime | None,
+) -> Decision:
+    token = obs.token
+    if verdict.reconciling is None and verdict.stalled is None:
+        verdict = replace(verdict, reconciling=_work_signal(actions))
+    conditions = summarize(
+        token.status.conditions,
+        ready=verdict.ready,
+        ready_signal=verdict.ready_signal,
+        reconciling=verdict.reconciling,
+        stalled=verdict.stalled,
+        generation=token.generation,
+        now=now,
+    )
+    status = _with(status, observed_generation=token.generation, conditions=conditions)
+    return Decision(actions=tuple(actions), status=status, requeue_at=requeue_at)
+
+
+def _failure_signal(status: ApiTokenStatus, fallback: Signal) -> Signal:
+    if status.last_failure_reason is None:
+        return fallback
+    return Signal(status.last_failure_reason, status.last_failure_message or "")
+
+
+def _decide_managed(
+    obs: Observation, spec: ResolvedApiTokenSpec, now: datetime, policy: TimingPolicy
+) -> Decision:
+    token = obs.token
+    secret = obs.secret
+    current = _current(obs)
+    mode = _retire_mode(spec)
+    actions: list[Action] = []
+    status = _with(token.status, secret_name=spec.secret_name)
+    requeue: list[datetime] = []
+
+    if current is None:
+        old = (secret.token_id if secret is not None else None) or token.status.token_id
+        if secret is None and old is None:
+            actions.append(Generate(reasons.GENERATING))
+        else:
+            reason = reasons.SECRET_DELETED if secret is None else reasons.SECRET_MODIFIED
+            actions.append(Reissue(reason, old))
+            if old is not None:
+                actions.append(RetireToken(old, mode, reason))
+        actions.extend(_sweep(obs, (), mode))
+        fallback = Signal(reasons.GENERATING, f"no usable token in Secret {spec.secret_name} yet")
+        verdict = _Verdict(False, _failure_signal(status, fallback))
+    else:
+        status = _adopt(obs, spec, current)
+        refresh_at, renew_at = _timing(obs, spec, current, now, policy)
+        status = _with(status, next_refresh_time=refresh_at, renewal_time=renew_at)
+        why = reissue_reason(
+            spec=spec,
+            status=status,
+            reissue_annotation=token.annotations.get(names.ANNOTATION_REISSUE),
+            renewal_at=renew_at,
+            now=now,
+        )
+        if why is not None:
+            actions.append(Reissue(why, current.token_id))
+            actions.append(RetireToken(current.token_id, mode, why))
+        elif now >= refresh_at:
+            actions.append(Refresh(current.token_id))
+        else:
+            shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
+            assert secret is not None  # _current found it
+            if metadata_drifted(shape, secret):
+                actions.append(WriteSecret("metadata drifted", build_secret(shape, secret.data)))
+            requeue.append(refresh_at)
+            if renew_at is not None:
+                requeue.append(renew_at)
+        actions.extend(_sweep(obs, (current.token_id,), mode))
+        valid = (
+            current.has_access_token
+            and current.access_expires_at is not None
+            and now < current.access_expires_at
+        )
+        if valid:
+            ready_signal = Signal(
+                reasons.TOKEN_READY,
+                f"Secret {spec.secret_name} holds a valid access token",
+            )
+        else:
+            ready_signal = _failure_signal(
+                status,
+                Signal(reasons.ACCESS_TOKEN_EXPIRED, "the access token in the Secret expired"),
+            )
+        verdict = _Verdict(valid, ready_signal)
+
+    held, verdict, retry = _gate(
+        obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
+    )
+    if retry is not None:
+        requeue.append(retry)
+    return _finish(obs, held, status, verdict, now, min(requeue) if requeue else None)
+
+
+def _decide_disabled(
+    obs: Observation,
+    spec: ResolvedApiTokenSpec,
+    provider: Provider,
+    now: datetime,
+    policy: TimingPolicy,
+) -> Decision:
+    token = obs.token
+    secret = obs.secret
+    status = _with(token.status, secret_name=spec.secret_name, next_refresh_time=None)
+    status = _with(status, renewal_time=None)
+    actions: list[Action] = []
+    holding = secret is not None and secret.holds_tokens
+    if provider is Provider.APITOKEN:
+        # A stripped Secret is the mark that the disable went through: it is written after.
+        if secret is None or holding:
+            for token_id in (token.status.token_id, secret.token_id if secret else None):
+                if token_id:
+                    actions.append(RetireToken(token_id, RetireMode.DISABLE, reasons.DISABLED))
+        actions.extend(_sweep(obs, (), RetireMode.DISABLE))
+    if secret is not None and holding:
+        token_id = secret.token_id or token.status.token_id or ""
+        shape = _shape(obs, spec, token_id, secret.refresh_token_expires_at)
+        actions.append(
+            WriteSecret(reasons.DISABLED, build_secret(shape, disabled_data(secret.data)))
+        )
+    message = "the token is disabled; its Secret holds no usable token"
+    if provider is Provider.OAUTH2:
+        message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
+    verdict = _Verdict(False, Signal(reasons.DISABLED, message))
+    held, verdict, retry = _gate(
+        obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
+    )
+    return _finish(obs, held, status, verdict, now, retry)
+
+
+def _decide_refresh_only(
+    obs: Observation, spec: ResolvedApiTokenSpec, now: datetime, policy: TimingPolicy
+) -> Decision:
+    token = obs.token
+    status = _with(token.status, secret_name=spec.secret_name)
+    ref = spec.import_ref
+    if ref is None:
+        required = Signal(
+            reasons.IMPORT_REQUIRED,
+            "provider oauth2 is refresh-only: set spec.refreshTokenSecretRef to a Secret "
+            "holding a refresh token made in the provider's UI",
+        )
+        verdict = _Verdict(False, required, stalled=required)
+        return _finish(obs, (), status, verdict, now, None)
+    where = f"Secret {ref.name} key {ref.resolved_key}"
+    current = _current(obs)
+    new_import = obs.import_digest is not None and obs.import_digest != status.imported_token_digest
+    actions: list[Action] = []
+    requeue: list[datetime] = []
+    stalled: Signal | None = None
+    valid = False
+    if current is not None:
+        status = _adopt(obs, spec, current)
+        valid = (
+            current.has_access_token
+            and current.access_expires_at is not None
+            and now < current.access_expires_at
+        )
+    if new_import:
+        assert obs.import_digest is not None
+        actions.append(ImportToken(obs.import_digest))
+    elif current is None:
+        if obs.import_digest is None:
+            stalled = Signal(reasons.IMPORT_SECRET_MISSING, f"{where} not found")
+        else:
+            stalled = Signal(
+                reasons.IMPORT_REQUIRED,
+                f"the refresh token in {where} was already used and the managed Secret "
+                f"{spec.secret_name} holds none: put a new refresh token in {where}",
+            )
+    elif status.last_failure_reason == reasons.REFRESH_TOKEN_REJECTED:
+        stalled = Signal(
+            reasons.REFRESH_TOKEN_REJECTED,
+            f"the provider rejected the refresh token (invalid_grant): put a new one in {where}",
+        )
+    elif current.refresh_expires_at is not None and now >= current.refresh_expires_at:
+        stalled = Signal(
+            reasons.REFRESH_TOKEN_EXPIRED,
+            f"the refresh token expired: put a new one in {where}",
+        )
+    else:
+        refresh_at, _ = _timing(obs, spec, current, now, policy)
+        status = _with(status, next_refresh_time=refresh_at, renewal_time=None)
+        if now >= refresh_at:
+            actions.append(Refresh(current.token_id))
+        else:
+            assert obs.secret is not None
+            shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
+            if metadata_drifted(shape, obs.secret):
+                actions.append(
+                    WriteSecret("metadata drifted", build_secret(shape, obs.secret.data))
+                )
+            requeue.append(refresh_at)
+    if valid:
+        ready_signal = Signal(
+            reasons.TOKEN_READY, f"Secret {spec.secret_name} holds a valid access token"
+        )
+    elif stalled is not None:
+        ready_signal = stalled
+    else:
+        ready_signal = _failure_signal(
+            status, Signal(reasons.IMPORTING, f"no usable token in Secret {spec.secret_name} yet")
+        )
+    verdict = _Verdict(valid, ready_signal, stalled=stalled)
+    held, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=True)
+    if retry is not None:
+        requeue.append(retry)
+    if stalled is not None:
+        requeue.append(now + policy.recheck_interval)
+    return _finish(obs, held, status, verdict, now, min(requeue) if requeue else None)
+
+
+def _decide_deletion(
+    obs: Observation, spec: ResolvedApiTokenSpec, now: datetime, policy: TimingPolicy
+) -> Decision:
+    token = obs.token
+    status = token.status
+    if token.annotations.get(names.ANNOTATION_ABANDON) == "true":
+        signal = Signal(
+            reasons.CLEANING_UP,
+            f"{names.ANNOTATION_ABANDON} is set: released without cleaning up at the service",
+        )
+        return _finish(
+            obs, (RemoveFinalizer("abandoned"),), status, _Verdict(False, signal), now, None
+        )
+    secret = obs.secret
+    ours = secret if secret is not None and not _foreign(secret, token.uid) else None
+    ws = obs.workspace
+    actions: list[Action] = []
+    service_side = ws.spec is not None and ws.spec.resolved_provider is Provider.APITOKEN
+    current_id = (ours.token_id if ours else None) or status.token_id
+    known = [status.token_id, ours.token_id if ours else None]
+    policy_ = spec.deletion_policy
+    if policy_ is DeletionPolicy.ORPHAN:
+        if ours is not None and token.uid in ours.owner_uids and ours.token_id:
+            shape = _shape(
+                obs, spec, ours.token_id, ours.refresh_token_expires_at, owner_reference=False
+            )
+            actions.append(WriteSecret("orphaned", build_secret(shape, ours.data)))
+        if service_side:
+            actions.extend(_sweep(obs, (current_id,), RetireMode.DISABLE))
+    elif service_side:
+        mode = RetireMode.DELETE if policy_ is DeletionPolicy.DELETE else RetireMode.DISABLE
+        reason = f"deletionPolicy {policy_}"
+        actions.extend(RetireToken(t, mode, reason) for t in known if t)
+        actions.extend(_sweep(obs, (), mode))
+    pending = Signal(
+        reasons.CLEANUP_PENDING,
+        f"waiting to {str(policy_).lower()} the token at the service before the ApiToken goes; "
+        f'set the annotation {names.ANNOTATION_ABANDON}="true" to release it without cleanup',
+    )
+    if ws.spec is None and (known[0] or known[1]) and policy_ is not DeletionPolicy.ORPHAN:
+        # Without the workspace there is no way to reach the service.
+        verdict = _Verdict(False, pending, reconciling=pending)
+        return _finish(obs, (), status, verdict, now, now + policy.recheck_interval)
+    actions = list(_dedupe(actions))
+    verdict = _Verdict(False, Signal(reasons.CLEANING_UP, "the ApiToken is being deleted"))
+    held, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=ws.ready)
+    if len(held) < len(actions):
+        verdict = replace(
+            verdict, reconciling=pending if verdict.reconciling is None else verdict.reconciling
+        )
+        return _finish(obs, held, status, verdict, now, retry or now + policy.recheck_interval)
+    return _finish(
+        obs, (*held, RemoveFinalizer(f"deletionPolicy {policy_}")), status, verdict, now, None
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# After the I/O layer ran a value-producing action.
+
+
+def _success(status: ApiTokenStatus) -> ApiTokenStatus:
+    return _with(
+        status,
+        failed_refresh_attempts=0,
+        last_failure_time=None,
+        last_failure_reason=None,
+        last_failure_message=None,
+    )
+
+
+def issued_state(
+    obs: Observation, issued: IssuedToken, policy: TimingPolicy
+) -> tuple[dict[str, Any], ApiTokenStatus]:
+    """The Secret to write, first, and the status to record after a token was issued."""
+    token = obs.token
+    spec = token.spec.resolve(token.namespace, token.name)
+    shape = _shape(obs, spec, issued.token_id, issued.refresh_token_expires_at)
+    manifest = build_secret(shape, token_data(issued.values))
+    status = _with(
+        _success(token.status),
+        token_id=issued.token_id,
+        secret_name=spec.secret_name,
+        access_token_expires_at=_whole(issued.values.access_token_expires_at),
+        refresh_token_expires_at=_whole_or_none(issued.refresh_token_expires_at),
+        last_refresh_time=_whole(issued.obtained_at),
+        issued_spec_hash=issued_spec_hash(spec),
+        last_reissue_request=token.annotations.get(
+            names.ANNOTATION_REISSUE, token.status.last_reissue_request
+        ),
+        imported_token_digest=issued.imported_digest or token.status.imported_token_digest,
+    )
+    del policy  # the schedule is computed by the next decide
+    return manifest, status
+
+
+def refreshed_state(
+    obs: Observation, values: TokenValues, obtained_at: datetime
+) -> tuple[dict[str, Any], ApiTokenStatus]:
+    """The Secret to write, first, and the status to record after a refresh.
+
+    The refresh token keeps its final expiry across rotations; a provider that does not rotate
+    returns no refresh token, and the I/O layer passes the one it used.
+    """
+    token = obs.token
+    secret = obs.secret
+    spec = token.spec.resolve(token.namespace, token.name)
+    token_id = (secret.token_id if secret else None) or token.status.token_id or ""
+    refresh_expires = (
+        secret.refresh_token_expires_at if secret else None
+    ) or token.status.refresh_token_expires_at
+    shape = _shape(obs, spec, token_id, refresh_expires)
+    manifest = build_secret(shape, token_data(values))
+    status = _with(
+        _success(token.status),
+        token_id=token_id,
+        secret_name=spec.secret_name,
+        access_token_expires_at=_whole(values.access_token_expires_at),
+        refresh_token_expires_at=_whole_or_none(refresh_expires),
+        last_refresh_time=_whole(obtained_at),
+    )
+    return manifest, status
+
+
+def failed_state(
+    obs: Observation,
+    reason: str,
+    message: str,
+    now: datetime,
+    *,
+    consumed_import_digest: str | None = None,
+) -> ApiTokenStatus:
+    """The status after a failed call: counts the attempt for the backoff.
+
+    `message` must come from the service client's exceptions, which never carry token values.
+    An imported refresh token that was rejected is remembered as used, so it is not retried.
+    """
+    status = obs.token.status
+    return _with(
+        status,
+        failed_refresh_attempts=status.failed_refresh_attempts + 1,
+        last_failure_time=_whole(now),
+        last_failure_reason=reason,
+        last_failure_message=message,
+        imported_token_digest=consumed_import_digest or status.imported_token_digest,
+    )
+
+
+def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:
+    return status.model_copy(update=changes)
+
+
+def _whole(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def _whole_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _whole(moment)
+
+
+def requeue_delay(decision: Decision, now: datetime) -> timedelta | None:
+    """How long the I/O layer's timer should sleep, for Kopf's `delay`."""
+    if decision.requeue_at is None:
+        return None
+    return max(decision.requeue_at - now, timedelta(0))

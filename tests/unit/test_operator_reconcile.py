@@ -1,0 +1,812 @@
+"""The reconcile core: named table cases over (spec, status, Secret, workspace, service, now)."""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from apitoken_operator import names, reasons
+from apitoken_operator.models import (
+    ApiTokenSpec,
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    ConditionStatus,
+    TokenWorkspaceSpec,
+    WorkspaceKind,
+)
+from apitoken_operator.reconcile import (
+    Action,
+    ApiTokenView,
+    Decision,
+    Generate,
+    ImportToken,
+    IssuedToken,
+    Observation,
+    Refresh,
+    Reissue,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WorkspaceView,
+    WriteSecret,
+    decide,
+    failed_state,
+    issued_state,
+    refreshed_state,
+    requeue_delay,
+)
+from apitoken_operator.schedule import TimingPolicy
+from apitoken_operator.secret_builder import (
+    ObservedSecret,
+    TokenValues,
+    observe,
+    salted_digest,
+)
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+UID = "uid-1"
+POLICY = TimingPolicy(refresh_jitter_percent=0)
+HOUR = timedelta(hours=1)
+APITOKEN_WS = TokenWorkspaceSpec.model_validate(
+    {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "cred"}}
+)
+OAUTH2_WS = TokenWorkspaceSpec.model_validate(
+    {"provider": "oauth2", "oauth2": {"tokenEndpoint": "http://idp/token", "clientId": "c"}}
+)
+
+
+def values(n: int, obtained: datetime, life: timedelta = HOUR) -> TokenValues:
+    return TokenValues(
+        access_token=f"access-value-{n}",
+        refresh_token=f"refresh-value-{n}",
+        token_type="Bearer",
+        access_token_expires_at=obtained + life,
+    )
+
+
+def view(
+    spec: dict[str, Any] | None = None,
+    status: ApiTokenStatus | None = None,
+    annotations: dict[str, str] | None = None,
+    *,
+    generation: int = 1,
+    deleting: bool = False,
+) -> ApiTokenView:
+    return ApiTokenView(
+        namespace="apps",
+        name="billing",
+        uid=UID,
+        generation=generation,
+        spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "main"}, **(spec or {})}),
+        status=status or ApiTokenStatus(),
+        annotations=annotations or {},
+        deleting=deleting,
+    )
+
+
+def workspace(spec: TokenWorkspaceSpec | None = APITOKEN_WS, **kw: Any) -> WorkspaceView:
+    kind = (
+        WorkspaceKind.CLUSTER_TOKEN_WORKSPACE
+        if isinstance(spec, ClusterTokenWorkspaceSpec)
+        else WorkspaceKind.TOKEN_WORKSPACE
+    )
+    return WorkspaceView(kind=kind, name="main", spec=spec, **kw)
+
+
+def fresh(**kw: Any) -> Observation:
+    return Observation(token=view(**kw), secret=None, workspace=workspace())
+
+
+@dataclass(frozen=True)
+class World:
+    """An observation plus what the I/O layer would see after running the actions."""
+
+    obs: Observation
+
+    def with_token(self, **changes: Any) -> "World":
+        return World(
+            dataclasses.replace(self.obs, token=dataclasses.replace(self.obs.token, **changes))
+        )
+
+    def with_spec(self, **fields: Any) -> "World":
+        spec = self.obs.token.spec.model_copy(update=fields)
+        return self.with_token(spec=spec)
+
+    def with_status(self, **fields: Any) -> "World":
+        return self.with_token(status=self.obs.token.status.model_copy(update=fields))
+
+    def with_secret(self, secret: ObservedSecret | None) -> "World":
+        return World(dataclasses.replace(self.obs, secret=secret))
+
+    def with_obs(self, **changes: Any) -> "World":
+        return World(dataclasses.replace(self.obs, **changes))
+
+
+def issue(obs: Observation, token_id: str, now: datetime, n: int = 1) -> World:
+    """The world right after a token was issued and the status of the next decide written."""
+    manifest, status = issued_state(
+        obs,
+        IssuedToken(
+            token_id=token_id,
+            values=values(n, now),
+            refresh_token_expires_at=now + timedelta(days=90),
+            obtained_at=now,
+        ),
+        POLICY,
+    )
+    after = dataclasses.replace(
+        obs, secret=observe(manifest), token=dataclasses.replace(obs.token, status=status)
+    )
+    settled = decide(after, now, POLICY)
+    return World(
+        dataclasses.replace(after, token=dataclasses.replace(after.token, status=settled.status))
+    )
+
+
+STEADY = issue(fresh(), "tok-1", T0)
+
+
+def cond(decision: Decision, type_: str) -> tuple[str, str] | None:
+    c = decision.status.condition(type_)
+    return None if c is None else (c.status.value, c.reason)
+
+
+def kinds(actions: tuple[Action, ...]) -> list[str]:
+    out = []
+    for a in actions:
+        match a:
+            case Generate():
+                out.append("Generate")
+            case Reissue(reason=r):
+                out.append(f"Reissue:{r}")
+            case RetireToken(token_id=t, mode=m):
+                out.append(f"{m.value}:{t}")
+            case Refresh(token_id=t):
+                out.append(f"Refresh:{t}")
+            case WriteSecret(reason=r):
+                out.append(f"WriteSecret:{r}")
+            case ImportToken():
+                out.append("Import")
+            case RemoveFinalizer():
+                out.append("RemoveFinalizer")
+    return out
+
+
+def edited(secret: ObservedSecret | None, **data: str) -> ObservedSecret:
+    assert secret is not None
+    return dataclasses.replace(secret, data={**secret.data, **data})
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    world: Callable[[], World]
+    now: datetime
+    actions: list[str]
+    ready: tuple[str, str] | None = None
+    # None: the condition is absent; ANY: not checked.
+    reconciling: tuple[str, str] | str | None = "ANY"
+    stalled: tuple[str, str] | None = None
+
+
+REFRESH_AT = T0 + timedelta(minutes=45)
+CASES = [
+    Case(
+        "new-token-is-generated",
+        lambda: World(fresh()),
+        T0,
+        ["Generate"],
+        ready=("False", reasons.GENERATING),
+        reconciling=("True", reasons.GENERATING),
+    ),
+    Case(
+        "steady-state-does-nothing",
+        lambda: STEADY,
+        T0 + timedelta(minutes=10),
+        [],
+        ready=("True", reasons.TOKEN_READY),
+    ),
+    Case(
+        "refresh-at-75-percent",
+        lambda: STEADY,
+        REFRESH_AT,
+        ["Refresh:tok-1"],
+        ready=("True", reasons.TOKEN_READY),
+        reconciling=("True", reasons.REFRESHING),
+    ),
+    Case(
+        "renewal-due-reissues-and-deletes-old",
+        lambda: STEADY,
+        T0 + timedelta(days=60),
+        [f"Reissue:{reasons.RENEWAL_DUE}", "delete:tok-1"],
+        reconciling=("True", reasons.REISSUING),
+    ),
+    Case(
+        "renewal-with-disable-policy-disables-old",
+        lambda: STEADY.with_spec(deletion_policy="Disable"),
+        T0 + timedelta(days=61),
+        [f"Reissue:{reasons.RENEWAL_DUE}", "disable:tok-1"],
+    ),
+    Case(
+        "renewal-with-orphan-policy-still-disables-old",
+        lambda: STEADY.with_spec(deletion_policy="Orphan"),
+        T0 + timedelta(days=61),
+        [f"Reissue:{reasons.RENEWAL_DUE}", "disable:tok-1"],
+    ),
+    Case(
+        "custom-renew-before",
+        lambda: STEADY.with_spec(renew_before="24h"),
+        T0 + timedelta(days=60),
+        ["Refresh:tok-1"],
+    ),
+    Case(
+        "lifetime-change-reissues",
+        lambda: STEADY.with_spec(lifetime_days=30),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.LIFETIME_CHANGED}", "delete:tok-1"],
+    ),
+    Case(
+        "token-name-change-reissues",
+        lambda: STEADY.with_spec(token_name="billing-prod"),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.TOKEN_NAME_CHANGED}", "delete:tok-1"],
+    ),
+    Case(
+        "workspace-change-reissues",
+        lambda: STEADY.with_token(
+            spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}})
+        ),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.WORKSPACE_CHANGED}", "delete:tok-1"],
+    ),
+    Case(
+        "template-change-only-updates-secret",
+        lambda: STEADY.with_token(
+            spec=ApiTokenSpec.model_validate(
+                {"workspaceRef": {"name": "main"}, "secretTemplate": {"labels": {"team": "x"}}}
+            )
+        ),
+        T0 + timedelta(minutes=1),
+        ["WriteSecret:metadata drifted"],
+        ready=("True", reasons.TOKEN_READY),
+        reconciling=("True", reasons.UPDATING_SECRET),
+    ),
+    Case(
+        "refresh-percent-change-does-not-reissue",
+        lambda: STEADY.with_spec(refresh_percent=50),
+        T0 + timedelta(minutes=31),
+        ["Refresh:tok-1"],
+    ),
+    Case(
+        "deletion-policy-orphan-removes-owner-reference-only",
+        lambda: STEADY.with_spec(deletion_policy="Orphan"),
+        T0 + timedelta(minutes=1),
+        ["WriteSecret:metadata drifted"],
+    ),
+    Case(
+        "reissue-annotation-reissues",
+        lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "2026-11-28"}),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.REISSUE_REQUESTED}", "delete:tok-1"],
+    ),
+    Case(
+        "handled-reissue-annotation-is-ignored",
+        lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "x"}).with_status(
+            last_reissue_request="x"
+        ),
+        T0 + timedelta(minutes=1),
+        [],
+    ),
+    Case(
+        "deleted-secret-reissues-and-retires-old",
+        lambda: STEADY.with_secret(None),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.SECRET_DELETED}", "delete:tok-1"],
+        ready=("False", reasons.GENERATING),
+    ),
+    Case(
+        "edited-secret-reissues",
+        lambda: STEADY.with_secret(edited(STEADY.obs.secret, refresh_token="by-hand")),
+        T0 + timedelta(minutes=1),
+        [f"Reissue:{reasons.SECRET_MODIFIED}", "delete:tok-1"],
+    ),
+    Case(
+        "unmanaged-secret-is-a-conflict",
+        lambda: STEADY.with_secret(ObservedSecret(name="billing", data={"x": "y"})),
+        T0,
+        [],
+        ready=("False", reasons.SECRET_CONFLICT),
+        stalled=("True", reasons.SECRET_CONFLICT),
+    ),
+    Case(
+        "secret-of-another-apitoken-is-a-conflict",
+        lambda: STEADY.with_secret(
+            dataclasses.replace(STEADY.obs.secret or ObservedSecret(""), owner_uids=("uid-2",))
+        ),
+        T0,
+        [],
+        stalled=("True", reasons.SECRET_CONFLICT),
+    ),
+    Case(
+        "missing-workspace-stalls",
+        lambda: World(fresh()).with_obs(workspace=workspace(None)),
+        T0,
+        [],
+        ready=("False", reasons.WORKSPACE_NOT_FOUND),
+        stalled=("True", reasons.WORKSPACE_NOT_FOUND),
+    ),
+    Case(
+        "namespace-not-allowed-generates-nothing",
+        lambda: World(fresh()).with_obs(
+            workspace=workspace(
+                ClusterTokenWorkspaceSpec.model_validate(
+                    {**APITOKEN_WS.to_json(), "allowedNamespaces": {"names": ["other"]}}
+                )
+            )
+        ),
+        T0,
+        [],
+        ready=("False", reasons.NOT_ALLOWED),
+        stalled=("True", reasons.NOT_ALLOWED),
+    ),
+    Case(
+        "allowed-namespace-by-selector-generates",
+        lambda: World(fresh()).with_obs(
+            workspace=workspace(
+                ClusterTokenWorkspaceSpec.model_validate(
+                    {
+                        **APITOKEN_WS.to_json(),
+                        "allowedNamespaces": {"selector": {"matchLabels": {"team": "a"}}},
+                    }
+                ),
+                namespace_labels={"team": "a"},
+            )
+        ),
+        T0,
+        ["Generate"],
+    ),
+    Case(
+        "workspace-not-ready-holds-generation",
+        lambda: World(fresh()).with_obs(workspace=workspace(ready=False, message="401")),
+        T0,
+        [],
+        reconciling=("True", reasons.WORKSPACE_NOT_READY),
+    ),
+    Case(
+        "workspace-not-ready-still-refreshes",
+        lambda: STEADY.with_obs(workspace=workspace(ready=False)),
+        REFRESH_AT,
+        ["Refresh:tok-1"],
+    ),
+    Case(
+        "invalid-grant-reissues",
+        lambda: STEADY.with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+        ),
+        T0 + timedelta(minutes=5),
+        [f"Reissue:{reasons.TOKEN_REVOKED}", "delete:tok-1"],
+    ),
+    Case(
+        "backoff-holds-refresh-while-token-valid",
+        lambda: STEADY.with_status(
+            failed_refresh_attempts=3,
+            last_failure_time=REFRESH_AT,
+            last_failure_reason=reasons.SERVICE_UNREACHABLE,
+            last_failure_message="connection refused",
+        ),
+        REFRESH_AT + timedelta(seconds=5),
+        [],
+        ready=("True", reasons.TOKEN_READY),
+        reconciling=("True", reasons.SERVICE_UNREACHABLE),
+    ),
+    Case(
+        "backoff-over-retries",
+        lambda: STEADY.with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=REFRESH_AT,
+            last_failure_reason=reasons.SERVICE_UNREACHABLE,
+        ),
+        REFRESH_AT + timedelta(seconds=6),
+        ["Refresh:tok-1"],
+    ),
+    Case(
+        "ready-false-once-access-token-expired",
+        lambda: STEADY.with_status(
+            failed_refresh_attempts=8,
+            last_failure_time=T0 + timedelta(minutes=59),
+            last_failure_reason=reasons.SERVICE_ERROR,
+            last_failure_message="502 Bad Gateway",
+        ),
+        T0 + timedelta(minutes=61),
+        [],
+        ready=("False", reasons.SERVICE_ERROR),
+        reconciling=("True", reasons.SERVICE_ERROR),
+    ),
+    Case(
+        "sweep-retires-unused-tokens-never-the-current",
+        lambda: STEADY.with_obs(
+            service_tokens=(
+                ServiceToken("tok-1", "active", UID),
+                ServiceToken("tok-0", "active", UID),
+                ServiceToken("tok-old", "disabled", UID),
+            )
+        ),
+        T0 + timedelta(minutes=1),
+        ["delete:tok-0", "delete:tok-old"],
+    ),
+    Case(
+        "sweep-with-disable-policy-skips-disabled",
+        lambda: STEADY.with_spec(deletion_policy="Disable").with_obs(
+            service_tokens=(
+                ServiceToken("tok-1", "active", UID),
+                ServiceToken("tok-0", "active", UID),
+                ServiceToken("tok-old", "disabled", UID),
+            )
+        ),
+        T0 + timedelta(minutes=1),
+        ["disable:tok-0"],
+    ),
+    Case(
+        "crash-before-secret-write-is-swept-and-regenerated",
+        lambda: World(fresh()).with_obs(service_tokens=(ServiceToken("tok-leak", "active", UID),)),
+        T0,
+        ["Generate", "delete:tok-leak"],
+    ),
+    Case(
+        "lost-status-adopts-secret-and-refreshes",
+        lambda: STEADY.with_token(status=ApiTokenStatus()),
+        T0 + timedelta(minutes=1),
+        ["Refresh:tok-1"],
+        ready=("True", reasons.TOKEN_READY),
+    ),
+    Case(
+        "crash-between-secret-and-status-adopts-secret",
+        lambda: STEADY.with_status(token_id="tok-0", issued_spec_hash="stale.stale.1"),
+        T0 + timedelta(minutes=1),
+        ["Refresh:tok-1"],
+    ),
+    Case(
+        "disable-disables-then-strips-secret",
+        lambda: STEADY.with_spec(disabled=True),
+        T0 + timedelta(minutes=1),
+        ["disable:tok-1", f"WriteSecret:{reasons.DISABLED}"],
+        ready=("False", reasons.DISABLED),
+        reconciling=("True", reasons.CLEANING_UP),
+    ),
+    Case(
+        "disable-before-any-token-does-nothing",
+        lambda: World(fresh(spec={"disabled": True})),
+        T0,
+        [],
+        ready=("False", reasons.DISABLED),
+    ),
+    Case(
+        "disabled-with-deleted-secret-disables-again",
+        lambda: STEADY.with_spec(disabled=True).with_secret(None),
+        T0,
+        ["disable:tok-1"],
+    ),
+    Case(
+        "import-ref-with-apitoken-provider-is-invalid",
+        lambda: World(fresh(spec={"refreshTokenSecretRef": {"name": "hand-made"}})),
+        T0,
+        [],
+        stalled=("True", reasons.INVALID_SPEC),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_decide(case: Case) -> None:
+    decision = decide(case.world().obs, case.now, POLICY)
+    assert kinds(decision.actions) == case.actions
+    if case.ready is not None:
+        assert cond(decision, reasons.READY) == case.ready
+    if case.reconciling != "ANY":
+        assert cond(decision, reasons.RECONCILING) == case.reconciling
+    elif not decision.actions:
+        assert cond(decision, reasons.RECONCILING) is None
+    assert cond(decision, reasons.STALLED) == case.stalled
+    assert decision.status.observed_generation == 1
+
+
+def test_steady_state_requeues_at_the_refresh_time() -> None:
+    decision = decide(STEADY.obs, T0 + timedelta(minutes=10), POLICY)
+    assert decision.requeue_at == REFRESH_AT
+    assert decision.status.next_refresh_time == REFRESH_AT
+    assert decision.status.renewal_time == T0 + timedelta(days=60)
+    assert requeue_delay(decision, T0 + timedelta(minutes=10)) == timedelta(minutes=35)
+
+
+def test_decide_is_idempotent_and_status_does_not_change_without_news() -> None:
+    first = decide(STEADY.obs, T0 + timedelta(minutes=5), POLICY)
+    assert first.status == STEADY.obs.token.status
+    again = decide(STEADY.with_status().obs, T0 + timedelta(minutes=20), POLICY)
+    assert again.status == first.status
+
+
+def test_new_generation_updates_observed_generation_everywhere() -> None:
+    decision = decide(STEADY.with_token(generation=4).obs, T0 + timedelta(minutes=5), POLICY)
+    assert decision.status.observed_generation == 4
+    assert {c.observed_generation for c in decision.status.conditions} == {4}
+
+
+def test_backoff_requeues_at_the_retry_time() -> None:
+    world = STEADY.with_status(
+        failed_refresh_attempts=2,
+        last_failure_time=REFRESH_AT,
+        last_failure_reason=reasons.SERVICE_UNREACHABLE,
+    )
+    decision = decide(world.obs, REFRESH_AT + timedelta(seconds=1), POLICY)
+    assert decision.actions == ()
+    assert decision.requeue_at is not None
+    assert (
+        REFRESH_AT + timedelta(seconds=5)
+        <= decision.requeue_at
+        < REFRESH_AT + timedelta(seconds=10)
+    )
+
+
+def test_refresh_keeps_token_id_and_refresh_expiry_and_resets_failures() -> None:
+    world = STEADY.with_status(
+        failed_refresh_attempts=2, last_failure_time=T0, last_failure_reason=reasons.SERVICE_ERROR
+    )
+    manifest, status = refreshed_state(world.obs, values(2, REFRESH_AT), REFRESH_AT)
+    secret = observe(manifest)
+    assert secret.token_id == "tok-1"
+    assert secret.data["refresh_token"] == "refresh-value-2"
+    assert secret.refresh_token_expires_at == T0 + timedelta(days=90)
+    assert status.failed_refresh_attempts == 0 and status.last_failure_reason is None
+    assert status.access_token_expires_at == REFRESH_AT + HOUR
+    after = World(
+        dataclasses.replace(
+            world.obs, secret=secret, token=dataclasses.replace(world.obs.token, status=status)
+        )
+    )
+    decision = decide(after.obs, REFRESH_AT, POLICY)
+    assert decision.actions == ()
+    assert decision.status.next_refresh_time == REFRESH_AT + timedelta(minutes=45)
+
+
+def test_reissue_records_the_handled_annotation_and_spec() -> None:
+    world = STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "now"}).with_spec(
+        lifetime_days=30
+    )
+    after = issue(world.obs, "tok-2", T0 + HOUR, n=2)
+    status = after.obs.token.status
+    assert status.last_reissue_request == "now"
+    assert status.token_id == "tok-2"
+    assert decide(after.obs, T0 + HOUR + timedelta(minutes=1), POLICY).actions == ()
+
+
+def test_failure_counts_attempts_and_keeps_the_token() -> None:
+    status = failed_state(STEADY.obs, reasons.SERVICE_UNREACHABLE, "timed out", REFRESH_AT)
+    assert status.failed_refresh_attempts == 1
+    assert status.last_failure_time == REFRESH_AT
+    assert status.token_id == "tok-1"
+
+
+def test_disabled_secret_is_final() -> None:
+    world = STEADY.with_spec(disabled=True)
+    decision = decide(world.obs, T0, POLICY)
+    (write,) = [a for a in decision.actions if isinstance(a, WriteSecret)]
+    stripped = observe(write.manifest)
+    assert set(stripped.data) == {"token_type", "expires_at"}
+    done = decide(world.with_secret(stripped).obs, T0 + timedelta(minutes=1), POLICY)
+    assert done.actions == ()
+    assert cond(done, reasons.READY) == ("False", reasons.DISABLED)
+    assert done.requeue_at is None
+    assert done.status.next_refresh_time is None
+
+
+# Deletion ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "annotations", "ws", "actions", "reconciling"),
+    [
+        ("Delete", {}, workspace(), ["delete:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
+        ("Disable", {}, workspace(), ["disable:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
+        (
+            "Orphan",
+            {},
+            workspace(),
+            ["WriteSecret:orphaned", "RemoveFinalizer"],
+            reasons.UPDATING_SECRET,
+        ),
+        ("Delete", {names.ANNOTATION_ABANDON: "true"}, workspace(), ["RemoveFinalizer"], None),
+        ("Delete", {}, workspace(None), [], reasons.CLEANUP_PENDING),
+        ("Delete", {}, workspace(ready=False), [], reasons.WORKSPACE_NOT_READY),
+        ("Delete", {}, workspace(OAUTH2_WS), ["RemoveFinalizer"], None),
+    ],
+    ids=[
+        "delete",
+        "disable",
+        "orphan-drops-owner-reference",
+        "abandon-annotation-releases",
+        "workspace-gone-waits",
+        "workspace-not-ready-waits",
+        "refresh-only-has-nothing-to-clean",
+    ],
+)
+def test_deletion(
+    policy: str,
+    annotations: dict[str, str],
+    ws: WorkspaceView,
+    actions: list[str],
+    reconciling: str | None,
+) -> None:
+    world = (
+        STEADY.with_spec(deletion_policy=policy)
+        .with_token(deleting=True, annotations=annotations)
+        .with_obs(workspace=ws)
+    )
+    decision = decide(world.obs, T0 + timedelta(minutes=1), POLICY)
+    assert kinds(decision.actions) == actions
+    got = cond(decision, reasons.RECONCILING)
+    assert (got[1] if got else None) == reconciling
+
+
+def test_orphaned_secret_keeps_its_data_and_loses_the_owner() -> None:
+    world = STEADY.with_spec(deletion_policy="Orphan").with_token(deleting=True)
+    decision = decide(world.obs, T0, POLICY)
+    write = decision.actions[0]
+    assert isinstance(write, WriteSecret)
+    secret = observe(write.manifest)
+    assert secret.owner_uids == ()
+    assert STEADY.obs.secret is not None and secret.data == STEADY.obs.secret.data
+
+
+def test_deletion_sweeps_every_tagged_token_and_waits_out_backoff() -> None:
+    world = STEADY.with_token(deleting=True).with_obs(
+        service_tokens=(
+            ServiceToken("tok-1", "active", UID),
+            ServiceToken("tok-x", "disabled", UID),
+        )
+    )
+    decision = decide(world.obs, T0, POLICY)
+    assert kinds(decision.actions) == ["delete:tok-1", "delete:tok-x", "RemoveFinalizer"]
+    failing = world.with_status(
+        failed_refresh_attempts=1,
+        last_failure_time=T0,
+        last_failure_reason=reasons.SERVICE_UNREACHABLE,
+    )
+    held = decide(failing.obs, T0 + timedelta(seconds=1), POLICY)
+    assert held.actions == ()
+    assert cond(held, reasons.RECONCILING) == ("True", reasons.SERVICE_UNREACHABLE)
+    assert held.requeue_at is not None
+
+
+# Refresh-only mode ---------------------------------------------------------------------------
+
+IMPORT_SPEC = {"refreshTokenSecretRef": {"name": "hand-made"}}
+DIGEST = salted_digest(UID, "hand-made-refresh-value")
+
+
+def refresh_only(**obs: Any) -> World:
+    return World(
+        Observation(
+            token=view(spec=IMPORT_SPEC), secret=None, workspace=workspace(OAUTH2_WS), **obs
+        )
+    )
+
+
+def imported() -> World:
+    world = refresh_only(import_digest=DIGEST)
+    manifest, status = issued_state(
+        world.obs,
+        IssuedToken(
+            token_id="import-1",
+            values=values(1, T0),
+            refresh_token_expires_at=None,
+            obtained_at=T0,
+            imported_digest=DIGEST,
+        ),
+        POLICY,
+    )
+    return world.with_secret(observe(manifest)).with_token(status=status)
+
+
+@pytest.mark.parametrize(
+    ("world", "now", "actions", "stalled"),
+    [
+        (lambda: refresh_only(import_digest=DIGEST), T0, ["Import"], None),
+        (lambda: refresh_only(), T0, [], reasons.IMPORT_SECRET_MISSING),
+        (
+            lambda: World(Observation(token=view(), secret=None, workspace=workspace(OAUTH2_WS))),
+            T0,
+            [],
+            reasons.IMPORT_REQUIRED,
+        ),
+        (lambda: imported(), T0 + timedelta(minutes=5), [], None),
+        (lambda: imported(), REFRESH_AT, ["Refresh:import-1"], None),
+        (lambda: imported().with_secret(None), T0, [], reasons.IMPORT_REQUIRED),
+        (
+            lambda: imported().with_obs(import_digest=salted_digest(UID, "newer-value")),
+            T0,
+            ["Import"],
+            None,
+        ),
+        (
+            lambda: imported().with_status(
+                failed_refresh_attempts=1,
+                last_failure_time=T0,
+                last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+            ),
+            T0 + HOUR,
+            [],
+            reasons.REFRESH_TOKEN_REJECTED,
+        ),
+    ],
+    ids=[
+        "first-import",
+        "import-secret-missing",
+        "no-import-ref",
+        "steady",
+        "refresh",
+        "secret-deleted-after-import-needs-new-import",
+        "new-value-is-imported",
+        "rejected-token-stalls",
+    ],
+)
+def test_refresh_only(
+    world: Callable[[], World], now: datetime, actions: list[str], stalled: str | None
+) -> None:
+    decision = decide(world().obs, now, POLICY)
+    assert kinds(decision.actions) == actions
+    got = cond(decision, reasons.STALLED)
+    assert (got[1] if got else None) == stalled
+
+
+def test_rejected_import_is_not_retried() -> None:
+    world = refresh_only(import_digest=DIGEST)
+    status = failed_state(
+        world.obs,
+        reasons.REFRESH_TOKEN_REJECTED,
+        "invalid_grant",
+        T0,
+        consumed_import_digest=DIGEST,
+    )
+    decision = decide(world.with_token(status=status).obs, T0 + HOUR, POLICY)
+    assert decision.actions == ()
+    assert cond(decision, reasons.STALLED) == ("True", reasons.IMPORT_REQUIRED)
+
+
+# Secrets never reach the status --------------------------------------------------------------
+
+
+def test_no_token_value_in_any_status_through_a_lifecycle() -> None:
+    statuses = [STEADY.obs.token.status]
+    world = STEADY
+    now = T0
+    for n in range(2, 6):
+        now = now + timedelta(minutes=45)
+        decision = decide(world.obs, now, POLICY)
+        assert kinds(decision.actions) == ["Refresh:tok-1"]
+        manifest, status = refreshed_state(world.obs, values(n, now), now)
+        world = world.with_secret(observe(manifest)).with_token(status=status)
+        world = world.with_token(status=decide(world.obs, now, POLICY).status)
+        statuses.append(world.obs.token.status)
+    world = world.with_token(annotations={names.ANNOTATION_REISSUE: "go"})
+    statuses.append(issue(world.obs, "tok-2", now, n=9).obs.token.status)
+    dumped = " ".join(str(s.to_json()) for s in statuses)
+    assert "tok-2" in dumped  # the dump is real
+    assert "access-value" not in dumped and "refresh-value" not in dumped
+
+
+def test_condition_statuses_are_kstatus_values() -> None:
+    decision = decide(STEADY.obs, T0, POLICY)
+    assert all(isinstance(c.status, ConditionStatus) for c in decision.status.conditions)
+    assert decision.status.to_json()["conditions"][0]["status"] == "True"
+
+
+def test_retire_modes() -> None:
+    assert {m.value for m in RetireMode} == {"disable", "delete"}
