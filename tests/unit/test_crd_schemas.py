@@ -133,7 +133,7 @@ def test_api_token_cel_rules_guard_disabled_and_secret_name() -> None:
     assert len(disabled) == 1 and "self.disabled" in disabled[0]
     secret_name = [r for r in root_rules if "oldSelf.spec.secretName" in r]
     assert len(secret_name) == 1 and "self.metadata.name" in secret_name[0]
-    assert any("duration(self.renewBefore)" in r for r in spec_rules)
+    assert any("duration(self.renewBefore).getHours()" in r for r in spec_rules)
 
 
 def resolve_json_path(kind: str, json_path: str) -> dict[str, Any]:
