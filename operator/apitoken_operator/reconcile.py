@@ -466,6 +466,8 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.IMPORTING, "importing the refresh token")
             case Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
+            case RetireToken(reason=reasons.DISABLED):
+                return Signal(reasons.DISABLING, "disabling the token at the service")
             case RetireToken(reason=reason):
                 return Signal(reasons.CLEANING_UP, f"retiring unused tokens ({reason})")
             case WriteSecret(reason=reason):

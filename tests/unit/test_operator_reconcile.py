@@ -479,7 +479,7 @@ CASES = [
         T0 + timedelta(minutes=1),
         ["disable:tok-1", f"WriteSecret:{reasons.DISABLED}"],
         ready=("False", reasons.DISABLED),
-        reconciling=("True", reasons.CLEANING_UP),
+        reconciling=("True", reasons.DISABLING),
     ),
     Case(
         "disable-before-any-token-does-nothing",
