@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from lightkube import ApiError, Client
+from lightkube.types import PatchType
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 Widget = create_namespaced_resource("smoke.apitoken.dev", "v1", "Widget", "widgets")
 T = TypeVar("T")
+# Custom resources take JSON merge patches; strategic merge is for built-in kinds only.
+MERGE = PatchType.MERGE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,28 +77,30 @@ def test_cel_transition_rule_rejects_an_invalid_update_with_its_message(
 ) -> None:
     new_widget(kube, namespace, size=3)
     with pytest.raises(ApiError) as refused:
-        kube.patch(Widget, "w", {"spec": {"size": 2}}, namespace=namespace)
+        kube.patch(Widget, "w", {"spec": {"size": 2}}, namespace=namespace, patch_type=MERGE)
     assert refused.value.status.code == 422
     assert "size may only grow" in (refused.value.status.message or "")
     # The stored object is untouched, and a valid update still goes through.
     assert kube.get(Widget, "w", namespace=namespace).spec["size"] == 3
-    kube.patch(Widget, "w", {"spec": {"size": 4}}, namespace=namespace)
+    kube.patch(Widget, "w", {"spec": {"size": 4}}, namespace=namespace, patch_type=MERGE)
     assert kube.get(Widget, "w", namespace=namespace).spec["size"] == 4
 
 
 def test_status_subresource_is_separate_from_spec(kube: Client, namespace: str) -> None:
     created = new_widget(kube, namespace)
     # Status written through the main resource is dropped...
-    kube.patch(Widget, "w", {"status": {"seen": "main"}}, namespace=namespace)
+    kube.patch(Widget, "w", {"status": {"seen": "main"}}, namespace=namespace, patch_type=MERGE)
     assert kube.get(Widget, "w", namespace=namespace).get("status") in (None, {})
     # ...and through /status it is stored without bumping the generation or touching spec.
-    kube.patch(Widget.Status, "w", {"status": {"seen": "sub"}}, namespace=namespace)
+    kube.patch(
+        Widget.Status, "w", {"status": {"seen": "sub"}}, namespace=namespace, patch_type=MERGE
+    )
     after = kube.get(Widget, "w", namespace=namespace)
     assert after["status"] == {"seen": "sub"}
     assert generation(after) == generation(created)
     assert after.spec == {"size": 1}
     # A spec change bumps the generation; status stays as it was.
-    kube.patch(Widget, "w", {"spec": {"size": 2}}, namespace=namespace)
+    kube.patch(Widget, "w", {"spec": {"size": 2}}, namespace=namespace, patch_type=MERGE)
     bumped = kube.get(Widget, "w", namespace=namespace)
     assert generation(bumped) == generation(created) + 1
     assert bumped["status"] == {"seen": "sub"}
@@ -161,7 +166,10 @@ def service_account_token(kube: Client, namespace: str) -> str:
         )
     )
     issued = kube.create(
-        ServiceAccount.Token(spec=TokenRequestSpec(audiences=[], expirationSeconds=600)),
+        ServiceAccount.Token(
+            metadata=ObjectMeta(),
+            spec=TokenRequestSpec(audiences=[], expirationSeconds=600),
+        ),
         "reader",
         namespace=namespace,
     )
