@@ -222,12 +222,17 @@ class TokenServiceClient:
     async def delete_token(self, token_id: str) -> None:
         await self._call("DELETE", self._token_url(token_id))
 
-    async def list_tokens(self, *, external_ref: str, owner: str = "*") -> list[TokenMetadata]:
-        """Every token tagged with `external_ref` (all members' with owner="*", admins only)."""
+    async def list_tokens(
+        self, *, external_ref: str, owner: str | None = None
+    ) -> list[TokenMetadata]:
+        """Every token tagged with `external_ref`: the caller's own by default (the operator
+        made them), or a member's or everyone's ("*", admins only)."""
         found: list[TokenMetadata] = []
         cursor: str | None = None
         while True:
-            params = {"externalRef": external_ref, "owner": owner, "limit": str(self._page_size)}
+            params = {"externalRef": external_ref, "limit": str(self._page_size)}
+            if owner is not None:
+                params["owner"] = owner
             if cursor is not None:
                 params["cursor"] = cursor
             data = _json(await self._call("GET", self._tokens, params=params))

@@ -118,7 +118,7 @@ async def test_create_token_sends_name_lifetime_and_external_ref() -> None:
         assert secret not in repr(created)
 
 
-async def test_list_follows_next_cursor_and_asks_for_every_owner() -> None:
+async def test_list_follows_next_cursor_and_passes_the_owner() -> None:
     pages = {
         None: {"items": [metadata("a"), metadata("b")], "next": "c1"},
         "c1": {"items": [metadata("c", status="disabled")], "next": None},
@@ -130,7 +130,7 @@ async def test_list_follows_next_cursor_and_asks_for_every_owner() -> None:
         seen.append(query)
         return httpx.Response(200, json=pages[query.get("cursor", [None])[0]])
 
-    tokens = await service(handler).list_tokens(external_ref="uid-1")
+    tokens = await service(handler).list_tokens(external_ref="uid-1", owner="*")
     assert [(t.id, t.status) for t in tokens] == [
         ("a", "active"),
         ("b", "active"),

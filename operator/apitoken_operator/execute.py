@@ -1,0 +1,324 @@
+"""Run a Decision's actions through injected ports: the only place the core's plan meets I/O.
+
+The Kopf layer builds an Observation (for provider apitoken it lists the tokens tagged with the
+ApiToken's UID on every run, one GET, so that tokens left by a crash or a failed retire are
+swept), calls `reconcile_once` under the token's lock, writes the returned status if it changed,
+posts the returned events, releases the finalizer if asked, and runs again at
+`decision.requeue_at`, or at once if `decision.actions` is not empty. Kubernetes is
+reached through the small `SecretWriter` and `ImportReader` protocols, the token service through
+the clients in `service_client`, so this module imports neither kopf nor lightkube.
+
+Invariant 2 (one writer per token; refresh and persist are one critical section) lives here:
+`TokenLocks` serialises everything done for one ApiToken UID, and after a refresh the new values
+are written to the Secret before anything else, retried from memory, never by refreshing again.
+If every write attempt fails, the service's grace period for the previous refresh token lets the
+next run present it again and get the same new token.
+"""
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from apitoken_operator.names import KEY_REFRESH_TOKEN
+from apitoken_operator.reconcile import (
+    Decision,
+    Generate,
+    ImportToken,
+    IssuedToken,
+    Observation,
+    Refresh,
+    Reissue,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+    decide,
+    failed_state,
+    issued_state,
+    refreshed_state,
+)
+from apitoken_operator.schedule import TimingPolicy
+from apitoken_operator.secret_builder import observe, salted_digest
+from apitoken_operator.service_client import (
+    CreatedToken,
+    RefreshResult,
+    TokenMetadata,
+)
+from apitoken_operator.service_errors import InvalidGrant, NotFound, ServiceError
+
+
+class SecretWriter(Protocol):
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        """Create or update the Secret (server-side apply by the operator's field manager)."""
+
+
+class ImportReader(Protocol):
+    async def read(self) -> str | None:
+        """The hand-made refresh token in spec.refreshTokenSecretRef, or None if missing."""
+
+
+class ManagementApi(Protocol):
+    async def create_token(
+        self, *, name: str, lifetime_days: int, external_ref: str | None
+    ) -> CreatedToken: ...
+
+    async def disable_token(self, token_id: str) -> TokenMetadata: ...
+
+    async def delete_token(self, token_id: str) -> None: ...
+
+
+class RefreshApi(Protocol):
+    async def refresh(self, refresh_token: str) -> RefreshResult: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    secrets: SecretWriter
+    token_endpoint: RefreshApi
+    # None for refresh-only workspaces, or while the workspace's credential does not work.
+    management: ManagementApi | None = None
+    imports: ImportReader | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to post on the ApiToken (routine refreshes post none)."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_changed: bool
+    decision: Decision  # the decision on the final observation: its status is the one to write
+    events: tuple[Event, ...]
+    finalizer_released: bool
+    # The Secret as last written (None when unchanged), for the caller's cache.
+    observation: Observation
+
+
+@dataclass(frozen=True)
+class WriteRetry:
+    attempts: int = 5
+    first_delay: timedelta = timedelta(milliseconds=200)
+
+
+class TokenLocks:
+    """One asyncio.Lock per ApiToken UID: handlers, timers and daemons take it for any work."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def for_uid(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str) -> None:
+        """After the ApiToken is gone (its finalizer released)."""
+        lock = self._locks.get(uid)
+        if lock is not None and not lock.locked():
+            del self._locks[uid]
+
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def _write(
+    secrets: SecretWriter, manifest: dict[str, Any], retry: WriteRetry, sleep: Sleep
+) -> None:
+    delay = retry.first_delay.total_seconds()
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            await secrets.apply(manifest)
+            return
+        except Exception:
+            if attempt == retry.attempts:
+                raise
+            await sleep(delay)
+            delay *= 2
+
+
+def _import_token_id(digest: str) -> str:
+    # Refresh-only providers give no token id; name the token after its import (not secret).
+    return "import-" + digest.removeprefix("sha256:")[:12]
+
+
+class _Run:
+    def __init__(
+        self,
+        obs: Observation,
+        ports: Ports,
+        policy: TimingPolicy,
+        clock: Clock,
+        retry: WriteRetry,
+        sleep: Sleep,
+    ) -> None:
+        self.obs = obs
+        self.ports = ports
+        self.policy = policy
+        self.clock = clock
+        self.retry = retry
+        self.sleep = sleep
+        self.events: list[Event] = []
+        self.released = False
+        # An imported refresh token the endpoint rejected: remembered so it is not retried.
+        self._fail_import: str | None = None
+
+    def _set(self, manifest: dict[str, Any] | None, status: Any) -> None:
+        token = dataclasses.replace(self.obs.token, status=status)
+        secret = observe(manifest) if manifest is not None else self.obs.secret
+        self.obs = dataclasses.replace(self.obs, token=token, secret=secret)
+
+    def _management(self) -> ManagementApi:
+        if self.ports.management is None:
+            raise ServiceError("the workspace's management API is not available")
+        return self.ports.management
+
+    async def _issue(self, reason: str, event_reason: str) -> None:
+        spec = self.obs.token.spec.resolve(self.obs.token.namespace, self.obs.token.name)
+        created = await self._management().create_token(
+            name=spec.token_name, lifetime_days=spec.lifetime_days, external_ref=self.obs.token.uid
+        )
+        issued = IssuedToken(
+            token_id=created.metadata.id,
+            values=created.values,
+            refresh_token_expires_at=created.refresh_token_expires_at,
+            obtained_at=self.clock(),
+        )
+        manifest, status = issued_state(self.obs, issued, self.policy)
+        # If this write fails for good, the token is tagged with our UID and the next run's
+        # sweep retires it.
+        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        self._set(manifest, status)
+        self.events.append(
+            Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
+        )
+
+    async def _refresh(self, action: Refresh) -> None:
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token:
+            raise InvalidGrant("the Secret holds no refresh token")
+        result = await self.ports.token_endpoint.refresh(refresh_token)
+        manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
+        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        self._set(manifest, status)
+        del action  # routine: no event
+
+    async def _import(self, action: ImportToken) -> None:
+        if self.ports.imports is None:
+            raise ServiceError("no import source configured")
+        value = await self.ports.imports.read()
+        if value is None or salted_digest(self.obs.token.uid, value) != action.digest:
+            return  # changed since it was observed: the next run sees the new value
+        try:
+            result = await self.ports.token_endpoint.refresh(value)
+        except InvalidGrant:
+            self._fail_import = action.digest
+            raise
+        issued = IssuedToken(
+            token_id=_import_token_id(action.digest),
+            values=result.values,
+            refresh_token_expires_at=result.refresh_token_expires_at,
+            obtained_at=result.obtained_at,
+            imported_digest=action.digest,
+        )
+        manifest, status = issued_state(self.obs, issued, self.policy)
+        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        self._set(manifest, status)
+        self.events.append(Event("Normal", "Imported", "imported the hand-made refresh token"))
+
+    async def _retire(self, action: RetireToken) -> None:
+        api = self._management()
+        try:
+            if action.mode is RetireMode.DELETE:
+                await api.delete_token(action.token_id)
+            else:
+                await api.disable_token(action.token_id)
+        except NotFound:
+            pass  # already gone: what we wanted
+        verb = "deleted" if action.mode is RetireMode.DELETE else "disabled"
+        self.events.append(
+            Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
+        )
+
+    async def run(self, decision: Decision) -> None:
+        for action in decision.actions:
+            try:
+                match action:
+                    case Generate(reason=reason):
+                        await self._issue(reason, "Generated")
+                    case Reissue(reason=reason):
+                        await self._issue(reason, "Reissued")
+                    case Refresh():
+                        await self._refresh(action)
+                    case ImportToken():
+                        await self._import(action)
+                    case RetireToken():
+                        await self._retire(action)
+                    case WriteSecret(manifest=manifest):
+                        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+                        self._set(manifest, self.obs.token.status)
+                    case RemoveFinalizer():
+                        self.released = True
+            except ServiceError as exc:
+                status = failed_state(
+                    self.obs,
+                    exc.reason,
+                    exc.message,
+                    self.clock(),
+                    consumed_import_digest=self._fail_import,
+                )
+                self._set(None, status)
+                self.events.append(Event("Warning", "Failed", exc.message))
+                return
+
+
+async def reconcile_once(
+    obs: Observation,
+    ports: Ports,
+    *,
+    policy: TimingPolicy,
+    clock: Clock,
+    retry: WriteRetry = WriteRetry(),
+    sleep: Sleep = asyncio.sleep,
+) -> Outcome:
+    """Decide, run the actions in order (stopping at the first service failure), and decide
+    again on the result. Kubernetes write errors after retries propagate (Kopf retries)."""
+    decision = decide(obs, clock(), policy)
+    run = _Run(obs, ports, policy, clock, retry, sleep)
+    await run.run(decision)
+    final = decide(run.obs, clock(), policy) if not run.released else decision
+    return Outcome(
+        status_changed=final.status != obs.token.status,
+        decision=final,
+        events=tuple(run.events),
+        finalizer_released=run.released,
+        observation=run.obs,
+    )
+
+
+__all__ = [
+    "Event",
+    "ImportReader",
+    "ManagementApi",
+    "Outcome",
+    "Ports",
+    "RefreshApi",
+    "SecretWriter",
+    "TokenLocks",
+    "WriteRetry",
+    "reconcile_once",
+    "service_tokens",
+]
+
+
+def service_tokens(listed: list[TokenMetadata]) -> tuple[ServiceToken, ...]:
+    """The service's list answer in the form the core reads."""
+    return tuple(ServiceToken(t.id, t.status, t.external_ref) for t in listed)
