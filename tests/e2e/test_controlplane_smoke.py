@@ -14,13 +14,13 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 from lightkube import ApiError, Client
-from lightkube.types import PatchType
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+from lightkube.types import PatchType
 
 from localkube import Cluster
 from localkube.controlplane import apply_crds
