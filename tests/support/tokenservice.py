@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from apitoken_service.key_encryption import generate_key_file
+
 __all__ = [
     "ApiSession",
     "RunningTokenService",
@@ -169,6 +171,7 @@ def start_token_service(
     rotation_grace: int = 30,
     rate_limit: float = 0,
     extra_args: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningTokenService]:
     """`apitoken-service serve` on a free loopback port with a temporary SQLite database,
     then `init`; stops exactly that process afterwards."""
@@ -180,9 +183,18 @@ def start_token_service(
     port = free_loopback_port()
     base_url = f"http://127.0.0.1:{port}"
     common = ["--database", database_url, "--kek-file", str(kek_path)]
-    subprocess.run(
-        [str(SERVICE_BIN), "generate-kek", "--out", str(kek_path)], check=True, timeout=60
-    )
+    generate_key_file(kek_path)
+    init_command = [
+        str(SERVICE_BIN),
+        "init",
+        *common,
+        "--workspace",
+        workspace,
+        "--admin",
+        admin,
+        "--access-token-ttl",
+        str(access_token_ttl),
+    ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
@@ -204,31 +216,25 @@ def start_token_service(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_env(base_url),
+            env=_env(base_url, env),
         )
     try:
-        _wait_ready(base_url, process, log_path)
-        init = subprocess.run(
-            [
-                str(SERVICE_BIN),
-                "init",
-                *common,
-                "--workspace",
-                workspace,
-                "--admin",
-                admin,
-                "--access-token-ttl",
-                str(access_token_ttl),
-            ],
-            capture_output=True,
+        # `init` runs while the server starts: both migrate under the database's write lock.
+        init = subprocess.Popen(
+            init_command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             text=True,
-            timeout=60,
-            check=True,
             env=_env(base_url),
         )
+        init_out, init_err = init.communicate(timeout=START_TIMEOUT_S)
+        if init.returncode != 0:
+            raise RuntimeError(f"apitoken-service init failed:\n{init_err[-3000:]}")
+        _wait_ready(base_url, process, log_path)
         with log_path.open("a") as log_text:
-            log_text.write(init.stderr)  # init's own log lines, for the same scans
-        output: dict[str, str] = json.loads(init.stdout)
+            log_text.write(init_err)  # init's own log lines, for the same scans
+        output: dict[str, str] = json.loads(init_out)
         yield RunningTokenService(
             base_url=base_url,
             workspace=workspace,
