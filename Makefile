@@ -33,6 +33,10 @@ venv: .venv/.synced ## Create or update the virtual environment (.venv).
 binaries: ## Build kube-apiserver, kube-controller-manager, etcd and helm if missing (cached).
 	hack/build-binaries.sh >/dev/null
 
+.PHONY: cluster-binaries
+cluster-binaries: # What `make dev` needs: the control plane without helm.
+	hack/build-binaries.sh etcd kube >/dev/null
+
 .PHONY: postgres
 postgres: ## Install PostgreSQL server binaries from Debian if missing (tests start their own).
 	hack/install-postgres.sh
@@ -54,7 +58,7 @@ test: venv binaries postgres lint ## Everything CI runs: lint, then every test t
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: dev
-dev: venv binaries ## Start the local system in the foreground (Ctrl-C stops and cleans up).
+dev: venv cluster-binaries ## Start the local system in the foreground (Ctrl-C stops and cleans up).
 	$(PY) -m localkube
 
 .PHONY: bench

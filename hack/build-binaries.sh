@@ -99,6 +99,15 @@ build_helm() {
   echo "helm=$out"
 }
 
+# One build per cache at a time: a second caller (make dev while make test builds) waits for
+# the first and then finds the binaries in place.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+if ! flock -n 9; then
+  log "another build is running; waiting for it"
+  flock 9
+fi
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(etcd helm kube)
 command -v go >/dev/null || { log "Go is required (go 1.26+): install it from your distribution"; exit 1; }

@@ -22,12 +22,17 @@ def _say(msg: str) -> None:
     print(f"[dev] {msg}", flush=True)
 
 
-def _stop_on_sigterm() -> None:
-    # SIGTERM (from a process manager or `kill`) cleans up exactly like Ctrl-C does.
+def _stop_on_signals() -> None:
+    # SIGTERM (a process manager, `kill`) cleans up exactly like Ctrl-C does. SIGINT is set
+    # explicitly because a shell starting us in the background leaves it ignored.
     def handler(signum: int, frame: FrameType | None) -> None:
+        # A second Ctrl-C must not interrupt the cleanup the first one started.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     dev_dir: Path = args.dev_dir
     dev_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig = dev_dir / "kubeconfig"
