@@ -243,6 +243,11 @@ class TokenWorkspaceStatus(_Model):
     credential_expires_at: datetime | None = None
     credential_renewal_time: datetime | None = None
     bootstrap_digest: str | None = None
+    last_refresh_time: datetime | None = None
+    failed_attempts: int = 0
+    last_failure_time: datetime | None = None
+    last_failure_reason: str | None = None
+    last_failure_message: str | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -45,7 +45,7 @@ class ObservedSecret:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     data: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # UIDs of the ApiTokens listed in its ownerReferences.
+    # UIDs of the apitoken.dev resources (ApiTokens, workspaces) in its ownerReferences.
     owner_uids: tuple[str, ...] = ()
 
     @property
@@ -110,10 +110,11 @@ def data_intact(uid: str, secret: ObservedSecret) -> bool:
 
 @dataclass(frozen=True)
 class Owner:
-    """The ApiToken a Secret belongs to."""
+    """The resource a Secret belongs to: an ApiToken, or a workspace for its credential."""
 
     name: str
     uid: str
+    kind: str = names.KIND_API_TOKEN
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class SecretShape:
         return [
             {
                 "apiVersion": names.API_VERSION,
-                "kind": names.KIND_API_TOKEN,
+                "kind": self.owner.kind,
                 "name": self.owner.name,
                 "uid": self.owner.uid,
                 "controller": True,
@@ -200,6 +201,6 @@ def observe(manifest: Mapping[str, Any]) -> ObservedSecret:
         owner_uids=tuple(
             ref["uid"]
             for ref in metadata.get("ownerReferences") or []
-            if ref.get("kind") == names.KIND_API_TOKEN
+            if str(ref.get("apiVersion", "")).startswith(names.GROUP + "/")
         ),
     )

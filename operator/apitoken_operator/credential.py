@@ -1,0 +1,375 @@
+"""The operator's own credential in a workspace: bootstrap once, refresh, renew. No I/O.
+
+A TokenWorkspace names a Secret with a bootstrap refresh token, usually from Git (sealed or
+external secrets). Refresh tokens rotate on use, so that value works once: the operator refreshes
+with it, keeps the rotated pair in a credential Secret of its own, and records only a salted
+digest of the bootstrap value, so a stale copy re-applied by a GitOps tool is never presented
+again (a replay would make the service disable the whole token). Before its own token expires
+the operator generates a new one for itself through the management API, switches the credential
+Secret to it, and disables the old one, so a workspace keeps working with no human for longer
+than any token's lifetime. A new bootstrap value (a different digest) replaces the credential.
+"""
+
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from apitoken_operator import names, reasons
+from apitoken_operator.backoff import backoff_delay
+from apitoken_operator.conditions import Signal, summarize
+from apitoken_operator.models import (
+    Provider,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+)
+from apitoken_operator.reconcile import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.schedule import TimingPolicy, next_refresh_time, stable_fraction
+from apitoken_operator.secret_builder import (
+    ObservedSecret,
+    Owner,
+    SecretShape,
+    build_secret,
+    data_intact,
+    metadata_drifted,
+    rfc3339,
+    token_data,
+)
+
+
+class CredentialPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    # Lifetime of the tokens the operator generates for itself.
+    lifetime_days: int = Field(default=90, ge=1, le=365)
+    # Where credential Secrets of ClusterTokenWorkspaces live (the operator's namespace).
+    operator_namespace: str = "apitoken-operator"
+    timing: TimingPolicy = TimingPolicy()
+
+
+@dataclass(frozen=True)
+class WorkspaceObject:
+    kind: WorkspaceKind
+    name: str
+    namespace: str | None  # None for a ClusterTokenWorkspace
+    uid: str
+    generation: int
+    spec: TokenWorkspaceSpec
+    status: TokenWorkspaceStatus = field(default_factory=TokenWorkspaceStatus)
+
+
+@dataclass(frozen=True)
+class CredentialObservation:
+    workspace: WorkspaceObject
+    # The operator's credential Secret (see credential_secret_ref), if it exists.
+    secret: ObservedSecret | None
+    # salted_digest(workspace uid, bootstrap value); None when that Secret or key is missing.
+    bootstrap_digest: str | None
+
+
+@dataclass(frozen=True)
+class UseBootstrap:
+    """Refresh with the bootstrap value and store the result as the credential; afterwards
+    disable `retire_token_id` unless it is the token the bootstrap value belongs to."""
+
+    digest: str
+    retire_token_id: str | None
+
+
+@dataclass(frozen=True)
+class RefreshCredential:
+    token_id: str
+
+
+@dataclass(frozen=True)
+class RenewCredential:
+    """Generate a new token for the operator itself (name, lifetime from the policy) with the
+    current credential, write it, then the following RetireToken disables the old one."""
+
+    token_name: str
+    lifetime_days: int
+
+
+CredentialAction = UseBootstrap | RefreshCredential | RenewCredential | RetireToken | WriteSecret
+
+
+@dataclass(frozen=True)
+class CredentialDecision:
+    actions: tuple[CredentialAction, ...]
+    status: TokenWorkspaceStatus
+    requeue_at: datetime | None
+    # Whether ApiTokens may use the management API through this credential now.
+    usable: bool
+
+
+def credential_secret_ref(ws: WorkspaceObject, policy: CredentialPolicy) -> tuple[str, str]:
+    """(namespace, name) of the operator's credential Secret for a workspace."""
+    if ws.kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE or ws.namespace is None:
+        return policy.operator_namespace, f"ctokws-{ws.name}-credential"
+    return ws.namespace, f"{ws.name}-apitoken-credential"
+
+
+def credential_token_name(ws: WorkspaceObject) -> str:
+    where = ws.namespace or "cluster"
+    return f"apitoken-operator/{where}/{ws.name}"
+
+
+def token_claims(access_token: str) -> tuple[str | None, str | None]:
+    """(sub, tid) read from a JWT access token without verifying it: for display and for naming
+    the token a bootstrap value belongs to, never for trust."""
+    try:
+        payload = access_token.split(".")[1]
+        claims: Any = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None, None
+    if not isinstance(claims, dict):
+        return None, None
+    sub, tid = claims.get("sub"), claims.get("tid")
+    return (str(sub) if sub else None), (str(tid) if tid else None)
+
+
+def _shape(
+    ws: WorkspaceObject, policy: CredentialPolicy, token_id: str, expires: datetime | None
+) -> SecretShape:
+    namespace, name = credential_secret_ref(ws, policy)
+    return SecretShape(
+        namespace=namespace,
+        name=name,
+        owner=Owner(name=ws.name, uid=ws.uid, kind=ws.kind.value),
+        set_owner_reference=True,
+        token_id=token_id,
+        refresh_token_expires_at=expires,
+        template_labels={},
+        template_annotations={},
+    )
+
+
+def _with(status: TokenWorkspaceStatus, **changes: Any) -> TokenWorkspaceStatus:
+    return status.model_copy(update=changes)
+
+
+def decide_credential(
+    obs: CredentialObservation, now: datetime, policy: CredentialPolicy
+) -> CredentialDecision:
+    ws = obs.workspace
+    status = ws.status
+    namespace, secret_name = credential_secret_ref(ws, policy)
+    status = _with(status, credential_secret_name=secret_name)
+    ref = ws.spec.credentials_secret_ref
+    where = (
+        f"Secret {ref.name} key {ref.resolved_key}" if ref is not None else "credentialsSecretRef"
+    )
+
+    def finish(
+        actions: list[CredentialAction],
+        ready: Signal,
+        ok: bool,
+        *,
+        reconciling: Signal | None = None,
+        stalled: Signal | None = None,
+        requeue: datetime | None = None,
+        state: TokenWorkspaceStatus = status,
+    ) -> CredentialDecision:
+        conditions = summarize(
+            ws.status.conditions,
+            ready=ok,
+            ready_signal=ready,
+            reconciling=reconciling,
+            stalled=stalled,
+            generation=ws.generation,
+            now=now,
+        )
+        final = _with(state, observed_generation=ws.generation, conditions=conditions)
+        return CredentialDecision(tuple(actions), final, requeue, usable=ok)
+
+    if ws.spec.resolved_provider is Provider.OAUTH2:
+        signal = Signal(reasons.WORKSPACE_READY, "refresh-only mode needs no credential")
+        return finish([], signal, True)
+
+    secret = obs.secret
+    if secret is not None and (
+        not secret.managed or any(owner != ws.uid for owner in secret.owner_uids)
+    ):
+        signal = Signal(
+            reasons.SECRET_CONFLICT,
+            f"Secret {namespace}/{secret_name} exists and is not this workspace's credential",
+        )
+        return finish(
+            [], signal, False, stalled=signal, requeue=now + policy.timing.recheck_interval
+        )
+
+    usable = (
+        secret is not None
+        and secret.token_id is not None
+        and data_intact(ws.uid, secret)
+        and names.KEY_REFRESH_TOKEN in secret.data
+    )
+    current_id = secret.token_id if usable and secret is not None else None
+    new_bootstrap = (
+        obs.bootstrap_digest is not None and obs.bootstrap_digest != status.bootstrap_digest
+    )
+    actions: list[CredentialAction] = []
+    requeue: list[datetime] = []
+    ready_ok = False
+    ready = Signal(reasons.CREDENTIALS_MISSING, "")
+    stalled: Signal | None = None
+
+    if new_bootstrap:
+        assert obs.bootstrap_digest is not None
+        actions.append(UseBootstrap(obs.bootstrap_digest, current_id))
+        ready = Signal(reasons.IMPORTING, f"using the bootstrap value in {where}")
+    elif secret is None or current_id is None:
+        message = (
+            f"{where} not found and the operator holds no credential"
+            if obs.bootstrap_digest is None
+            else f"the bootstrap value in {where} was already used and the operator's "
+            f"credential Secret {secret_name} is missing or was edited: put a new bootstrap "
+            "refresh token there"
+        )
+        stalled = ready = Signal(reasons.CREDENTIALS_MISSING, message)
+    elif status.last_failure_reason in (reasons.REFRESH_TOKEN_REJECTED, reasons.UNAUTHORIZED):
+        stalled = ready = Signal(
+            reasons.UNAUTHORIZED,
+            f"the service refused the operator's credential ({status.last_failure_message}); "
+            f"put a new bootstrap refresh token in {where}",
+        )
+    else:
+        assert secret is not None
+        access_expires = secret.access_token_expires_at
+        refresh_expires = secret.refresh_token_expires_at
+        describes = (
+            status.credential_token_id == current_id
+            and status.last_refresh_time is not None
+            and access_expires is not None
+        )
+        refresh_at = now
+        if describes and status.last_refresh_time is not None and access_expires is not None:
+            refresh_at = next_refresh_time(
+                obtained_at=status.last_refresh_time,
+                expires_at=access_expires,
+                refresh_percent=75,
+                token_id=current_id,
+                policy=policy.timing,
+            )
+        renew_at = (
+            refresh_expires - timedelta(days=policy.lifetime_days) / 3
+            if refresh_expires is not None
+            else None
+        )
+        status = _with(
+            status,
+            credential_token_id=current_id,
+            credential_expires_at=refresh_expires,
+            credential_renewal_time=renew_at,
+            last_refresh_time=status.last_refresh_time if describes else None,
+        )
+        ready_ok = access_expires is not None and now < access_expires
+        ready = (
+            Signal(reasons.WORKSPACE_READY, f"acting as {status.user or 'the bootstrap member'}")
+            if ready_ok
+            else Signal(
+                status.last_failure_reason or reasons.ACCESS_TOKEN_EXPIRED,
+                status.last_failure_message or "the credential's access token expired",
+            )
+        )
+        if renew_at is not None and now >= renew_at:
+            actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
+            actions.append(RetireToken(current_id, RetireMode.DISABLE, reasons.RENEWAL_DUE))
+        elif now >= refresh_at:
+            actions.append(RefreshCredential(current_id))
+        else:
+            shape = _shape(ws, policy, current_id, refresh_expires)
+            if metadata_drifted(shape, secret):
+                actions.append(WriteSecret("metadata drifted", build_secret(shape, secret.data)))
+            requeue.append(refresh_at)
+            if renew_at is not None:
+                requeue.append(renew_at)
+
+    reconciling: Signal | None = None
+    retry_at = _retry_at(ws, policy)
+    if actions and retry_at is not None and now < retry_at:
+        actions = [a for a in actions if isinstance(a, WriteSecret)]
+        reconciling = Signal(
+            status.last_failure_reason or reasons.SERVICE_ERROR,
+            f"{status.last_failure_message or 'failed'}; retrying at {rfc3339(retry_at)}",
+        )
+        requeue.append(retry_at)
+    if stalled is not None:
+        requeue.append(now + policy.timing.recheck_interval)
+    return finish(
+        actions,
+        ready,
+        ready_ok,
+        reconciling=reconciling,
+        stalled=stalled,
+        requeue=min(requeue) if requeue else None,
+        state=status,
+    )
+
+
+def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
+    status = ws.status
+    if status.failed_attempts <= 0 or status.last_failure_time is None:
+        return None
+    delay = backoff_delay(
+        status.failed_attempts,
+        base=policy.timing.backoff_base,
+        cap=policy.timing.backoff_cap,
+        jitter=stable_fraction(ws.uid, str(status.failed_attempts)),
+    )
+    return status.last_failure_time + delay
+
+
+def credential_stored_state(
+    obs: CredentialObservation,
+    issued: IssuedToken,
+    policy: CredentialPolicy,
+    *,
+    bootstrap_digest: str | None = None,
+) -> tuple[dict[str, Any], TokenWorkspaceStatus]:
+    """The credential Secret to write, first, and the status after a bootstrap, refresh or
+    renewal. For a refresh, pass the token id and refresh expiry the Secret already had."""
+    ws = obs.workspace
+    manifest = build_secret(
+        _shape(ws, policy, issued.token_id, issued.refresh_token_expires_at),
+        token_data(issued.values),
+    )
+    user, _ = token_claims(issued.values.access_token)
+    status = _with(
+        ws.status,
+        user=user or ws.status.user,
+        credential_secret_name=credential_secret_ref(ws, policy)[1],
+        credential_token_id=issued.token_id,
+        credential_expires_at=issued.refresh_token_expires_at,
+        last_refresh_time=issued.obtained_at.replace(microsecond=0),
+        bootstrap_digest=bootstrap_digest or ws.status.bootstrap_digest,
+        failed_attempts=0,
+        last_failure_time=None,
+        last_failure_reason=None,
+        last_failure_message=None,
+    )
+    return manifest, status
+
+
+def credential_failed_state(
+    obs: CredentialObservation,
+    reason: str,
+    message: str,
+    now: datetime,
+    *,
+    consumed_bootstrap_digest: str | None = None,
+) -> TokenWorkspaceStatus:
+    """After a failed call. A rejected bootstrap value is remembered as used: never retried."""
+    status = obs.workspace.status
+    return _with(
+        status,
+        failed_attempts=status.failed_attempts + 1,
+        last_failure_time=now.replace(microsecond=0),
+        last_failure_reason=reason,
+        last_failure_message=message,
+        bootstrap_digest=consumed_bootstrap_digest or status.bootstrap_digest,
+    )

@@ -1,0 +1,312 @@
+"""The operator's own workspace credential: bootstrap once, refresh, renew, report."""
+
+import base64
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from apitoken_operator import reasons
+from apitoken_operator.credential import (
+    CredentialDecision,
+    CredentialObservation,
+    CredentialPolicy,
+    RefreshCredential,
+    RenewCredential,
+    UseBootstrap,
+    WorkspaceObject,
+    credential_failed_state,
+    credential_secret_ref,
+    credential_stored_state,
+    decide_credential,
+    token_claims,
+)
+from apitoken_operator.models import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
+from apitoken_operator.reconcile import IssuedToken, RetireToken, WriteSecret
+from apitoken_operator.schedule import TimingPolicy
+from apitoken_operator.secret_builder import ObservedSecret, TokenValues, observe, salted_digest
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+WS_UID = "ws-uid"
+POLICY = CredentialPolicy(timing=TimingPolicy(refresh_jitter_percent=0))
+SPEC = TokenWorkspaceSpec.model_validate(
+    {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "bootstrap"}}
+)
+D1 = salted_digest(WS_UID, "bootstrap-value-1")
+D2 = salted_digest(WS_UID, "bootstrap-value-2")
+
+
+def jwt(**claims: str) -> str:
+    def part(obj: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'EdDSA'})}.{part(claims)}.signature"
+
+
+def workspace(spec: TokenWorkspaceSpec = SPEC, **status: Any) -> WorkspaceObject:
+    return WorkspaceObject(
+        kind=WorkspaceKind.TOKEN_WORKSPACE,
+        name="main",
+        namespace="apps",
+        uid=WS_UID,
+        generation=1,
+        spec=spec,
+        status=TokenWorkspaceStatus(**status),
+    )
+
+
+def stored(digest: str | None = D1, now: datetime = T0) -> CredentialObservation:
+    """The state right after the bootstrap value was used, as the next run observes it."""
+    obs = CredentialObservation(workspace=workspace(), secret=None, bootstrap_digest=digest)
+    manifest, status = credential_stored_state(
+        obs,
+        IssuedToken(
+            token_id="cred-1",
+            values=TokenValues(
+                access_token=jwt(sub="operator", tid="cred-1"),
+                refresh_token="rotated-refresh-value",
+                token_type="Bearer",
+                access_token_expires_at=now + timedelta(hours=1),
+            ),
+            refresh_token_expires_at=now + timedelta(days=90),
+            obtained_at=now,
+        ),
+        POLICY,
+        bootstrap_digest=D1,
+    )
+    ws = dataclasses.replace(obs.workspace, status=status)
+    return CredentialObservation(workspace=ws, secret=observe(manifest), bootstrap_digest=digest)
+
+
+def with_status(obs: CredentialObservation, **fields: Any) -> CredentialObservation:
+    ws = dataclasses.replace(obs.workspace, status=obs.workspace.status.model_copy(update=fields))
+    return dataclasses.replace(obs, workspace=ws)
+
+
+def kinds(decision: CredentialDecision) -> list[str]:
+    out = []
+    for a in decision.actions:
+        match a:
+            case UseBootstrap(retire_token_id=old):
+                out.append(f"UseBootstrap(retire={old})")
+            case RefreshCredential():
+                out.append("Refresh")
+            case RenewCredential():
+                out.append("Renew")
+            case RetireToken(token_id=t, mode=m):
+                out.append(f"{m.value}:{t}")
+            case WriteSecret():
+                out.append("WriteSecret")
+    return out
+
+
+def ready(decision: CredentialDecision) -> tuple[str, str]:
+    c = decision.status.condition(reasons.READY)
+    assert c is not None
+    return c.status.value, c.reason
+
+
+def stalled(decision: CredentialDecision) -> str | None:
+    c = decision.status.condition(reasons.STALLED)
+    return None if c is None else c.reason
+
+
+OAUTH2 = TokenWorkspaceSpec.model_validate(
+    {"provider": "oauth2", "oauth2": {"tokenEndpoint": "http://idp/token"}}
+)
+
+CASES: list[tuple[str, CredentialObservation, datetime, list[str], tuple[str, str], str | None]] = [
+    (
+        "refresh-only-needs-nothing",
+        CredentialObservation(workspace(OAUTH2), None, None),
+        T0,
+        [],
+        ("True", reasons.WORKSPACE_READY),
+        None,
+    ),
+    (
+        "first-bootstrap",
+        CredentialObservation(workspace(), None, D1),
+        T0,
+        ["UseBootstrap(retire=None)"],
+        ("False", reasons.IMPORTING),
+        None,
+    ),
+    ("steady", stored(), T0 + timedelta(minutes=10), [], ("True", reasons.WORKSPACE_READY), None),
+    (
+        "bootstrap-deleted-after-use-is-fine",
+        stored(digest=None),
+        T0 + timedelta(minutes=10),
+        [],
+        ("True", reasons.WORKSPACE_READY),
+        None,
+    ),
+    (
+        "refresh-due",
+        stored(),
+        T0 + timedelta(minutes=45),
+        ["Refresh"],
+        ("True", reasons.WORKSPACE_READY),
+        None,
+    ),
+    (
+        "renewal-due",
+        stored(),
+        T0 + timedelta(days=60),
+        ["Renew", "disable:cred-1"],
+        ("False", reasons.ACCESS_TOKEN_EXPIRED),
+        None,
+    ),
+    (
+        "new-bootstrap-replaces-and-retires-old",
+        stored(digest=D2),
+        T0 + timedelta(minutes=10),
+        ["UseBootstrap(retire=cred-1)"],
+        ("False", reasons.IMPORTING),
+        None,
+    ),
+    (
+        "stale-bootstrap-with-lost-credential",
+        dataclasses.replace(stored(), secret=None),
+        T0,
+        [],
+        ("False", reasons.CREDENTIALS_MISSING),
+        reasons.CREDENTIALS_MISSING,
+    ),
+    (
+        "nothing-at-all",
+        CredentialObservation(workspace(), None, None),
+        T0,
+        [],
+        ("False", reasons.CREDENTIALS_MISSING),
+        reasons.CREDENTIALS_MISSING,
+    ),
+    (
+        "credential-rejected",
+        with_status(
+            stored(),
+            failed_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+            last_failure_message="invalid_grant",
+        ),
+        T0 + timedelta(minutes=50),
+        [],
+        ("False", reasons.UNAUTHORIZED),
+        reasons.UNAUTHORIZED,
+    ),
+    (
+        "foreign-secret-is-a-conflict",
+        dataclasses.replace(stored(), secret=ObservedSecret(name="main-apitoken-credential")),
+        T0,
+        [],
+        ("False", reasons.SECRET_CONFLICT),
+        reasons.SECRET_CONFLICT,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("obs", "now", "actions", "ready_", "stalled_"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_decide_credential(
+    obs: CredentialObservation,
+    now: datetime,
+    actions: list[str],
+    ready_: tuple[str, str],
+    stalled_: str | None,
+) -> None:
+    decision = decide_credential(obs, now, POLICY)
+    assert kinds(decision) == actions
+    assert ready(decision) == ready_
+    assert stalled(decision) == stalled_
+    assert decision.usable is (ready_[0] == "True")
+
+
+def test_stored_state_records_user_token_and_digest_but_no_value() -> None:
+    obs = stored()
+    status = obs.workspace.status
+    assert (status.user, status.credential_token_id, status.bootstrap_digest) == (
+        "operator",
+        "cred-1",
+        D1,
+    )
+    assert status.credential_secret_name == "main-apitoken-credential"
+    assert "rotated-refresh-value" not in json.dumps(status.to_json())
+    assert obs.secret is not None and obs.secret.owner_uids == (WS_UID,)
+
+
+def test_steady_state_is_idempotent_and_requeues_at_refresh() -> None:
+    decision = decide_credential(stored(), T0 + timedelta(minutes=10), POLICY)
+    assert decision.requeue_at == T0 + timedelta(minutes=45)
+    obs = stored()
+    settled = dataclasses.replace(
+        obs, workspace=dataclasses.replace(obs.workspace, status=decision.status)
+    )
+    again = decide_credential(settled, T0 + timedelta(minutes=20), POLICY)
+    assert again.status == decision.status
+    assert decision.status.credential_renewal_time == T0 + timedelta(days=60)
+
+
+def test_backoff_holds_calls() -> None:
+    obs = with_status(
+        stored(),
+        failed_attempts=2,
+        last_failure_time=T0 + timedelta(minutes=45),
+        last_failure_reason=reasons.SERVICE_UNREACHABLE,
+    )
+    decision = decide_credential(obs, T0 + timedelta(minutes=45, seconds=1), POLICY)
+    assert decision.actions == ()
+    c = decision.status.condition(reasons.RECONCILING)
+    assert c is not None and c.reason == reasons.SERVICE_UNREACHABLE
+    assert decision.usable
+
+
+def test_rejected_bootstrap_is_not_retried() -> None:
+    obs = CredentialObservation(workspace(), None, D1)
+    status = credential_failed_state(
+        obs, reasons.REFRESH_TOKEN_REJECTED, "invalid_grant", T0, consumed_bootstrap_digest=D1
+    )
+    after = dataclasses.replace(obs, workspace=dataclasses.replace(obs.workspace, status=status))
+    decision = decide_credential(after, T0 + timedelta(hours=1), POLICY)
+    assert decision.actions == ()
+    assert stalled(decision) == reasons.CREDENTIALS_MISSING
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "expected"),
+    [
+        (WorkspaceKind.TOKEN_WORKSPACE, "apps", ("apps", "main-apitoken-credential")),
+        (
+            WorkspaceKind.CLUSTER_TOKEN_WORKSPACE,
+            None,
+            ("apitoken-operator", "ctokws-main-credential"),
+        ),
+    ],
+    ids=["namespaced", "cluster"],
+)
+def test_credential_secret_ref(
+    kind: WorkspaceKind, namespace: str | None, expected: tuple[str, str]
+) -> None:
+    ws = dataclasses.replace(workspace(), kind=kind, namespace=namespace)
+    assert credential_secret_ref(ws, POLICY) == expected
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (jwt(sub="alice", tid="t1"), ("alice", "t1")),
+        (jwt(sub="alice"), ("alice", None)),
+        ("opaque-token", (None, None)),
+        ("a.!!!.c", (None, None)),
+    ],
+    ids=["jwt", "no-tid", "opaque", "garbage"],
+)
+def test_token_claims(token: str, expected: tuple[str | None, str | None]) -> None:
+    assert token_claims(token) == expected
