@@ -1,0 +1,154 @@
+"""Storage on both databases: migrations keep tokens, only digests are stored, keys are sealed."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apitoken_service import refresh_tokens
+from apitoken_service.api.deps import Runtime
+from apitoken_service.clock import to_millis
+from apitoken_service.database_url import parse_database_url
+from apitoken_service.key_encryption import KeyEncryptionError
+from apitoken_service.settings import Settings
+from apitoken_service.signing import load_key_ring, load_service_secrets
+from apitoken_service.startup import open_service, resolve_kek
+from apitoken_service.storage import migrations
+from apitoken_service.storage.schema import metadata
+from apitoken_service.storage.sql import SqlStorage, create_engine
+from support.tokenservice import ApiSession
+
+from .conftest import FakeClock
+
+pytestmark = pytest.mark.service
+
+
+async def test_an_older_schema_upgrades_without_losing_tokens(
+    settings: Settings, clock: FakeClock
+) -> None:
+    target = parse_database_url(settings.database_url)
+    kek = resolve_kek(settings, target)
+    old = SqlStorage(create_engine(target))
+    # A database as release 1 left it, holding a token issued then.
+    assert await migrations.migrate(old.engine, target=1) == 1
+    now = clock()
+    service_secrets = await load_service_secrets(old, kek, now)
+    await load_key_ring(old, kek, now)
+    refresh = refresh_tokens.new_refresh_token()
+    async with old.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workspaces (id, created_at) VALUES ('acme', :now)"),
+            {"now": to_millis(now)},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO members (workspace, user_name, role, created_at) "
+                "VALUES ('acme', 'alice', 'admin', :now)"
+            ),
+            {"now": to_millis(now)},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO tokens (id, workspace, owner, name, external_ref, status, created_at,"
+                " expires_at, refresh_digest) VALUES ('tk_old', 'acme', 'alice', 'from v1', 'uid',"
+                " 'active', :now, :exp, :digest)"
+            ),
+            {
+                "now": to_millis(now),
+                "exp": to_millis(now + timedelta(days=30)),
+                "digest": refresh_tokens.digest(service_secrets.digest_key, refresh),
+            },
+        )
+    await old.close()
+
+    opened = await open_service(settings, clock)  # what `serve` does: migrate to the latest
+    try:
+        assert await opened.storage.migrate() == migrations.LATEST  # idempotent
+        result = await opened.service.refresh(refresh, clock())
+        token = await opened.storage.get_token("acme", "tk_old")
+        assert token is not None and token.name == "from v1" and token.external_ref == "uid"
+        assert token.last_used_at == clock() and token.disabled_reason is None
+        assert result.refresh_token.startswith("apit_rt_")
+        async with opened.storage.engine.connect() as conn:
+            version = await conn.scalar(select(migrations.schema_version.c.version))
+        assert version == migrations.LATEST == 2
+    finally:
+        await opened.close()
+
+
+async def test_migrated_schema_matches_the_query_schema(runtime: Runtime) -> None:
+    """Migrations and schema.py must describe the same tables and columns."""
+
+    def shape(sync_conn: Any) -> dict[str, set[str]]:
+        inspector = inspect(sync_conn)
+        return {
+            table: {c["name"] for c in inspector.get_columns(table)}
+            for table in inspector.get_table_names()
+            if table != "schema_version"
+        }
+
+    async with runtime.require_opened().storage.engine.connect() as conn:
+        found = await conn.run_sync(shape)
+    assert found == {t.name: {c.name for c in t.columns} for t in metadata.sorted_tables}
+
+
+async def _all_cells(conn: AsyncConnection) -> list[Any]:
+    tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    cells: list[Any] = []
+    for table in tables:
+        for row in (await conn.execute(text(f'SELECT * FROM "{table}"'))).all():
+            cells.extend(row)
+    return cells
+
+
+async def test_database_holds_no_token_value(
+    admin: ApiSession, member: ApiSession, runtime: Runtime, settings: Settings, clock: FakeClock
+) -> None:
+    values = [admin.access_token, admin.refresh_token, member.access_token, member.refresh_token]
+    token = await admin.create_token("scan", 5, external_ref="uid-scan")
+    values += [token["accessToken"], token["refreshToken"]]
+    rotated = (await admin.refresh(token["refreshToken"])).json()
+    values += [rotated["access_token"], rotated["refresh_token"]]
+    clock.advance(5)
+    values.append((await admin.refresh(token["refreshToken"])).json()["access_token"])
+    await admin.http.post(admin.path(f"/tokens/{token['id']}/disable"), headers=admin.headers)
+    secrets_too = values + [v.removeprefix("apit_rt_") for v in values if v.startswith("apit_rt_")]
+
+    async with runtime.require_opened().storage.engine.connect() as conn:
+        cells = await _all_cells(conn)
+    as_text = "\n".join(str(c) for c in cells)
+    blobs = b"".join(bytes(c) for c in cells if isinstance(c, bytes | memoryview))
+    assert "uid-scan" in as_text and len(blobs) > 64  # the scan sees the data
+    files = b""
+    target = parse_database_url(settings.database_url)
+    if target.sqlite_path is not None:
+        files = b"".join(p.read_bytes() for p in target.sqlite_path.parent.glob("service.db*"))
+        assert files
+    for value in secrets_too:
+        assert value not in as_text
+        assert value.encode() not in blobs and value.encode() not in files
+    # Signing and rotation keys are sealed: the stored bytes are not the keys in use.
+    opened = runtime.require_opened()
+    assert opened.service.keys.current.signer_kid in as_text
+    raw_rotation_key = opened.service._rotation_key
+    assert raw_rotation_key not in blobs and raw_rotation_key not in files
+
+
+async def test_a_different_key_encryption_key_is_refused(
+    settings: Settings, clock: FakeClock
+) -> None:
+    opened = await open_service(settings, clock)
+    await opened.close()
+    wrong = SecretStr(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    other = settings.model_copy(
+        update={"key_encryption_key_file": None, "key_encryption_key": wrong}
+    )
+    with pytest.raises(KeyEncryptionError, match="does not belong to this database"):
+        await open_service(other, clock)
