@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import pstats
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ def _yes(ok: bool) -> str:
 def _load_row(label: str, load: str, run: dict[str, Any], service_cpu: bool = True) -> str:
     latency = run["latency"]
     cpu = _n(run.get("service_cpu_us_per_request", math.nan)) if service_cpu else "n/a"
+    if service_cpu and "service_main_thread_cpu_us_per_request" in run:
+        cpu += f" ({_n(run['service_main_thread_cpu_us_per_request'])} event loop)"
     return (
         f"| {label} | {load} | {_n(run['throughput'])} | {_n(latency['p50_ms'], 2)} | "
         f"{_n(latency['p90_ms'], 2)} | {_n(latency['p99_ms'], 2)} | "
@@ -178,14 +181,51 @@ def render(results: Results) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+_SITE = re.compile(r"\S*/site-packages/")
+_STDLIB = re.compile(r"\S*/lib/python3\.\d+/")
+_REPO = re.compile(r"\S*/tokenservice/")
+
+
+def _short_paths(text: str) -> str:
+    return _REPO.sub("", _STDLIB.sub("stdlib/", _SITE.sub("", text)))
+
+
+def _package(filename: str) -> str:
+    if "/site-packages/" in filename:
+        return filename.split("/site-packages/", 1)[1].split("/", 1)[0]
+    if "/tokenservice/" in filename:
+        return "apitoken_service"
+    if filename.startswith("~") or not filename.startswith("/"):
+        return "built-ins (C)"
+    return "stdlib"
+
+
+def own_time_by_package(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """Own (exclusive) profiled time summed per top-level package, largest first."""
+    totals: dict[str, float] = {}
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    table = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, _name), (_cc, _nc, own, _cum, _callers) in table.items():
+        key = _package(filename)
+        totals[key] = totals.get(key, 0.0) + own
+    return sorted(totals.items(), key=lambda item: item[1], reverse=True)
+
+
 def profile_summary(profile_path: str, limit: int = 25) -> str:
-    """The top functions by own time, then by cumulative time, from a cProfile dump."""
-    parts: list[str] = []
+    """Own CPU time per package, then the top functions by own and by cumulative time."""
+    by_package = own_time_by_package(pstats.Stats(profile_path))
+    total = sum(seconds for _, seconds in by_package) or 1.0
+    parts = [
+        "own CPU time of the event-loop thread by package:\n"
+        + "\n".join(
+            f"{seconds:8.3f} s {seconds / total:6.1%}  {name}" for name, seconds in by_package[:12]
+        )
+    ]
     for order in ("tottime", "cumulative"):
         buffer = io.StringIO()
         pstats.Stats(profile_path, stream=buffer).sort_stats(order).print_stats(limit)
         lines = buffer.getvalue().splitlines()
         # Keep the table itself: the header names a file of this machine.
         start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-        parts.append(f"sorted by {order}:\n" + "\n".join(lines[start:]).strip())
+        parts.append(f"sorted by {order}:\n" + _short_paths("\n".join(lines[start:]).strip()))
     return "\n\n".join(parts)

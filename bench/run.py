@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,7 @@ class Options:
     backends: list[str]
     output: Path | None
     profile: bool
+    workers: int
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -56,6 +60,7 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument(
         "--profile", action="store_true", help="also run the SQLite closed loop under cProfile"
     )
+    parser.add_argument("--workers", type=int, default=1, help="service worker processes")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
@@ -70,6 +75,7 @@ def parse_options(argv: list[str]) -> Options:
         backends=backends,
         output=None if args.output == "-" else Path(args.output),
         profile=args.profile,
+        workers=args.workers,
     )
 
 
@@ -93,6 +99,11 @@ def run_load(spec: LoadSpec, workdir: Path) -> dict[str, Any]:
     if result.returncode != 0:
         raise RuntimeError(f"load generator failed: {result.stderr[-3000:]}")
     loaded: dict[str, Any] = json.loads(result.stdout)
+    latency = loaded["latency"]
+    _log(
+        f"  {loaded['throughput']:,.0f}/s, p50 {latency['p50_ms']:.2f} ms, "
+        f"p99 {latency['p99_ms']:.2f} ms, errors {loaded['errors'] or 0}"
+    )
     return loaded
 
 
@@ -180,7 +191,7 @@ def measure_backend(
     admin_access_token = init_workspace(database_url, env)
     log_path = workdir / f"service-{backend}.log"
     profile_path = workdir / f"service-{backend}.prof" if options.profile else None
-    with running_service(database_url, env, port, log_path) as service:
+    with running_service(database_url, env, port, log_path, options.workers) as service:
         _log(f"{backend}: creating {options.concurrency + options.open_tokens} API tokens")
         closed_tokens = create_refresh_tokens(
             service.base_url, admin_access_token, options.concurrency, "closed"
@@ -190,6 +201,7 @@ def measure_backend(
         )
         _log(f"{backend}: closed loop, {options.concurrency} clients")
         cpu_before = machine.process_cpu_seconds(service.pid)
+        main_before = machine.main_thread_cpu_seconds(service.pid)
         closed = run_load(
             LoadSpec(
                 host="127.0.0.1",
@@ -205,6 +217,11 @@ def measure_backend(
         closed["service_cpu_us_per_request"] = _per_request_us(
             machine.process_cpu_seconds(service.pid) - cpu_before, closed["sent"]
         )
+        if options.workers == 1:
+            # The event loop's thread against the rest (database driver and threadpool threads).
+            closed["service_main_thread_cpu_us_per_request"] = _per_request_us(
+                machine.main_thread_cpu_seconds(service.pid) - main_before, closed["sent"]
+            )
         _log(f"{backend}: open loop, {options.rate:g}/s")
         cpu_before = machine.process_cpu_seconds(service.pid)
         opened = run_load(
@@ -239,8 +256,8 @@ def profile_closed_loop(
     profile_path: Path,
 ) -> str:
     """The closed loop again, with the service under cProfile; the top functions by own time."""
+    # Same issuer as the first run (not this port): the admin's access token names it.
     port = free_loopback_port()
-    env = {**env, "APITOKEN_SERVICE_ISSUER": f"http://127.0.0.1:{port}"}
     with running_service(
         database_url, env, port, workdir / "service-profiled.log", profile_to=profile_path
     ) as service:
@@ -248,6 +265,7 @@ def profile_closed_loop(
             service.base_url, admin_access_token, options.concurrency, "profiled"
         )
         _log("profiling: closed loop under cProfile")
+        os.kill(service.pid, signal.SIGUSR1)  # profile the load only, not start-up and seeding
         run_load(
             LoadSpec(
                 host="127.0.0.1",
@@ -260,6 +278,7 @@ def profile_closed_loop(
             ),
             workdir,
         )
+        os.kill(service.pid, signal.SIGUSR2)
     return report.profile_summary(str(profile_path))
 
 
@@ -267,8 +286,29 @@ def _per_request_us(cpu_s: float, requests: int) -> float:
     return cpu_s / requests * 1e6 if requests else 0.0
 
 
+@contextlib.contextmanager
+def exclusive_machine() -> Iterator[None]:
+    """One benchmark at a time on this machine: two runs would halve each other's figures."""
+    lock_path = Path(tempfile.gettempdir()) / "apitoken-bench.lock"
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log("another benchmark is running on this machine; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(sys.argv[1:] if argv is None else argv)
+    with exclusive_machine():
+        return _run(options)
+
+
+def _run(options: Options) -> int:
     results = Results(
         started=datetime.now(UTC),
         machine=machine.describe(),

@@ -86,6 +86,7 @@ def running_service(
     env: Mapping[str, str],
     port: int,
     log_path: Path,
+    workers: int = 1,
     profile_to: Path | None = None,
 ) -> Iterator[RunningService]:
     """`apitoken-service serve` on 127.0.0.1:port until the block ends (SIGINT, then kill)."""
@@ -98,6 +99,8 @@ def running_service(
         HOST,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     if profile_to is not None:
         command = [sys.executable, "-m", "bench.profiled_service", str(profile_to), *command[1:]]
