@@ -40,6 +40,7 @@ from apitoken_operator.reconcile import (
     failed_state,
     issued_state,
     refreshed_state,
+    retired_state,
 )
 from apitoken_operator.schedule import TimingPolicy
 from apitoken_operator.secret_builder import observe, salted_digest
@@ -82,6 +83,9 @@ class Ports:
     # None for refresh-only workspaces, or while the workspace's credential does not work.
     management: ManagementApi | None = None
     imports: ImportReader | None = None
+    # The management API of another workspace ("Kind/name"), for tokens left in a workspace
+    # the ApiToken moved away from; None when that workspace is gone or not usable.
+    management_for: Callable[[str], Awaitable[ManagementApi | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,17 @@ class _Run:
         self.events.append(Event("Normal", "Imported", "imported the hand-made refresh token"))
 
     async def _retire(self, action: RetireToken) -> None:
-        api = self._management()
+        if action.workspace is None:
+            api = self._management()
+        else:
+            other = (
+                await self.ports.management_for(action.workspace)
+                if self.ports.management_for
+                else None
+            )
+            if other is None:
+                raise ServiceError(f"workspace {action.workspace} is not available")
+            api = other
         try:
             if action.mode is RetireMode.DELETE:
                 await api.delete_token(action.token_id)
@@ -243,12 +257,14 @@ class _Run:
                 await api.disable_token(action.token_id)
         except NotFound:
             pass  # already gone: what we wanted
+        self._set(None, retired_state(self.obs, action.token_id))
         verb = "deleted" if action.mode is RetireMode.DELETE else "disabled"
         self.events.append(
             Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
         )
 
-    async def run(self, decision: Decision) -> None:
+    async def run(self, decision: Decision) -> bool:
+        """Run the actions in order; False when one failed (the rest wait for the backoff)."""
         for action in decision.actions:
             try:
                 match action:
@@ -277,7 +293,8 @@ class _Run:
                 )
                 self._set(None, status)
                 self.events.append(Event("Warning", "Failed", exc.message))
-                return
+                return False
+        return True
 
 
 async def reconcile_once(
@@ -288,13 +305,20 @@ async def reconcile_once(
     clock: Clock,
     retry: WriteRetry = WriteRetry(),
     sleep: Sleep = asyncio.sleep,
+    rounds: int = 3,
 ) -> Outcome:
-    """Decide, run the actions in order (stopping at the first service failure), and decide
-    again on the result. Kubernetes write errors after retries propagate (Kopf retries)."""
-    decision = decide(obs, clock(), policy)
+    """Decide and run the actions in order, stopping at the first service failure; repeat on
+    the new observation (a re-issue is followed by retiring the old token) for at most
+    `rounds` rounds. Kubernetes write errors after retries propagate (Kopf retries)."""
     run = _Run(obs, ports, policy, clock, retry, sleep)
-    await run.run(decision)
-    final = decide(run.obs, clock(), policy) if not run.released else decision
+    decision = decide(obs, clock(), policy)
+    for _ in range(rounds):
+        if not decision.actions or not await run.run(decision) or run.released:
+            break
+        # The service's list was read before this round's changes: sweep only once.
+        run.obs = dataclasses.replace(run.obs, service_tokens=None)
+        decision = decide(run.obs, clock(), policy)
+    final = decision if run.released else decide(run.obs, clock(), policy)
     return Outcome(
         status_changed=final.status != obs.token.status,
         decision=final,

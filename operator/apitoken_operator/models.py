@@ -29,8 +29,9 @@ class _Model(BaseModel):
     )
 
     def to_json(self) -> dict[str, Any]:
-        """The object as the Kubernetes API wants it: camelCase, RFC 3339, no nulls."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The object as the Kubernetes API wants it: camelCase, RFC 3339, without the fields
+        that are unset or at their default (nulls, zero counters, empty lists)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
 
 
 class WorkspaceKind(StrEnum):
@@ -153,10 +154,19 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class RetiringToken(_Model):
+    """A replaced token still to be disabled or deleted, and the workspace it lives in."""
+
+    id: str
+    workspace: str | None = None  # "Kind/name"; None: the ApiToken's current workspace
+
+
 class ApiTokenStatus(_Model):
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
     token_id: str | None = None
+    token_workspace: str | None = None
+    retiring_tokens: tuple[RetiringToken, ...] = ()
     secret_name: str | None = None
     access_token_expires_at: datetime | None = None
     refresh_token_expires_at: datetime | None = None
@@ -251,3 +261,12 @@ class TokenWorkspaceStatus(_Model):
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+
+def status_patch(old: _Model, new: _Model) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) from one status to another: changed and new fields, and
+    null for fields that went away. Empty when nothing changed, so nothing is written."""
+    before, after = old.to_json(), new.to_json()
+    patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
+    patch.update({k: None for k in before if k not in after})
+    return patch

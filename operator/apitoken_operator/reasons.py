@@ -59,3 +59,5 @@ WORKSPACE_READY: Final = "WorkspaceReady"
 # A token found at the service by externalRef that no Secret holds (a crash or a re-issue left
 # it behind); it is disabled or deleted.
 UNUSED_TOKEN: Final = "UnusedToken"
+# A token replaced by a re-issue, retired after the Secret switched to its successor.
+TOKEN_REPLACED: Final = "TokenReplaced"

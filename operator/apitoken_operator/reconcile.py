@@ -31,6 +31,7 @@ from apitoken_operator.models import (
     DeletionPolicy,
     Provider,
     ResolvedApiTokenSpec,
+    RetiringToken,
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
@@ -156,11 +157,14 @@ class WriteSecret:
 
 @dataclass(frozen=True)
 class RetireToken:
-    """Disable or delete a token at the service (both are idempotent there)."""
+    """Disable or delete a token at the service (both are idempotent there; NotFound is done).
+    Afterwards `retired_state` drops it from status.retiringTokens."""
 
     token_id: str
     mode: RetireMode
     reason: str
+    # "Kind/name" of the workspace the token lives in; None: the current workspace.
+    workspace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -304,9 +308,15 @@ def _adopt(obs: Observation, spec: ResolvedApiTokenSpec, current: _Current) -> A
     """Make the status describe the token the Secret holds."""
     status = obs.token.status
     same_token = status.token_id == current.token_id
+    retiring = status.retiring_tokens
+    if status.token_id and not same_token:
+        # The Secret was switched to a new token and the status not yet (a crash between).
+        retiring = _add_retiring(retiring, status.token_id, status.token_workspace)
     return _with(
         status,
         token_id=current.token_id,
+        token_workspace=status.token_workspace if same_token else workspace_key(spec),
+        retiring_tokens=retiring,
         secret_name=spec.secret_name,
         access_token_expires_at=current.access_expires_at,
         refresh_token_expires_at=current.refresh_expires_at,
@@ -390,6 +400,34 @@ def _retire_mode(spec: ResolvedApiTokenSpec) -> RetireMode:
     return (
         RetireMode.DELETE if spec.deletion_policy is DeletionPolicy.DELETE else RetireMode.DISABLE
     )
+
+
+def workspace_key(spec: ResolvedApiTokenSpec) -> str:
+    return f"{spec.workspace_kind}/{spec.workspace_name}"
+
+
+def _add_retiring(
+    retiring: tuple[RetiringToken, ...], token_id: str, workspace: str | None
+) -> tuple[RetiringToken, ...]:
+    if any(r.id == token_id for r in retiring):
+        return retiring
+    return (*retiring, RetiringToken(id=token_id, workspace=workspace))
+
+
+def _pending(
+    status: ApiTokenStatus, spec: ResolvedApiTokenSpec, mode: RetireMode
+) -> list[RetireToken]:
+    """Replaced tokens not yet retired (a failure or a crash interrupted it)."""
+    here = workspace_key(spec)
+    return [
+        RetireToken(
+            r.id,
+            mode,
+            reasons.TOKEN_REPLACED,
+            workspace=None if r.workspace in (None, here) else r.workspace,
+        )
+        for r in status.retiring_tokens
+    ]
 
 
 def _sweep(obs: Observation, keep: Iterable[str | None], mode: RetireMode) -> list[RetireToken]:
@@ -525,8 +563,7 @@ def _decide_managed(
         else:
             reason = reasons.SECRET_DELETED if secret is None else reasons.SECRET_MODIFIED
             actions.append(Reissue(reason, old))
-            if old is not None:
-                actions.append(RetireToken(old, mode, reason))
+        actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (), mode))
         fallback = Signal(reasons.GENERATING, f"no usable token in Secret {spec.secret_name} yet")
         verdict = _Verdict(False, _failure_signal(status, fallback))
@@ -543,7 +580,6 @@ def _decide_managed(
         )
         if why is not None:
             actions.append(Reissue(why, current.token_id))
-            actions.append(RetireToken(current.token_id, mode, why))
         elif now >= refresh_at:
             actions.append(Refresh(current.token_id))
         else:
@@ -554,6 +590,7 @@ def _decide_managed(
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
+        actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (current.token_id,), mode))
         valid = (
             current.has_access_token
@@ -599,6 +636,7 @@ def _decide_disabled(
             for token_id in (token.status.token_id, secret.token_id if secret else None):
                 if token_id:
                     actions.append(RetireToken(token_id, RetireMode.DISABLE, reasons.DISABLED))
+        actions.extend(_pending(token.status, spec, RetireMode.DISABLE))
         actions.extend(_sweep(obs, (), RetireMode.DISABLE))
     if secret is not None and holding:
         token_id = secret.token_id or token.status.token_id or ""
@@ -726,11 +764,13 @@ def _decide_deletion(
             )
             actions.append(WriteSecret("orphaned", build_secret(shape, ours.data)))
         if service_side:
+            actions.extend(_pending(status, spec, RetireMode.DISABLE))
             actions.extend(_sweep(obs, (current_id,), RetireMode.DISABLE))
     elif service_side:
         mode = RetireMode.DELETE if policy_ is DeletionPolicy.DELETE else RetireMode.DISABLE
         reason = f"deletionPolicy {policy_}"
         actions.extend(RetireToken(t, mode, reason) for t in known if t)
+        actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (), mode))
     pending = Signal(
         reasons.CLEANUP_PENDING,
@@ -776,9 +816,19 @@ def issued_state(
     spec = token.spec.resolve(token.namespace, token.name)
     shape = _shape(obs, spec, issued.token_id, issued.refresh_token_expires_at)
     manifest = build_secret(shape, token_data(issued.values))
+    retiring = token.status.retiring_tokens
+    secret = obs.secret
+    replaced = [token.status.token_id]
+    if secret is not None and not _foreign(secret, token.uid):
+        replaced.append(secret.token_id)
+    for old in replaced:
+        if old and old != issued.token_id:
+            retiring = _add_retiring(retiring, old, token.status.token_workspace)
     status = _with(
         _success(token.status),
         token_id=issued.token_id,
+        token_workspace=workspace_key(spec),
+        retiring_tokens=retiring,
         secret_name=spec.secret_name,
         access_token_expires_at=_whole(issued.values.access_token_expires_at),
         refresh_token_expires_at=_whole_or_none(issued.refresh_token_expires_at),
@@ -819,6 +869,14 @@ def refreshed_state(
         last_refresh_time=_whole(obtained_at),
     )
     return manifest, status
+
+
+def retired_state(obs: Observation, token_id: str) -> ApiTokenStatus:
+    """The status after a token was disabled or deleted (or found gone) at the service."""
+    status = obs.token.status
+    return _with(
+        status, retiring_tokens=tuple(r for r in status.retiring_tokens if r.id != token_id)
+    )
 
 
 def failed_state(

@@ -344,3 +344,30 @@ async def test_locks_are_per_token() -> None:
         assert locks.for_uid("a").locked()
     locks.forget("a")
     assert not locks.for_uid("a").locked()
+
+
+async def test_token_in_the_previous_workspace_is_retired_there_even_after_a_failure() -> None:
+    h = Harness.new()
+    await h.run()
+    spec = ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}})
+    h.obs = dataclasses.replace(h.obs, token=dataclasses.replace(h.obs.token, spec=spec))
+    h.clock.now = T0 + timedelta(minutes=5)
+    moved = await h.run()
+    assert [e.reason for e in moved.events] == ["Reissued", "Failed"]
+    assert "TokenWorkspace/main is not available" in moved.events[-1].message
+    assert [r.id for r in moved.decision.status.retiring_tokens] == ["tok-1"]
+    assert h.service.tokens["tok-1"]["status"] == "active"
+
+    asked: list[str] = []
+
+    async def management_for(workspace: str) -> Any:
+        asked.append(workspace)
+        return h.ports.management  # the fake serves both workspaces
+
+    h.ports = dataclasses.replace(h.ports, management_for=management_for)
+    h.clock.now += timedelta(minutes=1)  # past the backoff
+    retried = await h.run(list_tokens=False)
+    assert asked == ["TokenWorkspace/main"]
+    assert [e.reason for e in retried.events] == ["Deleted"]
+    assert retried.decision.status.retiring_tokens == ()
+    assert "tok-1" not in h.service.tokens

@@ -11,8 +11,10 @@ from apitoken_operator.models import (
     ClusterTokenWorkspaceSpec,
     DeletionPolicy,
     Provider,
+    RetiringToken,
     TokenWorkspaceSpec,
     WorkspaceKind,
+    status_patch,
 )
 
 pytestmark = pytest.mark.unit
@@ -153,3 +155,27 @@ def test_status_round_trips_through_the_api_form() -> None:
     assert status.to_json() == raw
     ready = status.condition("Ready")
     assert ready is not None and ready.reason == "TokenReady"
+
+
+def test_status_patch_sets_changes_and_clears_what_went_away() -> None:
+    old = ApiTokenStatus(
+        token_id="tok-1",
+        failed_refresh_attempts=2,
+        last_failure_reason="ServiceError",
+        retiring_tokens=(RetiringToken(id="tok-0"),),
+    )
+    new = old.model_copy(
+        update={
+            "token_id": "tok-2",
+            "failed_refresh_attempts": 0,
+            "last_failure_reason": None,
+            "retiring_tokens": (),
+        }
+    )
+    assert status_patch(old, new) == {
+        "tokenId": "tok-2",
+        "failedRefreshAttempts": None,
+        "lastFailureReason": None,
+        "retiringTokens": None,
+    }
+    assert status_patch(new, new) == {}

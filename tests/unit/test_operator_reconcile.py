@@ -38,6 +38,7 @@ from apitoken_operator.reconcile import (
     issued_state,
     refreshed_state,
     requeue_delay,
+    retired_state,
 )
 from apitoken_operator.schedule import TimingPolicy
 from apitoken_operator.secret_builder import (
@@ -224,20 +225,20 @@ CASES = [
         "renewal-due-reissues-and-deletes-old",
         lambda: STEADY,
         T0 + timedelta(days=60),
-        [f"Reissue:{reasons.RENEWAL_DUE}", "delete:tok-1"],
+        [f"Reissue:{reasons.RENEWAL_DUE}"],
         reconciling=("True", reasons.REISSUING),
     ),
     Case(
         "renewal-with-disable-policy-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Disable"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}", "disable:tok-1"],
+        [f"Reissue:{reasons.RENEWAL_DUE}"],
     ),
     Case(
         "renewal-with-orphan-policy-still-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Orphan"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}", "disable:tok-1"],
+        [f"Reissue:{reasons.RENEWAL_DUE}"],
     ),
     Case(
         "custom-renew-before",
@@ -249,13 +250,13 @@ CASES = [
         "lifetime-change-reissues",
         lambda: STEADY.with_spec(lifetime_days=30),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.LIFETIME_CHANGED}", "delete:tok-1"],
+        [f"Reissue:{reasons.LIFETIME_CHANGED}"],
     ),
     Case(
         "token-name-change-reissues",
         lambda: STEADY.with_spec(token_name="billing-prod"),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.TOKEN_NAME_CHANGED}", "delete:tok-1"],
+        [f"Reissue:{reasons.TOKEN_NAME_CHANGED}"],
     ),
     Case(
         "workspace-change-reissues",
@@ -263,7 +264,7 @@ CASES = [
             spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}})
         ),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.WORKSPACE_CHANGED}", "delete:tok-1"],
+        [f"Reissue:{reasons.WORKSPACE_CHANGED}"],
     ),
     Case(
         "template-change-only-updates-secret",
@@ -293,7 +294,7 @@ CASES = [
         "reissue-annotation-reissues",
         lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "2026-11-28"}),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.REISSUE_REQUESTED}", "delete:tok-1"],
+        [f"Reissue:{reasons.REISSUE_REQUESTED}"],
     ),
     Case(
         "handled-reissue-annotation-is-ignored",
@@ -307,14 +308,14 @@ CASES = [
         "deleted-secret-reissues-and-retires-old",
         lambda: STEADY.with_secret(None),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_DELETED}", "delete:tok-1"],
+        [f"Reissue:{reasons.SECRET_DELETED}"],
         ready=("False", reasons.GENERATING),
     ),
     Case(
         "edited-secret-reissues",
         lambda: STEADY.with_secret(edited(STEADY.obs.secret, refresh_token="by-hand")),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_MODIFIED}", "delete:tok-1"],
+        [f"Reissue:{reasons.SECRET_MODIFIED}"],
     ),
     Case(
         "unmanaged-secret-is-a-conflict",
@@ -392,7 +393,7 @@ CASES = [
             last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
         ),
         T0 + timedelta(minutes=5),
-        [f"Reissue:{reasons.TOKEN_REVOKED}", "delete:tok-1"],
+        [f"Reissue:{reasons.TOKEN_REVOKED}"],
     ),
     Case(
         "backoff-holds-refresh-while-token-valid",
@@ -471,7 +472,7 @@ CASES = [
         "crash-between-secret-and-status-adopts-secret",
         lambda: STEADY.with_status(token_id="tok-0", issued_spec_hash="stale.stale.1"),
         T0 + timedelta(minutes=1),
-        ["Refresh:tok-1"],
+        ["Refresh:tok-1", "delete:tok-0"],
     ),
     Case(
         "disable-disables-then-strips-secret",
@@ -584,7 +585,25 @@ def test_reissue_records_the_handled_annotation_and_spec() -> None:
     status = after.obs.token.status
     assert status.last_reissue_request == "now"
     assert status.token_id == "tok-2"
-    assert decide(after.obs, T0 + HOUR + timedelta(minutes=1), POLICY).actions == ()
+    # The replaced token is retired after the switch, and kept in the status until it is.
+    assert [r.id for r in status.retiring_tokens] == ["tok-1"]
+    decision = decide(after.obs, T0 + HOUR + timedelta(minutes=1), POLICY)
+    assert kinds(decision.actions) == ["delete:tok-1"]
+    done = after.with_status(retiring_tokens=retired_state(after.obs, "tok-1").retiring_tokens)
+    assert decide(done.obs, T0 + HOUR + timedelta(minutes=1), POLICY).actions == ()
+
+
+def test_token_left_in_the_previous_workspace_is_retired_there() -> None:
+    moved = STEADY.with_token(spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}}))
+    first = decide(moved.obs, T0 + timedelta(minutes=1), POLICY)
+    assert kinds(first.actions) == [f"Reissue:{reasons.WORKSPACE_CHANGED}"]
+    after = issue(moved.obs, "tok-9", T0 + timedelta(minutes=1), n=9)
+    status = after.obs.token.status
+    assert status.token_workspace == "TokenWorkspace/other"
+    decision = decide(after.obs, T0 + timedelta(minutes=2), POLICY)
+    (retire,) = decision.actions
+    assert isinstance(retire, RetireToken)
+    assert (retire.token_id, retire.workspace) == ("tok-1", "TokenWorkspace/main")
 
 
 def test_failure_counts_attempts_and_keeps_the_token() -> None:
