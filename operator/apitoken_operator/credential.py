@@ -276,11 +276,12 @@ def decide_credential(
                 status.last_failure_message or "the credential's access token expired",
             )
         )
-        if renew_at is not None and now >= renew_at:
+        if now >= refresh_at or not ready_ok:
+            # First: renewing goes through the management API, which needs a valid access token.
+            actions.append(RefreshCredential(current_id))
+        elif renew_at is not None and now >= renew_at:
             actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
             actions.append(RetireToken(current_id, RetireMode.DISABLE, reasons.RENEWAL_DUE))
-        elif now >= refresh_at:
-            actions.append(RefreshCredential(current_id))
         else:
             shape = _shape(ws, policy, current_id, refresh_expires)
             if metadata_drifted(shape, secret):

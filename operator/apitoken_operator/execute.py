@@ -113,6 +113,9 @@ class WriteRetry:
     first_delay: timedelta = timedelta(milliseconds=200)
 
 
+DEFAULT_RETRY = WriteRetry()
+
+
 class TokenLocks:
     """One asyncio.Lock per ApiToken UID: handlers, timers and daemons take it for any work."""
 
@@ -133,7 +136,7 @@ Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-async def _write(
+async def write_secret(
     secrets: SecretWriter, manifest: dict[str, Any], retry: WriteRetry, sleep: Sleep
 ) -> None:
     delay = retry.first_delay.total_seconds()
@@ -198,7 +201,7 @@ class _Run:
         manifest, status = issued_state(self.obs, issued, self.policy)
         # If this write fails for good, the token is tagged with our UID and the next run's
         # sweep retires it.
-        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
         self._set(manifest, status)
         self.events.append(
             Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
@@ -211,7 +214,7 @@ class _Run:
             raise InvalidGrant("the Secret holds no refresh token")
         result = await self.ports.token_endpoint.refresh(refresh_token)
         manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
-        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
         self._set(manifest, status)
         del action  # routine: no event
 
@@ -234,7 +237,7 @@ class _Run:
             imported_digest=action.digest,
         )
         manifest, status = issued_state(self.obs, issued, self.policy)
-        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
         self._set(manifest, status)
         self.events.append(Event("Normal", "Imported", "imported the hand-made refresh token"))
 
@@ -279,7 +282,7 @@ class _Run:
                     case RetireToken():
                         await self._retire(action)
                     case WriteSecret(manifest=manifest):
-                        await _write(self.ports.secrets, manifest, self.retry, self.sleep)
+                        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
                         self._set(manifest, self.obs.token.status)
                     case RemoveFinalizer():
                         self.released = True
@@ -303,7 +306,7 @@ async def reconcile_once(
     *,
     policy: TimingPolicy,
     clock: Clock,
-    retry: WriteRetry = WriteRetry(),
+    retry: WriteRetry = DEFAULT_RETRY,
     sleep: Sleep = asyncio.sleep,
     rounds: int = 3,
 ) -> Outcome:
@@ -340,6 +343,7 @@ __all__ = [
     "WriteRetry",
     "reconcile_once",
     "service_tokens",
+    "write_secret",
 ]
 
 

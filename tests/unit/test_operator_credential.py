@@ -59,7 +59,9 @@ def workspace(spec: TokenWorkspaceSpec = SPEC, **status: Any) -> WorkspaceObject
     )
 
 
-def stored(digest: str | None = D1, now: datetime = T0) -> CredentialObservation:
+def stored(
+    digest: str | None = D1, now: datetime = T0, refresh_left: timedelta = timedelta(days=90)
+) -> CredentialObservation:
     """The state right after the bootstrap value was used, as the next run observes it."""
     obs = CredentialObservation(workspace=workspace(), secret=None, bootstrap_digest=digest)
     manifest, status = credential_stored_state(
@@ -72,7 +74,7 @@ def stored(digest: str | None = D1, now: datetime = T0) -> CredentialObservation
                 token_type="Bearer",
                 access_token_expires_at=now + timedelta(hours=1),
             ),
-            refresh_token_expires_at=now + timedelta(days=90),
+            refresh_token_expires_at=now + refresh_left,
             obtained_at=now,
         ),
         POLICY,
@@ -154,11 +156,19 @@ CASES: list[tuple[str, CredentialObservation, datetime, list[str], tuple[str, st
         None,
     ),
     (
-        "renewal-due",
+        "renewal-due-with-expired-access-token-refreshes-first",
         stored(),
         T0 + timedelta(days=60),
-        ["Renew", "disable:cred-1"],
+        ["Refresh"],
         ("False", reasons.ACCESS_TOKEN_EXPIRED),
+        None,
+    ),
+    (
+        "renewal-due",
+        stored(refresh_left=timedelta(days=20)),
+        T0 + timedelta(minutes=10),
+        ["Renew", "disable:cred-1"],
+        ("True", reasons.WORKSPACE_READY),
         None,
     ),
     (

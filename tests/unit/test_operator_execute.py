@@ -1,6 +1,7 @@
 """Running decisions: the real HTTP clients against a token service faked with MockTransport,
 and an in-memory Secret writer. Checks the order of effects and the refresh critical section."""
 
+import base64
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,11 @@ import httpx
 import pytest
 
 from apitoken_operator import reasons
+from apitoken_operator.credential import (
+    CredentialObservation,
+    CredentialPolicy,
+    WorkspaceObject,
+)
 from apitoken_operator.execute import (
     Ports,
     TokenLocks,
@@ -18,10 +24,15 @@ from apitoken_operator.execute import (
     reconcile_once,
     service_tokens,
 )
+from apitoken_operator.execute_credential import (
+    CredentialOutcome,
+    CredentialPorts,
+    reconcile_credential_once,
+)
 from apitoken_operator.models import ApiTokenSpec, ApiTokenStatus, TokenWorkspaceSpec, WorkspaceKind
 from apitoken_operator.reconcile import ApiTokenView, Observation, WorkspaceView
 from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import observe
+from apitoken_operator.secret_builder import observe, salted_digest
 from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
 
 pytestmark = pytest.mark.unit
@@ -56,7 +67,22 @@ class FakeService:
         refresh = f"rt-value-{self.counter}"
         self.refresh_of = {k: v for k, v in self.refresh_of.items() if v != token_id}
         self.refresh_of[refresh] = token_id
-        return f"at-value-{self.counter}", refresh
+        # JWT-shaped, with the value marker in the signature part so leak checks can see it.
+        claims = base64.urlsafe_b64encode(json.dumps({"sub": "operator", "tid": token_id}).encode())
+        return f"e30.{claims.decode().rstrip('=')}.at-value-{self.counter}", refresh
+
+    def seed(self, name: str = "operator") -> str:
+        """A token made outside the operator (by `apitoken-service init`); its refresh token."""
+        token_id = f"tok-{len(self.tokens) + 1}"
+        expires = self.clock() + timedelta(days=30)
+        self.tokens[token_id] = {
+            "id": token_id,
+            "name": name,
+            "status": "active",
+            "expiresAt": expires.isoformat().replace("+00:00", "Z"),
+            "externalRef": None,
+        }
+        return self._pair(token_id)[1]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
@@ -72,11 +98,13 @@ class FakeService:
                     400, json={"error": "invalid_grant", "error_description": "no"}
                 )
             access, refresh = self._pair(token_id)
+            left = datetime.fromisoformat(self.tokens[token_id]["expiresAt"]) - now
             body = {
                 "access_token": access,
                 "token_type": "Bearer",
                 "expires_in": 3600,
                 "refresh_token": refresh,
+                "refresh_token_expires_in": int(left.total_seconds()),
             }
             return httpx.Response(200, json=body)
         base = "/api/v1/workspaces/w1/tokens"
@@ -371,3 +399,122 @@ async def test_token_in_the_previous_workspace_is_retired_there_even_after_a_fai
     assert [e.reason for e in retried.events] == ["Deleted"]
     assert retried.decision.status.retiring_tokens == ()
     assert "tok-1" not in h.service.tokens
+
+
+# The operator's own workspace credential --------------------------------------------------
+
+
+class MemoryValue:
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    async def read(self) -> str | None:
+        return self.value
+
+
+@dataclasses.dataclass
+class CredentialHarness:
+    clock: Clock
+    service: FakeService
+    secrets: MemorySecrets
+    bootstrap: MemoryValue
+    ports: CredentialPorts
+    obs: CredentialObservation
+
+    @classmethod
+    def new(cls) -> "CredentialHarness":
+        clock = Clock()
+        service = FakeService(clock)
+        http = httpx.AsyncClient(transport=httpx.MockTransport(service.handle))
+        secrets = MemorySecrets()
+        bootstrap = MemoryValue(service.seed())
+
+        def management_with(bearer: str) -> TokenServiceClient:
+            async def source() -> str:
+                return bearer
+
+            return TokenServiceClient(http, base_url="http://svc", workspace="w1", bearer=source)
+
+        ports = CredentialPorts(
+            secrets=secrets,
+            token_endpoint=TokenEndpointClient(
+                http, token_endpoint="http://svc/oauth2/token", clock=clock
+            ),
+            bootstrap=bootstrap,
+            management_with=management_with,
+        )
+        ws = WorkspaceObject(
+            kind=WorkspaceKind.TOKEN_WORKSPACE,
+            name="main",
+            namespace="apps",
+            uid="ws-uid",
+            generation=1,
+            spec=TokenWorkspaceSpec.model_validate(
+                {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "boot"}}
+            ),
+        )
+        obs = CredentialObservation(workspace=ws, secret=None, bootstrap_digest=None)
+        return cls(clock, service, secrets, bootstrap, ports, obs)
+
+    async def run(self) -> CredentialOutcome:
+        value = self.bootstrap.value
+        digest = salted_digest("ws-uid", value) if value is not None else None
+        obs = dataclasses.replace(self.obs, bootstrap_digest=digest)
+        outcome = await reconcile_credential_once(
+            obs, self.ports, policy=CREDENTIAL_POLICY, clock=self.clock, retry=NO_WAIT
+        )
+        secret = observe(self.secrets.written[-1]) if self.secrets.written else None
+        ws = dataclasses.replace(obs.workspace, status=outcome.decision.status)
+        self.obs = dataclasses.replace(obs, workspace=ws, secret=secret)
+        return outcome
+
+
+CREDENTIAL_POLICY = CredentialPolicy(lifetime_days=30, timing=POLICY)
+
+
+async def test_bootstrap_is_used_once_then_the_rotated_credential() -> None:
+    h = CredentialHarness.new()
+    first = await h.run()
+    assert [e.reason for e in first.events] == ["Bootstrapped"]
+    assert first.decision.usable
+    status = first.decision.status
+    assert (status.user, status.credential_token_id) == ("operator", "tok-1")
+    assert status.credential_secret_name == "main-apitoken-credential"
+    assert h.secrets.written[-1]["metadata"]["namespace"] == "apps"
+    assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-2"
+    calls = h.service.calls.count("POST /oauth2/token")
+
+    # The same bootstrap value re-applied (GitOps) is never presented again.
+    h.clock.now += timedelta(minutes=10)
+    again = await h.run()
+    assert h.service.calls.count("POST /oauth2/token") == calls
+    assert again.events == () and not again.status_changed
+    text = json.dumps(again.decision.status.to_json())
+    assert "rt-value" not in text and "at-value" not in text
+
+
+async def test_credential_is_renewed_before_it_expires_and_the_old_one_disabled() -> None:
+    h = CredentialHarness.new()
+    await h.run()
+    h.clock.now = T0 + timedelta(days=21)  # seeded for 30 days: renew 10 days before
+    outcome = await h.run()
+    assert [e.reason for e in outcome.events] == ["CredentialRenewed"]
+    assert h.service.tokens["tok-1"]["status"] == "disabled"
+    assert h.service.tokens["tok-2"]["externalRef"] == "ws-uid"
+    assert h.service.tokens["tok-2"]["name"] == "apitoken-operator/apps/main"
+    assert outcome.decision.status.credential_token_id == "tok-2"
+    assert outcome.decision.usable and outcome.decision.actions == ()
+
+
+async def test_rejected_bootstrap_is_not_presented_twice() -> None:
+    h = CredentialHarness.new()
+    h.bootstrap.value = "not-a-valid-refresh-token"
+    first = await h.run()
+    assert [e.type for e in first.events] == ["Warning"]
+    h.clock.now += timedelta(hours=1)
+    calls = h.service.calls.count("POST /oauth2/token")
+    second = await h.run()
+    assert h.service.calls.count("POST /oauth2/token") == calls
+    stalled = second.decision.status.condition(reasons.STALLED)
+    assert stalled is not None and stalled.reason == reasons.CREDENTIALS_MISSING
+    assert not second.decision.usable

@@ -1,0 +1,216 @@
+"""Run a workspace credential decision through injected ports (see `credential`).
+
+Like `execute`, this imports neither kopf nor lightkube. The management API is built per call
+from the credential's current access token (`management_with`), so a renewal switches to the new
+token at once. Refresh and persist are one critical section here too: the rotated credential is
+written before anything else and the write is retried from memory.
+"""
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apitoken_operator.credential import (
+    CredentialDecision,
+    CredentialObservation,
+    CredentialPolicy,
+    RefreshCredential,
+    RenewCredential,
+    UseBootstrap,
+    credential_failed_state,
+    credential_stored_state,
+    decide_credential,
+    token_claims,
+)
+from apitoken_operator.execute import (
+    DEFAULT_RETRY,
+    Clock,
+    Event,
+    ImportReader,
+    ManagementApi,
+    RefreshApi,
+    SecretWriter,
+    Sleep,
+    WriteRetry,
+    write_secret,
+)
+from apitoken_operator.models import TokenWorkspaceStatus
+from apitoken_operator.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
+from apitoken_operator.reconcile import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.secret_builder import observe, salted_digest
+from apitoken_operator.service_errors import InvalidGrant, NotFound, ServiceError
+
+
+@dataclass(frozen=True)
+class CredentialPorts:
+    secrets: SecretWriter
+    token_endpoint: RefreshApi
+    bootstrap: ImportReader
+    # The workspace's management API authenticated with the given access token.
+    management_with: Callable[[str], ManagementApi]
+
+
+@dataclass(frozen=True)
+class CredentialOutcome:
+    status_changed: bool
+    decision: CredentialDecision
+    events: tuple[Event, ...]
+    observation: CredentialObservation
+
+
+class _Run:
+    def __init__(
+        self,
+        obs: CredentialObservation,
+        ports: CredentialPorts,
+        policy: CredentialPolicy,
+        clock: Clock,
+        retry: WriteRetry,
+        sleep: Sleep,
+    ) -> None:
+        self.obs = obs
+        self.ports = ports
+        self.policy = policy
+        self.clock = clock
+        self.retry = retry
+        self.sleep = sleep
+        self.events: list[Event] = []
+        self.consumed: str | None = None
+
+    def _set(self, manifest: dict[str, Any] | None, status: TokenWorkspaceStatus) -> None:
+        ws = dataclasses.replace(self.obs.workspace, status=status)
+        secret = observe(manifest) if manifest is not None else self.obs.secret
+        self.obs = dataclasses.replace(self.obs, workspace=ws, secret=secret)
+
+    def _api(self) -> ManagementApi:
+        secret = self.obs.secret
+        bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
+        if not bearer:
+            raise ServiceError("the operator holds no access token for this workspace")
+        return self.ports.management_with(bearer)
+
+    async def _store(self, issued: IssuedToken, digest: str | None = None) -> None:
+        manifest, status = credential_stored_state(
+            self.obs, issued, self.policy, bootstrap_digest=digest
+        )
+        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+        self._set(manifest, status)
+
+    async def _bootstrap(self, action: UseBootstrap) -> None:
+        value = await self.ports.bootstrap.read()
+        uid = self.obs.workspace.uid
+        if value is None or salted_digest(uid, value) != action.digest:
+            return  # changed since it was observed: the next run sees the new value
+        try:
+            result = await self.ports.token_endpoint.refresh(value)
+        except InvalidGrant:
+            self.consumed = action.digest
+            raise
+        user, tid = token_claims(result.values.access_token)
+        token_id = tid or "bootstrap-" + action.digest.removeprefix("sha256:")[:12]
+        expires = result.refresh_token_expires_at
+        await self._store(
+            IssuedToken(token_id, result.values, expires, result.obtained_at), action.digest
+        )
+        self.events.append(
+            Event("Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}")
+        )
+        if action.retire_token_id and action.retire_token_id != token_id:
+            await self._retire(
+                RetireToken(action.retire_token_id, RetireMode.DISABLE, "CredentialReplaced")
+            )
+
+    async def _refresh(self, action: RefreshCredential) -> None:
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token or secret is None:
+            raise InvalidGrant("the credential Secret holds no refresh token")
+        result = await self.ports.token_endpoint.refresh(refresh_token)
+        expires = secret.refresh_token_expires_at or result.refresh_token_expires_at
+        await self._store(IssuedToken(action.token_id, result.values, expires, result.obtained_at))
+
+    async def _renew(self, action: RenewCredential) -> None:
+        created = await self._api().create_token(
+            name=action.token_name,
+            lifetime_days=action.lifetime_days,
+            external_ref=self.obs.workspace.uid,
+        )
+        issued = IssuedToken(
+            created.metadata.id,
+            created.values,
+            created.refresh_token_expires_at,
+            self.clock(),
+        )
+        await self._store(issued)
+        self.events.append(
+            Event(
+                "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
+            )
+        )
+
+    async def _retire(self, action: RetireToken) -> None:
+        api = self._api()  # the current (new) credential
+        try:
+            if action.mode is RetireMode.DELETE:
+                await api.delete_token(action.token_id)
+            else:
+                await api.disable_token(action.token_id)
+        except NotFound:
+            pass
+
+    async def run(self, decision: CredentialDecision) -> bool:
+        for action in decision.actions:
+            try:
+                match action:
+                    case UseBootstrap():
+                        await self._bootstrap(action)
+                    case RefreshCredential():
+                        await self._refresh(action)
+                    case RenewCredential():
+                        await self._renew(action)
+                    case RetireToken():
+                        await self._retire(action)
+                    case WriteSecret(manifest=manifest):
+                        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+                        self._set(manifest, self.obs.workspace.status)
+            except ServiceError as exc:
+                status = credential_failed_state(
+                    self.obs,
+                    exc.reason,
+                    exc.message,
+                    self.clock(),
+                    consumed_bootstrap_digest=self.consumed,
+                )
+                self._set(None, status)
+                self.events.append(Event("Warning", "Failed", exc.message))
+                return False
+        return True
+
+
+async def reconcile_credential_once(
+    obs: CredentialObservation,
+    ports: CredentialPorts,
+    *,
+    policy: CredentialPolicy,
+    clock: Clock,
+    retry: WriteRetry = DEFAULT_RETRY,
+    sleep: Sleep = asyncio.sleep,
+    rounds: int = 3,
+) -> CredentialOutcome:
+    """Decide and run, for at most `rounds` rounds, then decide on the result: its status is
+    the one to write, `usable` says whether ApiTokens can use the management API now."""
+    run = _Run(obs, ports, policy, clock, retry, sleep)
+    decision = decide_credential(obs, clock(), policy)
+    for _ in range(rounds):
+        if not decision.actions or not await run.run(decision):
+            break
+        decision = decide_credential(run.obs, clock(), policy)
+    final = decide_credential(run.obs, clock(), policy)
+    return CredentialOutcome(
+        status_changed=final.status != obs.workspace.status,
+        decision=final,
+        events=tuple(run.events),
+        observation=run.obs,
+    )
