@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bench.run import Results
 
+NOTES_MARKER = "<!-- Hand-written notes below this line survive `make bench`. -->"
 TARGET_SQLITE_RPS = 3000.0
 TARGET_SHARE_OF_CEILING = 0.25
 TARGET_P99_MS = 20.0
@@ -73,6 +74,12 @@ def _targets(results: Results) -> list[str]:
             f"{_yes(p99 < TARGET_P99_MS and not runs.open['errors'])} |"
         )
     return lines
+
+
+def kept_notes(previous: str) -> str:
+    """The hand-written part of an earlier docs/benchmarks.md, marker included, or ''."""
+    index = previous.find(NOTES_MARKER)
+    return previous[index:] if index >= 0 else ""
 
 
 def render(results: Results) -> str:

@@ -338,6 +338,8 @@ def _run(options: Options) -> int:
     text = report.render(results)
     print(text)
     if options.output is not None:
-        options.output.write_text(text)
+        previous = options.output.read_text() if options.output.exists() else ""
+        notes = report.kept_notes(previous)
+        options.output.write_text(text + ("\n" + notes if notes else ""))
         _log(f"wrote {options.output}")
     return 0
