@@ -570,7 +570,11 @@ def _decide_managed(
     else:
         status = _adopt(obs, spec, current)
         refresh_at, renew_at = _timing(obs, spec, current, now, policy)
-        status = _with(status, next_refresh_time=refresh_at, renewal_time=renew_at)
+        status = _with(
+            status,
+            next_refresh_time=_whole(refresh_at),
+            renewal_time=_whole_or_none(renew_at),
+        )
         why = reissue_reason(
             spec=spec,
             status=status,
@@ -706,7 +710,7 @@ def _decide_refresh_only(
         )
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
-        status = _with(status, next_refresh_time=refresh_at, renewal_time=None)
+        status = _with(status, next_refresh_time=_whole(refresh_at), renewal_time=None)
         if now >= refresh_at:
             actions.append(Refresh(current.token_id))
         else:

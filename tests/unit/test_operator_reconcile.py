@@ -829,3 +829,10 @@ def test_condition_statuses_are_kstatus_values() -> None:
 
 def test_retire_modes() -> None:
     assert {m.value for m in RetireMode} == {"disable", "delete"}
+
+
+def test_status_times_are_whole_seconds_even_with_jitter() -> None:
+    decision = decide(STEADY.obs, T0 + timedelta(minutes=1), TimingPolicy())
+    times = [decision.status.next_refresh_time, decision.status.renewal_time]
+    assert all(t is not None and t.microsecond == 0 for t in times)
+    assert decision.status.next_refresh_time != REFRESH_AT  # the jitter moved it
