@@ -1,0 +1,67 @@
+"""Operator settings from the environment (APITOKEN_OPERATOR_*), turned into the policies the
+pure core takes. No module-level instance: the CLI builds one and passes it down."""
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from apitoken_operator.credential import CredentialPolicy
+from apitoken_operator.durations import parse_duration
+from apitoken_operator.execute import WriteRetry
+from apitoken_operator.schedule import TimingPolicy
+
+
+def _duration(value: Any) -> Any:
+    """Go durations ("2m", "500ms", "1h30m") as in the CRDs; other forms go to pydantic."""
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            return value
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APITOKEN_OPERATOR_", frozen=True)
+
+    # Refresh timing (tests shrink these to work with access tokens living seconds).
+    refresh_jitter_percent: float = Field(default=10.0, ge=0, lt=100)
+    refresh_margin: Duration = timedelta(minutes=2)
+    backoff_base: Duration = timedelta(seconds=5)
+    backoff_cap: Duration = timedelta(minutes=5)
+    recheck_interval: Duration = timedelta(minutes=5)
+    # Retries of a Secret write holding values only in memory.
+    secret_write_attempts: int = Field(default=5, ge=1)
+    secret_write_first_delay: Duration = timedelta(milliseconds=200)
+    # The operator's own workspace credentials.
+    credential_lifetime_days: int = Field(default=90, ge=1, le=365)
+    # Where ClusterTokenWorkspace credentials live; the Helm chart sets the release namespace.
+    namespace: str = "apitoken-operator"
+    # Token-service HTTP calls.
+    http_timeout: Duration = timedelta(seconds=10)
+
+    def timing(self) -> TimingPolicy:
+        return TimingPolicy(
+            refresh_jitter_percent=self.refresh_jitter_percent,
+            refresh_margin=self.refresh_margin,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            recheck_interval=self.recheck_interval,
+        )
+
+    def credential_policy(self) -> CredentialPolicy:
+        return CredentialPolicy(
+            lifetime_days=self.credential_lifetime_days,
+            operator_namespace=self.namespace,
+            timing=self.timing(),
+        )
+
+    def write_retry(self) -> WriteRetry:
+        return WriteRetry(
+            attempts=self.secret_write_attempts, first_delay=self.secret_write_first_delay
+        )

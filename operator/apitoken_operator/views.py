@@ -1,0 +1,164 @@
+"""From raw Kubernetes objects (Kopf bodies, API dicts) to the core's typed views. No I/O.
+
+The handlers read objects and pass the dicts here; everything the core looks at is validated
+once in this module. A spec that fails validation (the CRD schema normally prevents it) is
+reported through `invalid_spec_status` instead of raising in a loop.
+"""
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from apitoken_operator import names, reasons
+from apitoken_operator.conditions import Signal, summarize
+from apitoken_operator.credential import WorkspaceObject
+from apitoken_operator.models import (
+    ApiTokenSpec,
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+)
+from apitoken_operator.reconcile import ApiTokenView, WorkspaceView
+from apitoken_operator.secret_builder import ObservedSecret
+
+Raw = Mapping[str, Any]
+
+
+def _meta(body: Raw) -> Mapping[str, Any]:
+    meta = body.get("metadata") or {}
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _our_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
+    # Only apitoken.dev/ annotations are read: the core never sees (nor copies) others.
+    annotations = meta.get("annotations") or {}
+    return {str(k): str(v) for k, v in annotations.items() if str(k).startswith(names.GROUP + "/")}
+
+
+def api_token_view(body: Raw) -> ApiTokenView:
+    """Raises pydantic.ValidationError for a spec the models refuse."""
+    meta = _meta(body)
+    status_raw = body.get("status") or {}
+    try:
+        status = ApiTokenStatus.model_validate(status_raw)
+    except ValidationError:
+        # A status we cannot read is rebuilt from the Secret, which is the source of truth.
+        status = ApiTokenStatus()
+    return ApiTokenView(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=ApiTokenSpec.model_validate(body.get("spec") or {}),
+        status=status,
+        annotations=_our_annotations(meta),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
+    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values)."""
+    meta = _meta(body)
+    try:
+        status = ApiTokenStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = ApiTokenStatus()
+    fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
+    signal = Signal(reasons.INVALID_SPEC, f"spec is not valid: {fields}")
+    generation = int(meta.get("generation") or 0)
+    conditions = summarize(
+        status.conditions,
+        ready=False,
+        ready_signal=signal,
+        reconciling=None,
+        stalled=signal,
+        generation=generation,
+        now=now,
+    )
+    return status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+
+
+def observed_secret(body: Raw | None) -> ObservedSecret | None:
+    """A Secret as the API returns it (base64 data) or None when it does not exist."""
+    if body is None:
+        return None
+    meta = _meta(body)
+    data: dict[str, str] = {}
+    for key, value in (body.get("data") or {}).items():
+        try:
+            data[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            data[str(key)] = ""  # not ours to read; the data hash will not match
+    return ObservedSecret(
+        name=str(meta.get("name", "")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        data=data,
+        owner_uids=tuple(
+            str(ref.get("uid"))
+            for ref in meta.get("ownerReferences") or []
+            if str(ref.get("apiVersion", "")).startswith(names.GROUP + "/")
+        ),
+    )
+
+
+def secret_value(body: Raw | None, key: str) -> str | None:
+    """One decoded value of a Secret (the import source, the bootstrap credential)."""
+    secret = observed_secret(body)
+    if secret is None:
+        return None
+    return secret.data.get(key) or None
+
+
+def workspace_spec(kind: WorkspaceKind, body: Raw) -> TokenWorkspaceSpec:
+    model = (
+        ClusterTokenWorkspaceSpec
+        if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE
+        else TokenWorkspaceSpec
+    )
+    return model.model_validate(body.get("spec") or {})
+
+
+def workspace_view(
+    kind: WorkspaceKind,
+    name: str,
+    body: Raw | None,
+    *,
+    namespace_labels: Mapping[str, str],
+    usable: bool,
+    message: str = "",
+) -> WorkspaceView:
+    """`usable` comes from the workspace's credential decision (CredentialDecision.usable)."""
+    spec = workspace_spec(kind, body) if body is not None else None
+    return WorkspaceView(
+        kind=kind,
+        name=name,
+        spec=spec,
+        ready=usable,
+        message=message,
+        namespace_labels=dict(namespace_labels),
+    )
+
+
+def workspace_object(kind: WorkspaceKind, body: Raw) -> WorkspaceObject:
+    meta = _meta(body)
+    try:
+        status = TokenWorkspaceStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        status = TokenWorkspaceStatus()
+    namespace = meta.get("namespace")
+    return WorkspaceObject(
+        kind=kind,
+        name=str(meta.get("name", "")),
+        namespace=str(namespace) if namespace else None,
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=workspace_spec(kind, body),
+        status=status,
+    )
