@@ -582,7 +582,10 @@ def _decide_managed(
             renewal_at=renew_at,
             now=now,
         )
-        if why is not None:
+        # Without a working workspace credential a re-issue waits; refreshes go on meanwhile
+        # (except for a token the service already rejected).
+        reissue_waits = why is not None and not obs.workspace.ready and why != reasons.TOKEN_REVOKED
+        if why is not None and not reissue_waits:
             actions.append(Reissue(why, current.token_id))
         elif now >= refresh_at:
             actions.append(Refresh(current.token_id))
@@ -612,6 +615,15 @@ def _decide_managed(
                 Signal(reasons.ACCESS_TOKEN_EXPIRED, "the access token in the Secret expired"),
             )
         verdict = _Verdict(valid, ready_signal)
+        if reissue_waits:
+            verdict = replace(
+                verdict,
+                reconciling=Signal(
+                    reasons.WORKSPACE_NOT_READY,
+                    f"re-issue ({why}) waits for {obs.workspace.kind} {obs.workspace.name}",
+                ),
+            )
+            requeue.append(now + policy.recheck_interval)
 
     held, verdict, retry = _gate(
         obs, actions, verdict, policy, now, management_ok=obs.workspace.ready

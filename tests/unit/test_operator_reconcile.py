@@ -153,6 +153,11 @@ def issue(obs: Observation, token_id: str, now: datetime, n: int = 1) -> World:
 STEADY = issue(fresh(), "tok-1", T0)
 
 
+def refreshed_at(world: World, when: datetime) -> World:
+    manifest, status = refreshed_state(world.obs, values(7, when), when)
+    return world.with_secret(observe(manifest)).with_token(status=status)
+
+
 def cond(decision: Decision, type_: str) -> tuple[str, str] | None:
     c = decision.status.condition(type_)
     return None if c is None else (c.status.value, c.reason)
@@ -384,6 +389,22 @@ CASES = [
         lambda: STEADY.with_obs(workspace=workspace(ready=False)),
         REFRESH_AT,
         ["Refresh:tok-1"],
+    ),
+    Case(
+        "renewal-waiting-for-workspace-still-refreshes",
+        lambda: STEADY.with_obs(workspace=workspace(ready=False)),
+        T0 + timedelta(days=61),
+        ["Refresh:tok-1"],
+        reconciling=("True", reasons.WORKSPACE_NOT_READY),
+    ),
+    Case(
+        "renewal-waiting-for-workspace",
+        lambda: refreshed_at(STEADY, T0 + timedelta(days=61)).with_obs(
+            workspace=workspace(ready=False)
+        ),
+        T0 + timedelta(days=61, minutes=1),
+        [],
+        reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
     Case(
         "invalid-grant-reissues",
