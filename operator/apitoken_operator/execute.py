@@ -198,7 +198,7 @@ class _Run:
             refresh_token_expires_at=created.refresh_token_expires_at,
             obtained_at=self.clock(),
         )
-        manifest, status = issued_state(self.obs, issued, self.policy)
+        manifest, status = issued_state(self.obs, issued)
         # If this write fails for good, the token is tagged with our UID and the next run's
         # sweep retires it.
         await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
@@ -236,7 +236,7 @@ class _Run:
             obtained_at=result.obtained_at,
             imported_digest=action.digest,
         )
-        manifest, status = issued_state(self.obs, issued, self.policy)
+        manifest, status = issued_state(self.obs, issued)
         await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
         self._set(manifest, status)
         self.events.append(Event("Normal", "Imported", "imported the hand-made refresh token"))

@@ -824,9 +824,7 @@ def _success(status: ApiTokenStatus) -> ApiTokenStatus:
     )
 
 
-def issued_state(
-    obs: Observation, issued: IssuedToken, policy: TimingPolicy
-) -> tuple[dict[str, Any], ApiTokenStatus]:
+def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any], ApiTokenStatus]:
     """The Secret to write, first, and the status to record after a token was issued."""
     token = obs.token
     spec = token.spec.resolve(token.namespace, token.name)
@@ -837,7 +835,8 @@ def issued_state(
     replaced = [token.status.token_id]
     if secret is not None and not _foreign(secret, token.uid):
         replaced.append(secret.token_id)
-    for old in replaced:
+    for old in replaced if issued.imported_digest is None else ():
+        # Imported tokens cannot be retired (refresh-only mode has no management API).
         if old and old != issued.token_id:
             retiring = _add_retiring(retiring, old, token.status.token_workspace)
     status = _with(
@@ -855,7 +854,6 @@ def issued_state(
         ),
         imported_token_digest=issued.imported_digest or token.status.imported_token_digest,
     )
-    del policy  # the schedule is computed by the next decide
     return manifest, status
 
 

@@ -139,7 +139,6 @@ def issue(obs: Observation, token_id: str, now: datetime, n: int = 1) -> World:
             refresh_token_expires_at=now + timedelta(days=90),
             obtained_at=now,
         ),
-        POLICY,
     )
     after = dataclasses.replace(
         obs, secret=observe(manifest), token=dataclasses.replace(obs.token, status=status)
@@ -750,7 +749,6 @@ def imported() -> World:
             obtained_at=T0,
             imported_digest=DIGEST,
         ),
-        POLICY,
     )
     return world.with_secret(observe(manifest)).with_token(status=status)
 
@@ -857,3 +855,20 @@ def test_status_times_are_whole_seconds_even_with_jitter() -> None:
     times = [decision.status.next_refresh_time, decision.status.renewal_time]
     assert all(t is not None and t.microsecond == 0 for t in times)
     assert decision.status.next_refresh_time != REFRESH_AT  # the jitter moved it
+
+
+def test_a_new_import_replaces_the_old_without_retiring_anything() -> None:
+    world = imported().with_obs(import_digest=salted_digest(UID, "newer-value"))
+    manifest, status = issued_state(
+        world.obs,
+        IssuedToken(
+            token_id="import-2",
+            values=values(2, T0 + HOUR),
+            refresh_token_expires_at=None,
+            obtained_at=T0 + HOUR,
+            imported_digest=salted_digest(UID, "newer-value"),
+        ),
+    )
+    assert status.retiring_tokens == ()
+    assert status.token_id == "import-2"
+    assert observe(manifest).data["refresh_token"] == "refresh-value-2"
