@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import sqlite3
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -56,6 +58,7 @@ def describe() -> dict[str, str]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "load average at start (1/5/15 min)": load_average(),
+        "token service measured": service_source(),
     }
 
 
@@ -103,3 +106,29 @@ def main_thread_cpu_seconds(pid: int) -> float:
     """CPU time of a process's main thread alone: where its event loop runs."""
     fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_source() -> str:
+    """Which apitoken_service the service subprocess imports, and its git revision."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import apitoken_service; print(apitoken_service.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        return "apitoken_service not importable"
+    package = Path(found.stdout.strip()).parent
+    revision = _git(package, "rev-parse", "--short", "HEAD")
+    if revision is None:
+        return f"{package} (not a git checkout)"
+    dirty = _git(package, "status", "--porcelain", "--", ".")
+    state = "with uncommitted changes" if dirty else "clean"
+    return f"{package}, commit {revision}, {state}"
+
+
+def _git(where: Path, *args: str) -> str | None:
+    result = subprocess.run(
+        ["git", "-C", str(where), *args], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else None

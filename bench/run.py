@@ -104,6 +104,8 @@ def run_load(spec: LoadSpec, workdir: Path) -> dict[str, Any]:
         f"  {loaded['throughput']:,.0f}/s, p50 {latency['p50_ms']:.2f} ms, "
         f"p99 {latency['p99_ms']:.2f} ms, errors {loaded['errors'] or 0}"
     )
+    if loaded["first_error_body"]:
+        _log(f"  first error answer: {loaded['first_error_body']}")
     return loaded
 
 
@@ -239,6 +241,8 @@ def measure_backend(
         opened["service_cpu_us_per_request"] = _per_request_us(
             machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
         )
+    if closed["errors"] or opened["errors"]:
+        _log(f"{backend}: the service's log ends with:\n{log_path.read_text()[-2000:]}")
     runs = BackendRuns(backend=backend, version=version, closed=closed, open=opened)
     if profile_path is not None:
         runs.profile_top = profile_closed_loop(
