@@ -120,11 +120,12 @@ def service_source() -> str:
         return "apitoken_service not importable"
     package = Path(found.stdout.strip()).parent
     revision = _git(package, "rev-parse", "--short", "HEAD")
-    if revision is None:
+    top = _git(package, "rev-parse", "--show-toplevel")
+    if revision is None or top is None:
         return f"{package} (not a git checkout)"
     dirty = _git(package, "status", "--porcelain", "--", ".")
     state = "with uncommitted changes" if dirty else "clean"
-    return f"{package}, commit {revision}, {state}"
+    return f"{package.relative_to(top)} at commit {revision}, {state}"
 
 
 def _git(where: Path, *args: str) -> str | None:
