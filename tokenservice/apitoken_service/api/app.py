@@ -19,6 +19,7 @@ from apitoken_service.api import (
 from apitoken_service.api.deps import Runtime
 from apitoken_service.api.middleware import LimitRequestBody, ObserveRequests
 from apitoken_service.api.problems import install_problem_handlers
+from apitoken_service.api.routes_oauth import TokenEndpointFastPath
 from apitoken_service.clock import Clock, utc_now
 from apitoken_service.metrics import Metrics
 from apitoken_service.rate_limit import RateLimiter
@@ -62,6 +63,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     install_problem_handlers(app)
     for module in (routes_tokens, routes_members, routes_oauth, routes_wellknown, routes_ops):
         app.include_router(module.router)
+    # Added last runs first: observe everything, limit bodies, then the token endpoint's fast path.
+    app.add_middleware(TokenEndpointFastPath, runtime=runtime)
     app.add_middleware(LimitRequestBody, max_bytes=settings.max_request_bytes)
     app.add_middleware(ObserveRequests, metrics=runtime.metrics, access_log=settings.access_log)
     return app

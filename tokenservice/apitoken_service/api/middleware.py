@@ -9,12 +9,11 @@ import traceback
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apitoken_service.api.problems import problem
+from apitoken_service.api.routes_oauth import ROUTE_SCOPE_KEY, TOKEN_PATH
 from apitoken_service.metrics import Metrics
 
 log = logging.getLogger("apitoken_service.access")
 errors = logging.getLogger("apitoken_service.errors")
-
-TOKEN_ROUTE = "/oauth2/token"
 
 
 class ObserveRequests:
@@ -60,10 +59,14 @@ class ObserveRequests:
                 )
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = (
+                scope.get(ROUTE_SCOPE_KEY)
+                or getattr(scope.get("route"), "path", None)
+                or "unmatched"
+            )
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
-            if route == TOKEN_ROUTE:
+            if route == TOKEN_PATH:
                 self.metrics.token_latency.labels(str(status)).observe(elapsed)
             if self.access_log:
                 log.info(
