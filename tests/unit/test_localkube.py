@@ -2,12 +2,15 @@
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from localkube import pki
+from apitoken_operator.models import ApiTokenSpec, TokenWorkspaceSpec, WorkspaceKind
+from localkube import examples, pki
+from localkube.tokenservice import WorkspaceCredential
 from support.controlplane import namespace_name
 
 pytestmark = pytest.mark.unit
@@ -44,3 +47,44 @@ def test_pki_admin_is_system_masters_and_serving_cert_covers_loopback(tmp_path: 
     serving.verify_directly_issued_by(ca)
     admin.verify_directly_issued_by(ca)
     assert made.admin_key.stat().st_mode & 0o077 == 0
+
+
+def test_point_at_service_sets_url_and_workspace_on_a_copy() -> None:
+    doc: dict[str, Any] = {
+        "apiVersion": "apitoken.dev/v1alpha1",
+        "kind": "TokenWorkspace",
+        "metadata": {"name": "main"},
+        "spec": {"url": "http://127.0.0.1:8080", "workspace": "acme"},
+    }
+    pointed = examples.point_at_service(doc, "http://127.0.0.1:4242", "acme-2")
+    assert pointed["spec"] == {"url": "http://127.0.0.1:4242", "workspace": "acme-2"}
+    assert doc["spec"]["url"] == "http://127.0.0.1:8080"  # the loaded manifest is untouched
+
+
+def test_credential_repr_hides_the_refresh_token() -> None:
+    credential = WorkspaceCredential(workspace="acme", refresh_token="rt_secret-value")
+    assert "rt_secret-value" not in repr(credential)
+
+
+def test_there_is_a_first_example() -> None:
+    assert [p.name for p in examples.example_folders()][:1] == ["01-basic"]
+
+
+@pytest.mark.parametrize("folder", examples.example_folders(), ids=lambda p: p.name)
+def test_examples_are_documented_valid_and_namespace_free(folder: Path) -> None:
+    assert (folder / "README.md").read_text().strip()
+    docs = examples.load_manifests(folder)
+    workspaces = {d["metadata"]["name"] for d in docs if examples.is_token_workspace(d)}
+    api_tokens = [d for d in docs if d["kind"] == "ApiToken"]
+    assert api_tokens, "an example shows at least one ApiToken"
+    for doc in docs:
+        # Tests apply each example into a fresh namespace.
+        assert "namespace" not in doc["metadata"], doc["metadata"]
+    for doc in docs:
+        if examples.is_token_workspace(doc):
+            workspace = TokenWorkspaceSpec.model_validate(doc["spec"])
+            assert workspace.url and workspace.workspace and workspace.credentials_secret_ref
+    for doc in api_tokens:
+        ref = ApiTokenSpec.model_validate(doc["spec"]).workspace_ref
+        if ref.resolved_kind == WorkspaceKind.TOKEN_WORKSPACE:
+            assert ref.name in workspaces
