@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
+from apitoken_service.api.app import create_app
 from apitoken_service.api.deps import Runtime
 from apitoken_service.domain.service import TokenService
+from apitoken_service.settings import Settings
 from support.tokenservice import ApiSession
 
 from .conftest import BASE_URL, FakeClock, bootstrap
@@ -266,3 +269,19 @@ async def test_key_rotation_keeps_old_keys_until_their_tokens_expired(
     clock.advance(300 + 61)
     later = (await admin.http.get("/.well-known/jwks.json")).json()
     assert [k["kid"] for k in later["keys"]] == [new_kid]
+
+
+async def test_without_rotation_the_refresh_token_stays(
+    settings: Settings, clock: FakeClock
+) -> None:
+    app = create_app(settings.model_copy(update={"rotate_refresh_tokens": False}), clock=clock)
+    async with app.router.lifespan_context(app):
+        service = app.state.runtime.require_service()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            session = await bootstrap(client, service, clock, "acme", "alice")
+            first = await session.refresh(session.refresh_token)
+            clock.advance(3600)
+            second = await session.refresh(session.refresh_token)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["refresh_token"] == second.json()["refresh_token"] == session.refresh_token
