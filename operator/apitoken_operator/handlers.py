@@ -1,0 +1,304 @@
+"""Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
+
+ApiTokens: one idempotent run (`token_runs.run_api_token`) on create, spec or annotation update
+and resume; a daemon per ApiToken for time-driven work (it sleeps until the decision's requeue
+time and is woken early by the Secret watch); deletion through Kopf's finalizer, retried with
+TemporaryError until the core releases it. Workspaces: the same for the operator's credential,
+and a finalizer that waits until no ApiToken uses the workspace, so their cleanup can still
+reach the token service.
+
+No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
+annotation. Managed Secrets are watched by `secret_watch` instead.
+
+Token-service failures are recorded in status by the core and retried by the daemon with the
+core's backoff; Kubernetes API failures become kopf.TemporaryError with a backoff delay.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import httpx
+import kopf
+from lightkube import ApiError
+
+from apitoken_operator import names
+from apitoken_operator.backoff import backoff_delay
+from apitoken_operator.daemons import keep_running
+from apitoken_operator.kube_objects import api_tokens_using
+from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.runtime import LaunchConfig, Runtime
+from apitoken_operator.secret_watch import watch_managed_secrets
+from apitoken_operator.token_runs import Posting, TokenRun, forget, run_api_token
+from apitoken_operator.workspace_runs import WorkspaceRun, run_workspace
+
+log = logging.getLogger(__name__)
+
+registry = kopf.OperatorRegistry()
+
+GROUP, VERSION = names.GROUP, names.VERSION
+APITOKENS = "apitokens"
+TOKENWORKSPACES = "tokenworkspaces"
+CLUSTERTOKENWORKSPACES = "clustertokenworkspaces"
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator lifecycle.
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Kopf's own state lives under our group; only its warnings become Kubernetes events
+    (ours are posted explicitly: generated, re-issued, disabled, deleted, failed)."""
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    # Watches are re-established now and then, so a silently dropped one heals.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Inside a Pod: the ServiceAccount; elsewhere: KUBECONFIG (Kopf's own readers)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings)
+    config = cast(LaunchConfig, memo.get("launch") or LaunchConfig())
+    rt = Runtime.create(config)
+    memo["runtime"] = rt
+    if config.metrics_port is not None:
+        memo["stop_metrics"] = rt.metrics.serve(config.metrics_port)
+    watched = list(config.namespaces)
+    if watched and rt.settings.namespace not in watched:
+        watched.append(rt.settings.namespace)  # ClusterTokenWorkspace credentials live there
+    memo["secret_watch"] = asyncio.create_task(watch_managed_secrets(rt, watched))
+
+
+@kopf.on.cleanup(registry=registry)
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("secret_watch")
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+    stop = memo.get("stop_metrics")
+    if callable(stop):
+        stop()
+    rt = memo.get("runtime")
+    if isinstance(rt, Runtime):
+        await rt.aclose()
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    return cast(Runtime, memo["runtime"])
+
+
+def _backoff(rt: Runtime, attempt: int) -> float:
+    delay = backoff_delay(
+        attempt, base=rt.timing.backoff_base, cap=rt.timing.backoff_cap, jitter=0.5
+    )
+    return delay.total_seconds()
+
+
+async def _kube_call(rt: Runtime, retry: int | None, call: Awaitable[T]) -> T:
+    """Shield the run (a refresh is never cut off before its write) and map Kubernetes API
+    failures to a TemporaryError with backoff."""
+    try:
+        return await asyncio.shield(call)
+    except ApiError as exc:
+        code = exc.status.code
+        raise kopf.TemporaryError(
+            f"Kubernetes API error {code} {exc.status.reason}",
+            delay=_backoff(rt, (retry or 0) + 1),
+        ) from None
+    except httpx.HTTPError as exc:
+        raise kopf.TemporaryError(
+            f"Kubernetes API unreachable ({type(exc).__name__})",
+            delay=_backoff(rt, (retry or 0) + 1),
+        ) from None
+
+
+def _post(postings: tuple[Posting, ...]) -> None:
+    for p in postings:
+        kopf.event(
+            cast(Any, p.body), type=p.event.type, reason=p.event.reason, message=p.event.message
+        )
+
+
+def _ids(namespace: str | None, name: str | None, uid: str | None) -> tuple[str, str, str]:
+    if not (namespace and name and uid):
+        raise kopf.PermanentError("an ApiToken without namespace, name or uid")
+    return namespace, name, uid
+
+
+# ---------------------------------------------------------------------------------------------
+# ApiTokens.
+
+
+async def _reconcile_token(
+    memo: kopf.Memo, namespace: str | None, name: str | None, uid: str | None, retry: int
+) -> TokenRun | None:
+    rt = _runtime(memo)
+    ns, n, u = _ids(namespace, name, uid)
+    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u))
+    if result is not None:
+        _post(result.postings)
+    rt.wake(u)  # the daemon recomputes its schedule
+    return result
+
+
+@kopf.on.create(GROUP, VERSION, APITOKENS, registry=registry)
+async def apitoken_created(
+    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconcile_token(memo, namespace, name, uid, retry)
+
+
+@kopf.on.update(GROUP, VERSION, APITOKENS, field="spec", registry=registry)
+async def apitoken_spec_changed(
+    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconcile_token(memo, namespace, name, uid, retry)
+
+
+@kopf.on.update(GROUP, VERSION, APITOKENS, field="metadata.annotations", registry=registry)
+async def apitoken_annotated(
+    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    # apitoken.dev/reissue asks for a new token; the core ignores other annotations.
+    await _reconcile_token(memo, namespace, name, uid, retry)
+
+
+@kopf.on.resume(GROUP, VERSION, APITOKENS, registry=registry)
+async def apitoken_resumed(
+    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    await _reconcile_token(memo, namespace, name, uid, retry)
+
+
+@kopf.on.delete(GROUP, VERSION, APITOKENS, registry=registry)
+async def apitoken_deleted(
+    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
+    rt = _runtime(memo)
+    result = await _reconcile_token(memo, namespace, name, uid, retry)
+    if result is None or result.released:
+        return
+    delay = rt.timing.recheck_interval
+    if result.requeue_at is not None:
+        delay = max(result.requeue_at - rt.clock(), timedelta(seconds=1))
+    condition = result.status.condition("Reconciling") or result.status.condition("Ready")
+    message = condition.message if condition is not None else "cleanup pending"
+    raise kopf.TemporaryError(message, delay=delay.total_seconds())
+
+
+@kopf.daemon(GROUP, VERSION, APITOKENS, cancellation_timeout=10, registry=registry)
+async def apitoken_daemon(
+    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    rt = _runtime(memo)
+    ns, n, u = _ids(namespace, name, uid)
+
+    async def step() -> Any:
+        result = await run_api_token(rt, ns, n, u)
+        if result is None:
+            return None
+        _post(result.postings)
+        return rt.clock() if result.more else result.requeue_at
+
+    await _daemon(rt, u, step, f"ApiToken {ns}/{n}")
+
+
+async def _daemon(rt: Runtime, uid: str, step: Callable[[], Awaitable[Any]], what: str) -> None:
+    wake = rt.wakers.setdefault(uid, asyncio.Event())
+    try:
+        await keep_running(
+            step,
+            wake,
+            clock=rt.clock,
+            idle=rt.timing.recheck_interval,
+            error_backoff=lambda attempt: _backoff(rt, attempt),
+            what=what,
+        )
+    finally:
+        rt.wakers.pop(uid, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspaces: the operator's own credential.
+
+
+async def _reconcile_workspace(
+    memo: kopf.Memo, kind: WorkspaceKind, namespace: str | None, name: str | None, retry: int
+) -> WorkspaceRun | None:
+    rt = _runtime(memo)
+    if not name:
+        raise kopf.PermanentError("a workspace without a name")
+    result = await _kube_call(rt, retry, run_workspace(rt, kind, namespace, name))
+    if result is not None and result.outcome is not None:
+        _post(tuple(Posting(result.body, e) for e in result.outcome.events))
+    return result
+
+
+def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
+    """The same handlers for both workspace kinds."""
+
+    @kopf.on.create(GROUP, VERSION, plural, registry=registry, id=f"{plural}-created")
+    @kopf.on.update(GROUP, VERSION, plural, field="spec", registry=registry, id=f"{plural}-spec")
+    @kopf.on.resume(GROUP, VERSION, plural, registry=registry, id=f"{plural}-resumed")
+    async def changed(
+        namespace: str | None,
+        name: str | None,
+        uid: str | None,
+        retry: int,
+        memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
+        await _reconcile_workspace(memo, kind, namespace, name, retry)
+        _runtime(memo).wake(uid)
+
+    @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")
+    async def deleted(
+        namespace: str | None, name: str | None, retry: int, memo: kopf.Memo, **_: Any
+    ) -> None:
+        # ApiTokens being deleted still need this workspace's credential to clean up.
+        rt = _runtime(memo)
+        users = await _kube_call(rt, retry, api_tokens_using(rt.kube, kind, name or "", namespace))
+        if users:
+            raise kopf.TemporaryError(
+                f"waiting for {len(users)} ApiToken(s) using it: {', '.join(users[:5])}",
+                delay=max(rt.timing.backoff_base.total_seconds(), 1.0),
+            )
+
+    @kopf.daemon(
+        GROUP, VERSION, plural, cancellation_timeout=10, registry=registry, id=f"{plural}-daemon"
+    )
+    async def daemon(
+        namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
+    ) -> None:
+        rt = _runtime(memo)
+        if not (name and uid):
+            return
+
+        async def step() -> Any:
+            result = await run_workspace(rt, kind, namespace, name)
+            if result is None or result.outcome is None:
+                return None
+            _post(tuple(Posting(result.body, e) for e in result.outcome.events))
+            decision = result.outcome.decision
+            return rt.clock() if decision.actions else decision.requeue_at
+
+        await _daemon(rt, uid, step, f"{kind.value} {namespace or ''}/{name}")
+
+
+_workspace_handlers(TOKENWORKSPACES, WorkspaceKind.TOKEN_WORKSPACE)
+_workspace_handlers(CLUSTERTOKENWORKSPACES, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE)
+
+__all__ = ["configure", "forget", "registry"]

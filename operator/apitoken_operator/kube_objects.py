@@ -1,0 +1,138 @@
+"""The few Kubernetes calls the operator makes, over lightkube's AsyncClient.
+
+Every read is a live GET (no cache): the reconcile must see the Secret and status it wrote a
+moment ago, or it would refresh twice. Secrets are written by server-side apply with the
+operator's field manager, so keys, labels and owner references it stops applying are removed
+while fields other managers own are left alone. Status goes through the status subresource as
+a JSON merge patch that holds only what changed.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from lightkube import ApiError, AsyncClient
+from lightkube.core.resource import NamespacedResource
+from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import (
+    FIELD_MANAGER,
+    ApiToken,
+    ClusterTokenWorkspace,
+    TokenWorkspace,
+)
+from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.views import secret_value
+
+Body = dict[str, Any]
+# Called with (namespace, name, resourceVersion) after the operator wrote a Secret, so the
+# Secret watch can tell its own writes from others' changes.
+OnWritten = Callable[[str, str, str], None]
+
+
+def _not_found(error: ApiError) -> bool:
+    return error.status.code == 404
+
+
+async def get_secret(client: AsyncClient, namespace: str, name: str) -> Body | None:
+    try:
+        secret = await client.get(Secret, name, namespace=namespace)
+    except ApiError as error:
+        if _not_found(error):
+            return None
+        raise
+    return cast(Body, secret.to_dict())
+
+
+async def get_api_token(client: AsyncClient, namespace: str, name: str) -> Body | None:
+    try:
+        obj = await client.get(ApiToken, name, namespace=namespace)
+    except ApiError as error:
+        if _not_found(error):
+            return None
+        raise
+    return cast(Body, cast(Any, obj).to_dict())
+
+
+async def get_workspace(
+    client: AsyncClient, kind: WorkspaceKind, name: str, namespace: str | None
+) -> Body | None:
+    try:
+        if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE:
+            obj: Any = await client.get(ClusterTokenWorkspace, name)
+        else:
+            obj = await client.get(TokenWorkspace, name, namespace=namespace)
+    except ApiError as error:
+        if _not_found(error):
+            return None
+        raise
+    return cast(Body, cast(Any, obj).to_dict())
+
+
+async def namespace_labels(client: AsyncClient, namespace: str) -> dict[str, str]:
+    ns = await client.get(Namespace, namespace)
+    return dict((ns.metadata.labels if ns.metadata else None) or {})
+
+
+async def api_tokens_using(
+    client: AsyncClient, kind: WorkspaceKind, name: str, namespace: str | None
+) -> list[str]:
+    """namespace/name of the ApiTokens whose workspaceRef names this workspace."""
+    where = "*" if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE else namespace
+    found = []
+    async for obj in client.list(ApiToken, namespace=where):
+        body: Mapping[str, Any] = cast(Any, obj).to_dict()
+        ref = (body.get("spec") or {}).get("workspaceRef") or {}
+        ref_kind = ref.get("kind") or WorkspaceKind.TOKEN_WORKSPACE.value
+        if ref.get("name") == name and ref_kind == kind.value:
+            meta = body.get("metadata") or {}
+            found.append(f"{meta.get('namespace')}/{meta.get('name')}")
+    return found
+
+
+async def patch_status(
+    client: AsyncClient,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    patch: Mapping[str, Any],
+) -> None:
+    """Merge-patch the status subresource of an ApiToken or a workspace."""
+    res: Any = {
+        "ApiToken": ApiToken,
+        WorkspaceKind.TOKEN_WORKSPACE.value: TokenWorkspace,
+        WorkspaceKind.CLUSTER_TOKEN_WORKSPACE.value: ClusterTokenWorkspace,
+    }[kind]
+    body = {"status": dict(patch)}
+    if issubclass(res, NamespacedResource):
+        await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+    else:
+        await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+
+
+class SecretApplier:
+    """The execute layer's SecretWriter: server-side apply by the operator's field manager."""
+
+    def __init__(self, client: AsyncClient, on_written: OnWritten | None = None) -> None:
+        self._client = client
+        self._on_written = on_written
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        secret = cast(Secret, Secret.from_dict(manifest))
+        written = await self._client.apply(secret, field_manager=FIELD_MANAGER, force=True)
+        meta = written.metadata
+        if self._on_written is not None and meta is not None:
+            self._on_written(str(meta.namespace), str(meta.name), str(meta.resourceVersion or ""))
+
+
+class SecretValueReader:
+    """The execute layer's ImportReader: one key of a Secret, read live when needed."""
+
+    def __init__(self, client: AsyncClient, namespace: str, name: str, key: str) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._name = name
+        self._key = key
+
+    async def read(self) -> str | None:
+        return secret_value(await get_secret(self._client, self._namespace, self._name), self._key)

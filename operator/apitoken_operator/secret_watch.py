@@ -1,0 +1,67 @@
+"""Notice deleted or edited managed Secrets: one lightkube watch over the Secrets that carry the
+operator's label (a server-side selector, so other Secrets never reach the operator), which
+wakes the owner's daemon. Kopf never sees Secrets, so its last-handled annotation can never
+copy a token value.
+"""
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from lightkube import ALL_NS
+from lightkube.resources.core_v1 import Secret
+
+from apitoken_operator import names
+from apitoken_operator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def owners_to_wake(
+    event_type: str,
+    meta: Mapping[str, Any],
+    secret_owners: Mapping[tuple[str, str], str],
+    written: Mapping[tuple[str, str], str],
+) -> set[str]:
+    """UIDs of the resources to wake for one watch event: the apitoken.dev owners named in
+    the Secret's ownerReferences and the ApiToken known to write it (Orphan policy leaves no
+    owner reference). The operator's own writes wake nobody."""
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if event_type != "DELETED" and written.get(key) == meta.get("resourceVersion"):
+        return set()
+    uids = {
+        str(ref.get("uid"))
+        for ref in meta.get("ownerReferences") or ()
+        if str(ref.get("apiVersion", "")).startswith(names.GROUP + "/")
+    }
+    if key in secret_owners:
+        uids.add(secret_owners[key])
+    return uids
+
+
+async def watch_managed_secrets(rt: Runtime, namespaces: Sequence[str]) -> None:
+    """Run until cancelled: one watch per served namespace, or one over all of them."""
+    targets: Iterable[str] = namespaces or (ALL_NS,)
+    await asyncio.gather(*(_watch(rt, ns) for ns in targets))
+
+
+async def _watch(rt: Runtime, namespace: str) -> None:
+    delay = 1.0
+    while True:
+        try:
+            async for event_type, secret in rt.kube.watch(
+                Secret,
+                namespace=namespace,
+                labels={names.LABEL_MANAGED_BY: names.MANAGED_BY_VALUE},
+            ):
+                delay = 1.0
+                meta = secret.metadata.to_dict() if secret.metadata is not None else {}
+                for uid in owners_to_wake(event_type, meta, rt.secret_owners, rt.written):
+                    rt.wake(uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the watch is restarted whatever went wrong
+            log.warning("Secret watch failed (%s); restarting", type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)

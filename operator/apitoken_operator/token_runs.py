@@ -1,0 +1,181 @@
+"""One run of an ApiToken's reconcile against the cluster: observe, decide and act, record.
+
+Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
+the run (a Kopf handler, the daemon, a wake-up from the Secret watch), so there is one writer
+per token. The ApiToken and its Secret are read with live GETs; for provider apitoken the
+tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from apitoken_operator import reasons
+from apitoken_operator.execute import Event, Ports, reconcile_once, service_tokens
+from apitoken_operator.kube_objects import (
+    Body,
+    SecretApplier,
+    SecretValueReader,
+    get_api_token,
+    get_secret,
+    namespace_labels,
+    patch_status,
+)
+from apitoken_operator.models import (
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    Provider,
+    WorkspaceKind,
+    status_patch,
+)
+from apitoken_operator.reconcile import Observation, ServiceToken, WorkspaceView
+from apitoken_operator.runtime import Runtime
+from apitoken_operator.secret_builder import salted_digest
+from apitoken_operator.service_client import RefreshResult
+from apitoken_operator.service_errors import ServiceError, Unreachable
+from apitoken_operator.views import api_token_view, invalid_spec_status, observed_secret
+from apitoken_operator.workspace_runs import management_for, workspace_access, workspace_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Posting:
+    """An event to post, and the object it is about."""
+
+    body: Body
+    event: Event
+
+
+@dataclass(frozen=True)
+class TokenRun:
+    body: Body
+    status: ApiTokenStatus
+    requeue_at: datetime | None
+    # Actions were left undone (rounds exhausted): run again soon.
+    more: bool
+    released: bool
+    postings: tuple[Posting, ...]
+
+
+class _NoEndpoint:
+    async def refresh(self, refresh_token: str) -> RefreshResult:
+        del refresh_token
+        raise Unreachable("the workspace has no token endpoint")
+
+
+async def run_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> TokenRun | None:
+    """None when the ApiToken is gone (or was replaced by another of the same name)."""
+    async with rt.locks.for_uid(uid):
+        body = await get_api_token(rt.kube, namespace, name)
+        if body is None or (body.get("metadata") or {}).get("uid") != uid:
+            return None
+        return await _run(rt, body, namespace, name, uid)
+
+
+async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
+    now = rt.clock()
+    try:
+        view = api_token_view(body)
+    except ValidationError as exc:
+        status = invalid_spec_status(body, exc, now)
+        old = _status_of(body)
+        patch = status_patch(old, status)
+        if patch:
+            await patch_status(rt.kube, "ApiToken", name, namespace, patch)
+        rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.INVALID_SPEC).inc()
+        return TokenRun(body, status, None, False, False, ())
+    spec = view.spec.resolve(namespace, name)
+    kind = spec.workspace_kind
+    rt.token_workspaces[uid] = workspace_key(
+        kind,
+        None if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE else namespace,
+        spec.workspace_name,
+    )
+    access = await workspace_access(rt, kind, namespace, spec.workspace_name)
+    postings = [Posting(access.body, e) for e in access.events if access.body is not None]
+    labels: dict[str, str] = {}
+    if isinstance(access.spec, ClusterTokenWorkspaceSpec) and access.spec.allowed_namespaces:
+        labels = await namespace_labels(rt.kube, namespace)
+    ws_view = WorkspaceView(
+        kind=kind,
+        name=spec.workspace_name,
+        spec=access.spec,
+        ready=access.usable,
+        message=access.message,
+        namespace_labels=labels,
+    )
+    rt.secret_owners[(namespace, spec.secret_name)] = uid
+    secret = observed_secret(await get_secret(rt.kube, namespace, spec.secret_name))
+    listed: tuple[ServiceToken, ...] | None = None
+    if (
+        access.management is not None
+        and access.spec is not None
+        and access.spec.resolved_provider is Provider.APITOKEN
+    ):
+        try:
+            listed = service_tokens(await access.management.list_tokens(external_ref=uid))
+        except ServiceError as exc:
+            log.info("listing tokens failed: %s", exc.message, extra=_where(namespace, name))
+    imports = None
+    import_digest = None
+    if spec.import_ref is not None:
+        imports = SecretValueReader(
+            rt.kube, namespace, spec.import_ref.name, spec.import_ref.resolved_key
+        )
+        value = await imports.read()
+        import_digest = salted_digest(uid, value) if value else None
+
+    ports = Ports(
+        secrets=SecretApplier(rt.kube, rt.note_written),
+        token_endpoint=access.token_endpoint or _NoEndpoint(),
+        management=access.management,
+        imports=imports,
+        management_for=lambda key: management_for(rt, key, namespace),
+    )
+    obs = Observation(view, secret, ws_view, listed, import_digest)
+    outcome = await reconcile_once(
+        obs, ports, policy=rt.timing, clock=rt.clock, retry=rt.write_retry
+    )
+    final = outcome.decision.status
+    patch = status_patch(view.status, final)
+    if patch and not outcome.finalizer_released:
+        await patch_status(rt.kube, "ApiToken", name, namespace, patch)
+    for event in outcome.events:
+        postings.append(Posting(body, event))
+        if event.type == "Warning":
+            rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=event.reason).inc()
+        log.info("%s: %s", event.reason, event.message, extra=_where(namespace, name))
+    if outcome.finalizer_released:
+        forget(rt, namespace, name, uid, spec.secret_name)
+    else:
+        rt.metrics.observe_token(namespace, name, final)
+    return TokenRun(
+        body=body,
+        status=final,
+        requeue_at=outcome.decision.requeue_at,
+        more=bool(outcome.decision.actions) and not outcome.finalizer_released,
+        released=outcome.finalizer_released,
+        postings=tuple(postings),
+    )
+
+
+def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | None) -> None:
+    rt.metrics.forget_token(namespace, name)
+    rt.token_workspaces.pop(uid, None)
+    if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
+        del rt.secret_owners[(namespace, secret_name)]
+    rt.locks.forget(uid)
+
+
+def _status_of(body: Body) -> ApiTokenStatus:
+    try:
+        return ApiTokenStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return ApiTokenStatus()
+
+
+def _where(namespace: str, name: str) -> dict[str, str]:
+    return {"k8s_namespace": namespace, "k8s_name": name}

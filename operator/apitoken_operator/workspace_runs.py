@@ -1,0 +1,203 @@
+"""One run of a workspace's credential reconcile against the cluster, and what ApiTokens need
+from a workspace (its spec, whether the operator's credential works, the clients).
+
+The run is idempotent and cheap when nothing is due (three GETs), so ApiToken runs call it too:
+they then always act with a fresh credential, whatever the workspace daemon's timing.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from apitoken_operator.credential import (
+    CredentialObservation,
+    credential_secret_ref,
+)
+from apitoken_operator.execute import Event, ManagementApi
+from apitoken_operator.execute_credential import (
+    CredentialOutcome,
+    CredentialPorts,
+    reconcile_credential_once,
+)
+from apitoken_operator.kube_objects import (
+    Body,
+    SecretApplier,
+    SecretValueReader,
+    get_secret,
+    get_workspace,
+    patch_status,
+)
+from apitoken_operator.metrics import TimedManagement, TimedRefresh
+from apitoken_operator.models import Provider, TokenWorkspaceSpec, WorkspaceKind, status_patch
+from apitoken_operator.names import KEY_ACCESS_TOKEN
+from apitoken_operator.runtime import Runtime
+from apitoken_operator.secret_builder import salted_digest
+from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.views import observed_secret, secret_value, workspace_object, workspace_spec
+
+log = logging.getLogger(__name__)
+
+
+def workspace_key(kind: WorkspaceKind, namespace: str | None, name: str) -> str:
+    return f"{kind.value}/{namespace or ''}/{name}"
+
+
+@dataclass(frozen=True)
+class WorkspaceRun:
+    body: Body
+    outcome: CredentialOutcome | None  # None for a spec that does not validate
+    usable: bool
+    message: str
+
+
+class _NoBootstrap:
+    async def read(self) -> str | None:
+        return None
+
+
+def token_endpoint(rt: Runtime, spec: TokenWorkspaceSpec, *, count: bool) -> TimedRefresh:
+    endpoint = spec.token_endpoint or ""
+    inner = TokenEndpointClient(
+        rt.http_for(spec.ca_bundle), token_endpoint=endpoint, client_id=spec.client_id
+    )
+    return TimedRefresh(inner, rt.metrics, count=count)
+
+
+def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedManagement:
+    async def source() -> str:
+        return bearer
+
+    inner = TokenServiceClient(
+        rt.http_for(spec.ca_bundle),
+        base_url=spec.url or "",
+        workspace=spec.workspace or "",
+        bearer=source,
+    )
+    return TimedManagement(inner, rt.metrics)
+
+
+async def run_workspace(
+    rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str
+) -> WorkspaceRun | None:
+    """Bring the operator's credential in this workspace up to date; None if it is gone."""
+    key = workspace_key(kind, namespace, name)
+    async with rt.workspace_locks.for_uid(key):
+        body = await get_workspace(rt.kube, kind, name, namespace)
+        if body is None:
+            return None
+        try:
+            ws = workspace_object(kind, body)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            return WorkspaceRun(body, None, False, f"spec is not valid: {fields}")
+        policy = rt.credential_policy
+        cred_ns, cred_name = credential_secret_ref(ws, policy)
+        secret = observed_secret(await get_secret(rt.kube, cred_ns, cred_name))
+        ref = ws.spec.credentials_secret_ref
+        bootstrap: Any = _NoBootstrap()
+        digest = None
+        if ref is not None:
+            ref_ns = getattr(ref, "namespace", None) or ws.namespace or policy.operator_namespace
+            bootstrap = SecretValueReader(rt.kube, ref_ns, ref.name, ref.resolved_key)
+            value = await bootstrap.read()
+            digest = salted_digest(ws.uid, value) if value else None
+        spec = ws.spec
+        ports = CredentialPorts(
+            secrets=SecretApplier(rt.kube, rt.note_written),
+            token_endpoint=token_endpoint(rt, spec, count=False),
+            bootstrap=bootstrap,
+            management_with=lambda bearer: management_api(rt, spec, bearer),
+        )
+        obs = CredentialObservation(ws, secret, digest)
+        outcome = await reconcile_credential_once(
+            obs, ports, policy=policy, clock=rt.clock, retry=rt.write_retry
+        )
+        patch = status_patch(ws.status, outcome.decision.status)
+        if patch:
+            await patch_status(rt.kube, kind.value, name, namespace, patch)
+        ready = outcome.decision.status.condition("Ready")
+        usable = outcome.decision.usable
+        for event in outcome.events:
+            if event.type == "Warning":
+                rt.metrics.reconcile_errors.labels(kind=kind.value, reason=event.reason).inc()
+        if rt.workspace_usable.get(key) != usable:
+            log.info(
+                "workspace credential usable=%s",
+                usable,
+                extra={"workspace": key, "reason": ready.reason if ready else None},
+            )
+            rt.workspace_usable[key] = usable
+            if usable:
+                for uid, ws_key in list(rt.token_workspaces.items()):
+                    if ws_key == key:
+                        rt.wake(uid)
+        return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
+
+
+@dataclass(frozen=True)
+class WorkspaceAccess:
+    """What an ApiToken run needs from its workspace."""
+
+    body: Body | None
+    spec: TokenWorkspaceSpec | None
+    usable: bool
+    message: str
+    management: TimedManagement | None
+    token_endpoint: TimedRefresh | None
+    events: tuple[Event, ...] = ()
+
+
+async def workspace_access(
+    rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str
+) -> WorkspaceAccess:
+    where = None if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE else namespace
+    run = await run_workspace(rt, kind, where, name)
+    if run is None:
+        return WorkspaceAccess(None, None, False, "not found", None, None)
+    try:
+        spec = workspace_spec(kind, run.body)
+    except ValidationError:
+        return WorkspaceAccess(run.body, None, False, run.message, None, None)
+    events = run.outcome.events if run.outcome is not None else ()
+    endpoint = token_endpoint(rt, spec, count=True)
+    if spec.resolved_provider is Provider.OAUTH2:
+        return WorkspaceAccess(run.body, spec, True, "", None, endpoint, events)
+    management = None
+    if run.usable and run.outcome is not None:
+        secret = run.outcome.observation.secret
+        bearer = secret_value_of(secret.data if secret is not None else {})
+        if bearer:
+            management = management_api(rt, spec, bearer)
+    return WorkspaceAccess(
+        run.body, spec, management is not None, run.message, management, endpoint, events
+    )
+
+
+def secret_value_of(data: Any) -> str | None:
+    value = data.get(KEY_ACCESS_TOKEN)
+    return str(value) if value else None
+
+
+async def management_for(rt: Runtime, workspace: str, namespace: str) -> ManagementApi | None:
+    """The management API of a workspace named "Kind/name" (for tokens left in a workspace
+    an ApiToken moved away from)."""
+    kind_text, _, name = workspace.partition("/")
+    try:
+        kind = WorkspaceKind(kind_text)
+    except ValueError:
+        return None
+    access = await workspace_access(rt, kind, namespace, name)
+    return access.management
+
+
+__all__ = [
+    "WorkspaceAccess",
+    "WorkspaceRun",
+    "management_for",
+    "run_workspace",
+    "secret_value",
+    "workspace_access",
+    "workspace_key",
+]

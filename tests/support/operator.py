@@ -1,0 +1,385 @@
+"""The real operator for end-to-end tests: `apitoken-operator run` as a subprocess against the
+local control plane and a real token service subprocess whose access tokens live seconds.
+
+Per test module: one token service and one operator (cluster-wide), so their start-up is paid
+once; per test: a fresh namespace with its own TokenWorkspace and bootstrap credential, so tests
+do not see each other's tokens. Teardown releases what a test left (the abandon annotation), so
+namespace deletion never waits on a finalizer after the operator is gone.
+
+    from support.operator import *  # fixtures: e2e_service, running_operator, workspace, ...
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from lightkube import ApiError, Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Namespace, Secret
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from localkube import Cluster
+from support.tokenservice import RunningTokenService, free_loopback_port, start_token_service
+
+__all__ = [
+    "ACCESS_TOKEN_TTL",
+    "OPERATOR_NAMESPACE",
+    "RunningOperator",
+    "ServiceAdmin",
+    "Workspace",
+    "api_token",
+    "condition",
+    "dump",
+    "e2e_service",
+    "events_of",
+    "eventually",
+    "operator_namespace",
+    "reason",
+    "running_operator",
+    "secret_data",
+    "service_admin",
+    "start_operator",
+    "status_of",
+    "workspace",
+]
+
+OPERATOR_BIN = Path(sys.executable).with_name("apitoken-operator")
+OPERATOR_NAMESPACE = "apitoken-operator-e2e"
+# Access tokens live 6 s: refreshes happen every few seconds during a test.
+ACCESS_TOKEN_TTL = 6
+# Settings that fit tokens living seconds: a margin of 1 s, quick retries and rechecks.
+FAST_SETTINGS = {
+    "APITOKEN_OPERATOR_REFRESH_MARGIN": "1s",
+    "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
+    "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
+    "APITOKEN_OPERATOR_RECHECK_INTERVAL": "5s",
+    "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "50ms",
+    "APITOKEN_OPERATOR_HTTP_TIMEOUT": "3s",
+    "APITOKEN_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+}
+T = TypeVar("T")
+
+
+def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    """Poll until `probe` returns something truthy; the operator acts asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# The operator process.
+
+
+@dataclass
+class RunningOperator:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_port: int
+    liveness_port: int
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def start_operator(
+    directory: Path,
+    kubeconfig: Path,
+    *,
+    namespaces: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[RunningOperator]:
+    """`apitoken-operator run` with fast settings; stops exactly that process afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_path = directory / "operator.log"
+    metrics_port, liveness_port = free_loopback_port(), free_loopback_port()
+    where = [a for ns in namespaces for a in ("--namespace", ns)] or ["--all-namespaces"]
+    argv = [
+        str(OPERATOR_BIN),
+        "run",
+        *where,
+        "--standalone",
+        "--verbose",
+        "--metrics-port",
+        str(metrics_port),
+        "--liveness-port",
+        str(liveness_port),
+    ]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("APITOKEN_OPERATOR_")}
+    full_env.update(FAST_SETTINGS)
+    full_env.update(env or {})
+    full_env["KUBECONFIG"] = str(kubeconfig)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env
+        )
+    running = RunningOperator(process, log_path, metrics_port, liveness_port)
+    try:
+
+        def alive_and_ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"apitoken-operator exited early:\n{running.logs()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{liveness_port}/healthz"
+                return httpx.get(url, timeout=1).status_code == 200
+            return False
+
+        eventually("the operator's liveness endpoint", alive_and_ready, timeout=60)
+        yield running
+    finally:
+        _stop(process)
+
+
+# ---------------------------------------------------------------------------------------------
+# The token service, seen by a workspace admin.
+
+
+@dataclass
+class ServiceAdmin:
+    """The workspace admin of a running token service, over a synchronous client."""
+
+    service: RunningTokenService
+    http: httpx.Client
+    access_token: str = ""
+    refresh_token: str = ""
+    renewed_at: float = 0.0
+    seen_values: set[str] = field(default_factory=set)
+
+    def _bearer(self) -> dict[str, str]:
+        if time.monotonic() - self.renewed_at > ACCESS_TOKEN_TTL / 2:
+            response = self.refresh(self.refresh_token)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            self.access_token, self.refresh_token = body["access_token"], body["refresh_token"]
+            self.renewed_at = time.monotonic()
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    def _tokens(self, rest: str = "") -> str:
+        return f"/api/v1/workspaces/{self.service.workspace}/tokens{rest}"
+
+    def refresh(self, refresh_token: str) -> httpx.Response:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self.http.post("/oauth2/token", data=form)
+
+    def new_bootstrap_value(self, name: str) -> str:
+        """A refresh token of the admin, for a workspace's credentialsSecretRef."""
+        response = self.http.post(
+            self._tokens(), json={"name": name, "lifetimeDays": 30}, headers=self._bearer()
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        self.seen_values.update((body["accessToken"], body["refreshToken"]))
+        return str(body["refreshToken"])
+
+    def tokens_of(self, external_ref: str) -> list[dict[str, Any]]:
+        response = self.http.get(
+            self._tokens(),
+            params={"externalRef": external_ref, "owner": "*"},
+            headers=self._bearer(),
+        )
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def token(self, token_id: str) -> dict[str, Any] | None:
+        response = self.http.get(self._tokens(f"/{token_id}"), headers=self._bearer())
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def introspect(self, access_token: str) -> dict[str, Any]:
+        """RFC 7662 with the token itself as the caller: does the service accept it?"""
+        response = self.http.post(
+            "/oauth2/introspect",
+            data={"token": access_token},
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
+        if response.status_code != 200:
+            return {"active": False, "status": response.status_code}
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture(scope="module")
+def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
+    with start_token_service(
+        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=ACCESS_TOKEN_TTL
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def service_admin(e2e_service: RunningTokenService) -> Iterator[ServiceAdmin]:
+    with httpx.Client(base_url=e2e_service.base_url, timeout=10) as http:
+        admin = ServiceAdmin(
+            e2e_service, http, refresh_token=e2e_service.credential["refreshToken"]
+        )
+        yield admin
+
+
+@pytest.fixture(scope="session")
+def operator_namespace(kube: Client) -> str:
+    with contextlib.suppress(ApiError):
+        kube.create(Namespace(metadata=ObjectMeta(name=OPERATOR_NAMESPACE)))
+    return OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def running_operator(
+    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    with start_operator(tmp_path_factory.mktemp("operator"), cluster.kubeconfig) as running:
+        yield running
+
+
+# ---------------------------------------------------------------------------------------------
+# Per test: a workspace in the test's namespace.
+
+
+@dataclass
+class Workspace:
+    namespace: str
+    name: str
+    bootstrap_secret: str
+
+
+def _release_leftovers(kube: Client, namespace: str) -> None:
+    """Let the operator release every ApiToken of the namespace before it goes."""
+    leftovers = list(kube.list(ApiToken, namespace=namespace))
+    for obj in leftovers:
+        assert obj.metadata is not None
+        name = str(obj.metadata.name)
+        kube.patch(
+            ApiToken,
+            name,
+            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        with contextlib.suppress(ApiError):
+            kube.delete(ApiToken, name, namespace=namespace)
+
+    def all_gone() -> bool:
+        return not list(kube.list(ApiToken, namespace=namespace))
+
+    if leftovers:
+        eventually("the test's ApiTokens to be released", all_gone, timeout=30)
+
+
+@pytest.fixture
+def workspace(
+    kube: Client,
+    namespace: str,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
+) -> Iterator[Workspace]:
+    """A bootstrap Secret and a Ready TokenWorkspace "main" in the test's namespace."""
+    value = service_admin.new_bootstrap_value(f"operator-{namespace}")
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name="bootstrap", namespace=namespace),
+            stringData={"refresh_token": value},
+        )
+    )
+    kube.create(
+        TokenWorkspace(
+            metadata=ObjectMeta(name="main", namespace=namespace),
+            spec={
+                "url": service_admin.service.base_url,
+                "workspace": service_admin.service.workspace,
+                "credentialsSecretRef": {"name": "bootstrap"},
+            },
+        )
+    )
+    ws = Workspace(namespace, "main", "bootstrap")
+    eventually(
+        "the TokenWorkspace to be Ready",
+        lambda: condition(kube.get(TokenWorkspace, "main", namespace=namespace), "Ready") == "True",
+        timeout=30,
+    )
+    yield ws
+    _release_leftovers(kube, namespace)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading what the operator did.
+
+
+def api_token(
+    kube: Client, namespace: str, name: str = "tok", workspace: str = "main", **spec: Any
+) -> Any:
+    body = {"workspaceRef": {"name": workspace}, **spec}
+    return kube.create(ApiToken(metadata=ObjectMeta(name=name, namespace=namespace), spec=body))
+
+
+def status_of(obj: Any) -> dict[str, Any]:
+    status: dict[str, Any] = dict(obj.get("status") or {})
+    return status
+
+
+def condition(obj: Any, type_: str) -> str | None:
+    for c in status_of(obj).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("status"))
+    return None
+
+
+def reason(obj: Any, type_: str = "Ready") -> str | None:
+    for c in status_of(obj).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("reason"))
+    return None
+
+
+def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | None:
+    try:
+        secret = kube.get(Secret, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def events_of(kube: Client, namespace: str) -> list[Event]:
+    return list(kube.list(Event, namespace=namespace))
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj.to_dict() if hasattr(obj, "to_dict") else obj, default=str)
