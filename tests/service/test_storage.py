@@ -18,7 +18,7 @@ from apitoken_service.clock import to_millis
 from apitoken_service.database_url import parse_database_url
 from apitoken_service.key_encryption import KeyEncryptionError
 from apitoken_service.settings import Settings
-from apitoken_service.signing import load_key_ring, load_service_secrets
+from apitoken_service.signing import add_first_signing_key, load_key_ring, load_service_secrets
 from apitoken_service.startup import open_service, resolve_kek
 from apitoken_service.storage import migrations
 from apitoken_service.storage.schema import metadata
@@ -152,3 +152,32 @@ async def test_a_different_key_encryption_key_is_refused(
     )
     with pytest.raises(KeyEncryptionError, match="does not belong to this database"):
         await open_service(other, clock)
+
+
+async def test_replicas_racing_to_create_the_first_key_agree_on_the_signer(
+    settings: Settings, clock: FakeClock
+) -> None:
+    target = parse_database_url(settings.database_url)
+    kek = resolve_kek(settings, target)
+    storage = SqlStorage(create_engine(target))
+    await storage.migrate()
+    try:
+        # Two replicas start on an empty database. A finds no key, adds one and loads its ring;
+        # B had also found none, adds its own a moment later, then loads.
+        ring_a = await load_key_ring(storage, kek, clock())
+        clock.advance(0.5)
+        await add_first_signing_key(storage, kek, clock())
+        ring_b = await load_key_ring(storage, kek, clock())
+        stored = await storage.signing_keys()
+    finally:
+        await storage.close()
+    assert len(stored) == 2
+    assert ring_a.signer_kid == ring_b.signer_kid
+    assert all(key.retired_at is None for key in stored)  # nothing a replica signs with vanishes
+
+    opened = await open_service(settings, clock)
+    try:
+        assert opened.service.keys.current.signer_kid == ring_a.signer_kid
+        assert len(opened.service.keys.current.jwks(clock())["keys"]) == len(stored)
+    finally:
+        await opened.close()

@@ -90,7 +90,9 @@ class KeyRing:
         if not records:
             raise RuntimeError("no signing key in the database")
         active = [r for r in records if r.retired_at is None] or records
-        current = max(active, key=lambda r: r.created_at)
+        # One active key after a rotation; after a first-start race, the oldest, so that every
+        # replica picks the same one.
+        current = min(active, key=lambda r: (r.created_at, r.kid))
         signer = Ed25519PrivateKey.from_private_bytes(
             kek.open(current.sealed_private_key, f"signing-key:{current.kid}")
         )
@@ -166,11 +168,19 @@ async def load_service_secrets(
     )
 
 
+async def add_first_signing_key(storage: Storage, kek: KeyEncryptionKey, now: datetime) -> None:
+    """The key of a database that has none. Replicas starting together may each add one; all
+    stay active and every replica signs with the oldest (KeyRing.from_records), so they agree
+    (two keys made in the same millisecond are ordered by kid; a replica that loaded before the
+    other key existed agrees at its next reload)."""
+    first = new_signing_key(kek, now)
+    await storage.add_signing_key(first, retire_others_at=None, publish_until=None)
+
+
 async def load_key_ring(storage: Storage, kek: KeyEncryptionKey, now: datetime) -> KeyRing:
     records = await storage.signing_keys()
     if not records:
-        first = new_signing_key(kek, now)
-        await storage.add_signing_key(first, retire_others_at=now, publish_until=now)
+        await add_first_signing_key(storage, kek, now)
         records = await storage.signing_keys()
     return KeyRing.from_records(records, kek)
 

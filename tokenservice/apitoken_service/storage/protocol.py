@@ -26,8 +26,14 @@ class Storage(Protocol):
 
     async def signing_keys(self) -> list[SigningKeyRecord]: ...
     async def add_signing_key(
-        self, key: SigningKeyRecord, *, retire_others_at: datetime, publish_until: datetime
-    ) -> None: ...
+        self,
+        key: SigningKeyRecord,
+        *,
+        retire_others_at: datetime | None,
+        publish_until: datetime | None,
+    ) -> None:
+        """Insert a key; with `retire_others_at`, retire every other active key in the same
+        transaction, published until `publish_until`."""
 
     # Workspaces and members.
     async def ensure_workspace(self, workspace: str, now: datetime) -> None: ...

@@ -284,16 +284,22 @@ class SqlStorage:
         ]
 
     async def add_signing_key(
-        self, key: SigningKeyRecord, *, retire_others_at: datetime, publish_until: datetime
+        self,
+        key: SigningKeyRecord,
+        *,
+        retire_others_at: datetime | None,
+        publish_until: datetime | None,
     ) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(signing_keys)
-                .where(signing_keys.c.retired_at.is_(None))
-                .values(
-                    retired_at=to_millis(retire_others_at), publish_until=to_millis(publish_until)
+            if retire_others_at is not None and publish_until is not None:
+                await conn.execute(
+                    update(signing_keys)
+                    .where(signing_keys.c.retired_at.is_(None))
+                    .values(
+                        retired_at=to_millis(retire_others_at),
+                        publish_until=to_millis(publish_until),
+                    )
                 )
-            )
             await conn.execute(
                 signing_keys.insert().values(
                     kid=key.kid,
