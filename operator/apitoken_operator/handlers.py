@@ -143,11 +143,17 @@ def _ids(namespace: str | None, name: str | None, uid: str | None) -> tuple[str,
 
 
 async def _reconcile_token(
-    memo: kopf.Memo, namespace: str | None, name: str | None, uid: str | None, retry: int
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str | None,
+    uid: str | None,
+    retry: int,
+    *,
+    deleting: bool = False,
 ) -> TokenRun | None:
     rt = _runtime(memo)
     ns, n, u = _ids(namespace, name, uid)
-    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u))
+    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u, deleting=deleting))
     if result is not None:
         _post(result.postings)
     rt.wake(u)  # the daemon recomputes its schedule
@@ -188,7 +194,7 @@ async def apitoken_deleted(
     namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
 ) -> None:
     rt = _runtime(memo)
-    result = await _reconcile_token(memo, namespace, name, uid, retry)
+    result = await _reconcile_token(memo, namespace, name, uid, retry, deleting=True)
     if result is None or result.released:
         return
     delay = rt.timing.recheck_interval

@@ -66,11 +66,17 @@ class _NoEndpoint:
         raise Unreachable("the workspace has no token endpoint")
 
 
-async def run_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> TokenRun | None:
-    """None when the ApiToken is gone (or was replaced by another of the same name)."""
+async def run_api_token(
+    rt: Runtime, namespace: str, name: str, uid: str, *, deleting: bool = False
+) -> TokenRun | None:
+    """None when the ApiToken is gone (or was replaced by another of the same name), or when
+    it is being deleted and the caller is not the deletion handler (`deleting`)."""
     async with rt.locks.for_uid(uid):
         body = await get_api_token(rt.kube, namespace, name)
-        if body is None or (body.get("metadata") or {}).get("uid") != uid:
+        meta = (body or {}).get("metadata") or {}
+        if body is None or meta.get("uid") != uid:
+            return None
+        if meta.get("deletionTimestamp") and not deleting:
             return None
         return await _run(rt, body, namespace, name, uid)
 

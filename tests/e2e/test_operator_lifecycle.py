@@ -3,11 +3,13 @@ kube-apiserver, the real token service (access tokens living 6 s) and `apitoken-
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from apitoken_operator.kube_resources import ApiToken
 from support.operator import (
@@ -19,6 +21,7 @@ from support.operator import (
     e2e_service,
     eventually,
     operator_namespace,
+    reason,
     running_operator,
     secret_data,
     service_admin,
@@ -79,3 +82,175 @@ def test_generate_writes_the_secret_and_status(
     assert service_admin.introspect(data["access_token"])["active"] is True
     assert status["secretName"] == "tok"
     assert status["observedGeneration"] == 1
+
+
+def token_id(kube: Client, namespace: str, name: str = "tok") -> str:
+    return str(status_of(kube.get(ApiToken, name, namespace=namespace)).get("tokenId") or "")
+
+
+def new_token_id(kube: Client, namespace: str, old: str, name: str = "tok") -> str:
+    """Wait until the ApiToken is Ready with a token other than `old` in its Secret."""
+
+    def probe() -> str | None:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        current = str(status_of(obj).get("tokenId") or "")
+        secret = kube.get(Secret, name, namespace=namespace)
+        in_secret = ((secret.metadata.annotations or {}) if secret.metadata else {}).get(
+            "apitoken.dev/token-id"
+        )
+        ok = current and current != old and in_secret == current
+        return current if ok and condition(obj, "Ready") == "True" else None
+
+    return eventually("a new token", probe, timeout=30)
+
+
+def merge(kube: Client, namespace: str, patch: dict[str, Any], name: str = "tok") -> None:
+    kube.patch(ApiToken, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+
+
+def test_refresh_rotates_both_tokens_and_keeps_them_working(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    api_token(kube, ns)
+    first = status_of(ready_token(kube, ns))
+    before = secret_data(kube, ns, "tok")
+    assert before is not None
+    seen = [before]
+
+    def refreshed() -> dict[str, str] | None:
+        data = secret_data(kube, ns, "tok")
+        return data if data and data["access_token"] != seen[-1]["access_token"] else None
+
+    # Access tokens live 6 s: two refreshes within the timeout, each rotating the refresh token.
+    for _ in range(2):
+        seen.append(eventually("the access token to be refreshed", refreshed, timeout=15))
+    assert len({d["refresh_token"] for d in seen}) == 3
+    assert len({d["expires_at"] for d in seen}) == 3
+    obj = kube.get(ApiToken, "tok", namespace=ns)
+    status = status_of(obj)
+    assert status["tokenId"] == first["tokenId"]  # refreshed, not re-issued
+    assert status["lastRefreshTime"] > first["lastRefreshTime"]
+    assert status["nextRefreshTime"] < status["accessTokenExpiresAt"]
+    assert condition(obj, "Ready") == "True"
+    latest = secret_data(kube, ns, "tok")
+    assert latest is not None
+    assert service_admin.introspect(latest["access_token"])["active"] is True
+    token = service_admin.token(status["tokenId"])
+    assert token is not None and token["status"] == "active"
+
+
+def test_lifetime_change_reissues_and_template_change_does_not(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns, lifetimeDays=7)
+    ready_token(kube, ns)
+    old = token_id(kube, ns)
+    merge(kube, ns, {"spec": {"lifetimeDays": 8}})
+    new = new_token_id(kube, ns, old)
+    # The replaced token is deleted (deletionPolicy Delete) once the Secret switched.
+    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
+    listed = service_admin.tokens_of(created.metadata.uid)
+    assert [t["id"] for t in listed] == [new]
+    expires = datetime.fromisoformat(listed[0]["expiresAt"].replace("Z", "+00:00"))
+    assert timedelta(days=7, hours=23) < expires - datetime.now(UTC) <= timedelta(days=8)
+    assert "retiringTokens" not in status_of(kube.get(ApiToken, "tok", namespace=ns))
+
+    merge(kube, ns, {"spec": {"secretTemplate": {"labels": {"tier": "gold"}}}})
+
+    def labelled() -> bool:
+        secret = kube.get(Secret, "tok", namespace=ns)
+        return bool(secret.metadata and (secret.metadata.labels or {}).get("tier") == "gold")
+
+    eventually("the template label on the Secret", labelled)
+    assert token_id(kube, ns) == new
+    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+
+
+def test_reissue_annotation_mints_a_new_token_once(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns, deletionPolicy="Disable")
+    ready_token(kube, ns)
+    old = token_id(kube, ns)
+    request = "2026-11-29T01:00:00Z"
+    merge(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": request}}})
+    new = new_token_id(kube, ns, old)
+    assert status_of(kube.get(ApiToken, "tok", namespace=ns))["lastReissueRequest"] == request
+    # deletionPolicy Disable: the replaced token is disabled, not deleted.
+    eventually(
+        "the old token to be disabled",
+        lambda: (service_admin.token(old) or {}).get("status") == "disabled",
+    )
+    statuses = {t["id"]: t["status"] for t in service_admin.tokens_of(created.metadata.uid)}
+    assert statuses == {old: "disabled", new: "active"}
+
+
+def test_disabled_disables_the_token_and_empties_the_secret(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    api_token(kube, ns)
+    ready_token(kube, ns)
+    tid = token_id(kube, ns)
+    merge(kube, ns, {"spec": {"disabled": True}})
+
+    def disabled() -> Any:
+        obj = kube.get(ApiToken, "tok", namespace=ns)
+        return obj if reason(obj) == "Disabled" else None
+
+    obj = eventually("Ready=False reason Disabled", disabled)
+    assert condition(obj, "Ready") == "False"
+    eventually(
+        "the token to be disabled at the service",
+        lambda: (service_admin.token(tid) or {}).get("status") == "disabled",
+    )
+
+    def emptied() -> dict[str, str] | None:
+        data = secret_data(kube, ns, "tok")
+        return data if data is not None and "refresh_token" not in data else None
+
+    data = eventually("the Secret to hold no usable token", emptied)
+    assert set(data) == {"token_type", "expires_at"}
+    # Irreversible: the API server refuses turning it back on.
+    with pytest.raises(ApiError) as refused:
+        merge(kube, ns, {"spec": {"disabled": False}})
+    assert refused.value.status.code == 422
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Disable", "Orphan"])
+def test_deletion_policy(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin, policy: str
+) -> None:
+    ns = workspace.namespace
+    spec: dict[str, Any] = {} if policy == "Delete" else {"deletionPolicy": policy}
+    created = api_token(kube, ns, **spec)
+    ready_token(kube, ns)
+    tid = token_id(kube, ns)
+    meta = kube.get(ApiToken, "tok", namespace=ns).metadata
+    assert meta is not None and meta.finalizers == ["apitoken.dev/finalizer"]
+    kube.delete(ApiToken, "tok", namespace=ns)
+
+    def gone() -> bool:
+        try:
+            kube.get(ApiToken, "tok", namespace=ns)
+        except ApiError as e:
+            return e.status.code == 404
+        return False
+
+    eventually("the ApiToken to be released", gone)
+    token = service_admin.token(tid)
+    if policy == "Delete":
+        assert token is None
+        assert service_admin.tokens_of(created.metadata.uid) == []
+    elif policy == "Disable":
+        assert token is not None and token["status"] == "disabled"
+    else:
+        assert token is not None and token["status"] == "active"
+        secret = kube.get(Secret, "tok", namespace=ns)
+        assert secret.metadata is not None
+        assert not secret.metadata.ownerReferences
+        data = secret_data(kube, ns, "tok")
+        assert data is not None and "refresh_token" in data

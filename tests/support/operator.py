@@ -47,8 +47,10 @@ __all__ = [
     "e2e_service",
     "events_of",
     "eventually",
+    "leaks",
     "operator_namespace",
     "reason",
+    "release_leftovers",
     "running_operator",
     "secret_data",
     "service_admin",
@@ -279,7 +281,7 @@ class Workspace:
     bootstrap_secret: str
 
 
-def _release_leftovers(kube: Client, namespace: str) -> None:
+def release_leftovers(kube: Client, namespace: str) -> None:
     """Let the operator release every ApiToken of the namespace before it goes."""
     leftovers = list(kube.list(ApiToken, namespace=namespace))
     for obj in leftovers:
@@ -334,7 +336,9 @@ def workspace(
         timeout=30,
     )
     yield ws
-    _release_leftovers(kube, namespace)
+    found = leaks(kube, namespace, running_operator, service_admin.service)
+    release_leftovers(kube, namespace)
+    assert not found, found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +371,17 @@ def reason(obj: Any, type_: str = "Ready") -> str | None:
     return None
 
 
+# Every token value a test has seen, for the leak scans (invariant 1).
+SEEN_VALUES: set[str] = set()
+_VALUE_KEYS = ("access_token", "refresh_token")
+
+
+def _decoded(secret: Secret) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    SEEN_VALUES.update(v for k, v in data.items() if k in _VALUE_KEYS and len(v) >= 16)
+    return data
+
+
 def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | None:
     try:
         secret = kube.get(Secret, name, namespace=namespace)
@@ -374,7 +389,37 @@ def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | Non
         if error.status.code == 404:
             return None
         raise
-    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+    return _decoded(secret)
+
+
+def leaks(
+    kube: Client, namespace: str, operator: RunningOperator, service: RunningTokenService
+) -> list[str]:
+    """Where any token value seen so far (and every value in the namespace's Secrets now)
+    shows up: operator log, events, ApiTokens and workspaces (status, annotations, Kopf's
+    last-handled configuration), the service's database. Empty when nothing leaked."""
+    for secret in kube.list(Secret, namespace=namespace):
+        _decoded(secret)
+    for secret in kube.list(Secret, namespace=OPERATOR_NAMESPACE):
+        _decoded(secret)
+    database = b"".join(
+        p.read_bytes() for p in service.database_path.parent.glob(service.database_path.name + "*")
+    )
+    haystacks = {
+        "operator log": operator.logs(),
+        "events": dump([e.to_dict() for e in events_of(kube, namespace)]),
+        "ApiTokens": dump(list(kube.list(ApiToken, namespace=namespace))),
+        "TokenWorkspaces": dump(list(kube.list(TokenWorkspace, namespace=namespace))),
+        "service database": database.decode("latin-1"),
+    }
+    values = set(SEEN_VALUES)
+    assert values, "no token value was seen: the scan would prove nothing"
+    return [
+        f"a value starting {value[:6]!r} in {where}"
+        for where, text in haystacks.items()
+        for value in values
+        if value in text
+    ]
 
 
 def events_of(kube: Client, namespace: str) -> list[Event]:
@@ -382,4 +427,5 @@ def events_of(kube: Client, namespace: str) -> list[Event]:
 
 
 def dump(obj: Any) -> str:
-    return json.dumps(obj.to_dict() if hasattr(obj, "to_dict") else obj, default=str)
+    """JSON of API objects (lightkube models or lists of them), for scans."""
+    return json.dumps(obj, default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o))

@@ -1,0 +1,205 @@
+"""The managed Secret end to end: never overwrite a Secret the operator does not manage,
+recreate a deleted one, repair an edited one; ClusterTokenWorkspace.allowedNamespaces."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from lightkube import ApiError, Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import ApiToken, ClusterTokenWorkspace
+from support.operator import (
+    OPERATOR_NAMESPACE,
+    RunningOperator,
+    ServiceAdmin,
+    Workspace,
+    api_token,
+    condition,
+    e2e_service,
+    eventually,
+    operator_namespace,
+    reason,
+    release_leftovers,
+    running_operator,
+    secret_data,
+    service_admin,
+    status_of,
+    workspace,
+)
+
+pytestmark = pytest.mark.e2e
+__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator, workspace)
+
+
+def ready(kube: Client, namespace: str, name: str = "tok") -> Any:
+    def probe() -> Any:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        return obj if condition(obj, "Ready") == "True" else None
+
+    return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
+
+
+def with_reason(kube: Client, namespace: str, wanted: str, name: str = "tok") -> Any:
+    def probe() -> Any:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        return obj if reason(obj) == wanted else None
+
+    return eventually(f"Ready reason {wanted}", probe, timeout=30)
+
+
+def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | None:
+    try:
+        secret = kube.get(Secret, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    annotations = (secret.metadata.annotations if secret.metadata else None) or {}
+    return annotations.get("apitoken.dev/token-id")
+
+
+def test_a_secret_the_operator_does_not_manage_is_left_alone(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    kube.create(
+        Secret(metadata=ObjectMeta(name="tok", namespace=ns), stringData={"mine": "keep me"})
+    )
+    created = api_token(kube, ns)
+    obj = with_reason(kube, ns, "SecretConflict")
+    assert condition(obj, "Ready") == "False"
+    assert condition(obj, "Stalled") == "True"
+    assert secret_data(kube, ns, "tok") == {"mine": "keep me"}
+    secret = kube.get(Secret, "tok", namespace=ns)
+    assert secret.metadata is not None and not secret.metadata.ownerReferences
+    assert service_admin.tokens_of(created.metadata.uid) == []
+    # Once the person deletes it, the operator takes over.
+    kube.delete(Secret, "tok", namespace=ns)
+    ready(kube, ns)
+    assert len(service_admin.tokens_of(created.metadata.uid)) == 1
+
+
+def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns)
+    old = status_of(ready(kube, ns))["tokenId"]
+    kube.delete(Secret, "tok", namespace=ns)
+
+    def recreated() -> str | None:
+        tid = secret_token_id(kube, ns)
+        return tid if tid and tid != old else None
+
+    new = eventually("the Secret to be recreated with a new token", recreated, timeout=20)
+    assert status_of(ready(kube, ns))["tokenId"] == new
+    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
+    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+
+
+def test_an_edited_managed_secret_is_repaired(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns)
+    old = status_of(ready(kube, ns))["tokenId"]
+    tampered = base64.b64encode(b"not-a-token").decode()
+    kube.patch(
+        Secret,
+        "tok",
+        {"data": {"access_token": tampered}},
+        namespace=ns,
+        patch_type=PatchType.MERGE,
+    )
+
+    def repaired() -> str | None:
+        data = secret_data(kube, ns, "tok") or {}
+        tid = secret_token_id(kube, ns)
+        ok = tid and tid != old and data.get("access_token") not in (None, "not-a-token")
+        return tid if ok else None
+
+    new = eventually("the Secret to be repaired", repaired, timeout=20)
+    assert status_of(ready(kube, ns))["tokenId"] == new
+    data = secret_data(kube, ns, "tok")
+    assert data is not None and service_admin.introspect(data["access_token"])["active"]
+    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
+    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+
+
+@pytest.fixture
+def cluster_workspace(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> Iterator[str]:
+    """A ClusterTokenWorkspace allowing only a namespace that does not exist."""
+    name = f"ctw-{workspace.namespace}"[:63]
+    value = service_admin.new_bootstrap_value(name)
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
+            stringData={"refresh_token": value},
+        )
+    )
+    kube.create(
+        ClusterTokenWorkspace(
+            metadata=ObjectMeta(name=name),
+            spec={
+                "url": service_admin.service.base_url,
+                "workspace": service_admin.service.workspace,
+                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
+                "allowedNamespaces": {"names": ["somewhere-else"]},
+            },
+        )
+    )
+    yield name
+    # Its finalizer waits for the ApiTokens that use it: release them first.
+    release_leftovers(kube, workspace.namespace)
+    kube.delete(ClusterTokenWorkspace, name)
+    kube.delete(Secret, name, namespace=OPERATOR_NAMESPACE)
+
+
+def test_cluster_workspace_allowed_namespaces_is_enforced(
+    kube: Client,
+    workspace: Workspace,
+    cluster_workspace: str,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
+) -> None:
+    ns = workspace.namespace
+    created = api_token(
+        kube, ns, workspaceRef={"name": cluster_workspace, "kind": "ClusterTokenWorkspace"}
+    )
+    obj = with_reason(kube, ns, "NotAllowed")
+    assert condition(obj, "Stalled") == "True"
+    assert secret_data(kube, ns, "tok") is None
+    assert service_admin.tokens_of(created.metadata.uid) == []
+    # Allowing the namespace by label (test namespaces carry apitoken.dev/test=true) lets the
+    # ApiToken proceed at its next look, without touching the ApiToken.
+    kube.patch(
+        ClusterTokenWorkspace,
+        cluster_workspace,
+        {
+            "spec": {
+                "allowedNamespaces": {
+                    "names": ["somewhere-else"],
+                    "selector": {"matchLabels": {"apitoken.dev/test": "true"}},
+                }
+            }
+        },
+        patch_type=PatchType.MERGE,
+    )
+    status = status_of(ready(kube, ns))
+    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
+    # The operator's credential for the cluster workspace lives in its own namespace.
+    credential = kube.get(
+        Secret, f"ctokws-{cluster_workspace}-credential", namespace=OPERATOR_NAMESPACE
+    )
+    assert credential.metadata is not None
+    assert (credential.metadata.labels or {}).get("app.kubernetes.io/managed-by") == (
+        "apitoken-operator"
+    )
