@@ -1,0 +1,168 @@
+"""deploy/rbac.yaml suffices: the operator authenticated as that ServiceAccount (a TokenRequest
+token in a kubeconfig) generates, refreshes, re-issues and deletes, with no request refused."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import Client, codecs
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.core_v1 import Namespace, ServiceAccount
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import ApiToken
+from localkube import Cluster
+from support.operator import (
+    RunningOperator,
+    ServiceAdmin,
+    Workspace,
+    api_token,
+    condition,
+    e2e_service,
+    eventually,
+    operator_namespace,
+    secret_data,
+    service_admin,
+    start_operator,
+    status_of,
+    workspace,
+)
+
+pytestmark = pytest.mark.e2e
+__fixtures__ = (e2e_service, service_admin, operator_namespace, workspace)
+
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+SA_NAMESPACE = "apitoken-operator-rbac-e2e"
+SUFFIX = "-rbac-e2e"
+
+
+def rbac_objects() -> list[Any]:
+    """deploy/rbac.yaml with the ServiceAccount in a namespace of the test and cluster-wide
+    names of its own."""
+    docs = [copy.deepcopy(d) for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    for doc in docs:
+        meta = doc["metadata"]
+        if doc["kind"] == "ServiceAccount":
+            meta["namespace"] = SA_NAMESPACE
+        else:
+            meta["name"] += SUFFIX
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] += SUFFIX
+            for subject in doc["subjects"]:
+                subject["namespace"] = SA_NAMESPACE
+    return [codecs.from_dict(d) for d in docs]
+
+
+def service_account_kubeconfig(kube: Client, cluster: Cluster, path: Path) -> Path:
+    issued = kube.create(
+        ServiceAccount.Token(
+            metadata=ObjectMeta(), spec=TokenRequestSpec(audiences=[], expirationSeconds=3600)
+        ),
+        "apitoken-operator",
+        namespace=SA_NAMESPACE,
+    )
+    assert issued.status is not None
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "operator", "user": {"token": issued.status.token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def running_operator(
+    kube: Client,
+    cluster: Cluster,
+    operator_namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningOperator]:
+    """This module's operator runs as the ServiceAccount of deploy/rbac.yaml."""
+    kube.apply(Namespace(metadata=ObjectMeta(name=SA_NAMESPACE)), force=True)
+    for obj in rbac_objects():
+        kube.apply(obj, force=True)
+    directory = tmp_path_factory.mktemp("operator-rbac")
+    kubeconfig = service_account_kubeconfig(kube, cluster, directory / "kubeconfig")
+    with start_operator(directory, kubeconfig) as running:
+        yield running
+
+
+def test_the_operator_works_with_the_documented_rbac_only(
+    kube: Client,
+    workspace: Workspace,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns, secretTemplate={"labels": {"team": "a"}})
+
+    def ready() -> Any:
+        obj = kube.get(ApiToken, "tok", namespace=ns)
+        return obj if condition(obj, "Ready") == "True" else None
+
+    first = status_of(eventually("Ready", ready))
+    data = secret_data(kube, ns, "tok")
+    assert data is not None
+
+    def refreshed() -> bool:
+        now = secret_data(kube, ns, "tok") or {}
+        return now.get("access_token") not in (None, data["access_token"])
+
+    eventually("a refresh", refreshed, timeout=15)
+    kube.patch(
+        ApiToken, "tok", {"spec": {"lifetimeDays": 3}}, namespace=ns, patch_type=PatchType.MERGE
+    )
+
+    def reissued() -> bool:
+        status = status_of(kube.get(ApiToken, "tok", namespace=ns))
+        return status.get("tokenId") not in (None, first["tokenId"])
+
+    eventually("a re-issue", reissued)
+    kube.delete(ApiToken, "tok", namespace=ns)
+
+    def released() -> bool:
+        return not list(kube.list(ApiToken, namespace=ns))
+
+    eventually("the finalizer to be released", released)
+    assert service_admin.tokens_of(created.metadata.uid) == []
+    logs = running_operator.logs()
+    assert "Forbidden" not in logs and " 403" not in logs, [
+        line[:300] for line in logs.splitlines() if "Forbidden" in line or " 403" in line
+    ][:5]
+    assert "Generated: token" in logs
+    # And the rules are narrow: the ServiceAccount may write Secrets but never delete them.
+    assert may(kube, "patch", "secrets") and not may(kube, "delete", "secrets")
+    assert not may(kube, "delete", "apitokens", "apitoken.dev")
+
+
+def may(kube: Client, verb: str, resource: str, group: str = "") -> bool:
+    review = kube.create(
+        SubjectAccessReview(
+            spec=SubjectAccessReviewSpec(
+                user=f"system:serviceaccount:{SA_NAMESPACE}:apitoken-operator",
+                resourceAttributes=ResourceAttributes(
+                    verb=verb, resource=resource, group=group, namespace="default"
+                ),
+            )
+        )
+    )
+    return bool(review.status and review.status.allowed)
