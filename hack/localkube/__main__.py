@@ -1,21 +1,50 @@
-"""`make dev`: the local system in the foreground until Ctrl-C.
+"""`make dev`: the whole system in the foreground until Ctrl-C.
 
-Starts the control plane (or uses your cluster with USE_EXISTING_CLUSTER=true), copies its
-kubeconfig to .dev/kubeconfig, prints what runs and how to look around, and cleans up on exit.
+Starts the control plane (or uses your cluster with USE_EXISTING_CLUSTER=true), the token service
+(SQLite in .dev/tokenservice), bootstraps a workspace whose admin credential goes straight into a
+Secret, applies examples/01-basic, and runs the operator with its log in the foreground. Ctrl-C
+stops everything in reverse order and removes the state; logs stay in .dev/logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
 
-from localkube.controlplane import REPO, start_control_plane
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Namespace
+
+from localkube.controlplane import REPO, free_port, start_control_plane
+from localkube.examples import EXAMPLES, apply_example, ensure_namespace
+from localkube.operator_process import follow, start_operator
+from localkube.tokenservice import run_token_service
+
+NAMESPACE = "apitoken-dev"
+EXAMPLE = EXAMPLES / "01-basic"
+ADMIN = "admin"
+# Short enough to watch the operator refresh the Secret's access token every minute or two.
+ACCESS_TOKEN_TTL_S = 120
+OPERATOR_SETTINGS = {
+    "APITOKEN_OPERATOR_NAMESPACE": NAMESPACE,
+    # The default 2-minute margin would pull refreshes of 2-minute tokens to half their life;
+    # 30 s lets refreshPercent (75%) decide, as it would for real tokens.
+    "APITOKEN_OPERATOR_REFRESH_MARGIN": "30s",
+}
+
+# Prints when the Secret's access token was issued and expires (JWT `iat`, `exp`), not the token.
+_JWT_TIMES = (
+    "import base64,json,sys,time; "
+    'c=json.loads(base64.urlsafe_b64decode(sys.stdin.read().split(".")[1]+"==")); '
+    'f=lambda t: time.strftime("%H:%M:%S",time.gmtime(t)); '
+    'print("access token issued",f(c["iat"]),"expires",f(c["exp"]),"UTC")'
+)
 
 
 def _say(msg: str) -> None:
@@ -35,48 +64,143 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def watch_commands(kubectl: Path, namespace: str, secret: str) -> list[str]:
+    """Shell commands that show the access token changing without showing its value."""
+    k = f"{kubectl} -n {namespace}"
+    columns = (
+        'NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,'
+        "REFRESHED:.status.lastRefreshTime,ACCESS-TOKEN-EXPIRES:.status.accessTokenExpiresAt"
+    )
+    once = (
+        f"{k} get secret {secret} -o jsonpath='{{.data.access_token}}' | base64 -d"
+        f" | python3 -c {shlex.quote(_JWT_TIMES)}"
+    )
+    return [
+        f"{k} get apitok -w -o custom-columns='{columns}'",
+        f"while :; do {once}; sleep 10; done",
+    ]
+
+
+def _delete_namespace(client: Client, name: str, timeout: float = 60.0) -> None:
+    """On a cluster of your own: remove what make dev applied while the operator still runs, so
+    its finalizers clean up at the token service."""
+    _say(f"deleting namespace {name}")
+    client.delete(Namespace, name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.get(Namespace, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return
+            raise
+        time.sleep(1)
+    _say(f"namespace {name} still terminating after {timeout:.0f}s; leaving it")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localkube", description=__doc__)
     parser.add_argument("--dev-dir", type=Path, default=REPO / ".dev")
     parser.add_argument(
         "--exit-after", type=float, default=None, help="stop after N seconds (for tests)"
     )
+    parser.add_argument(
+        "--access-token-ttl",
+        type=int,
+        default=ACCESS_TOKEN_TTL_S,
+        metavar="SECONDS",
+        help=f"lifetime of the token service's access tokens (default {ACCESS_TOKEN_TTL_S})",
+    )
     args = parser.parse_args(argv)
 
     _stop_on_signals()
     dev_dir: Path = args.dev_dir
     dev_dir.mkdir(parents=True, exist_ok=True)
+    logs = dev_dir / "logs"
     kubeconfig = dev_dir / "kubeconfig"
     started = time.monotonic()
+    code: int | None = None
     try:
-        with start_control_plane(state_dir=dev_dir / "controlplane", log=_say) as cluster:
+        # Leaving the stack stops what was started in reverse order: the operator first, the
+        # control plane last.
+        with contextlib.ExitStack() as stack:
+            cluster = stack.enter_context(
+                start_control_plane(state_dir=dev_dir / "controlplane", log=_say)
+            )
             shutil.copyfile(cluster.kubeconfig, kubeconfig)
             kubeconfig.chmod(0o600)
-            kubectl = Path(sys.executable).parent / "kubectl"
+            stack.callback(kubeconfig.unlink, missing_ok=True)
             _say(f"control plane ready in {time.monotonic() - started:.1f}s: {cluster.server}")
+
+            service = stack.enter_context(
+                run_token_service(
+                    dev_dir / "tokenservice", logs, access_token_ttl=args.access_token_ttl, log=_say
+                )
+            )
+            _say(f"token service ready: {service.url}")
+
+            client = cluster.client()
+            ensure_namespace(client, NAMESPACE)
+            # `init` runs once per TokenWorkspace of the example (one here); its credential goes
+            # from memory into the workspace's Secret.
+            applied = apply_example(
+                client, EXAMPLE, NAMESPACE, service.url, lambda ws: service.init(ws, ADMIN)
+            )
+            _say(f"applied {EXAMPLE.relative_to(REPO)} to namespace {NAMESPACE}")
+
+            metrics_port = free_port()
+            operator_args = (
+                "--all-namespaces",
+                "--standalone",  # one replica: no peering objects to set up
+                "--log-format=full",  # read by people: with times and the object each line is about
+                "--liveness-port=0",
+                f"--metrics-port={metrics_port}",
+            )
+            operator = start_operator(
+                kubeconfig, logs / "operator.log", OPERATOR_SETTINGS, operator_args
+            )
+            stack.callback(operator.stop)
+            _say(f"started apitoken-operator (pid {operator.pid}), log {operator.log_path}")
+            if not cluster.managed:
+                stack.callback(_delete_namespace, client, NAMESPACE)
+
+            api_tokens = [d for d in applied if d["kind"] == "ApiToken"]
+            tokens = " ".join(d["metadata"]["name"] for d in api_tokens)
+            secret = api_tokens[0]["spec"].get("secretName", api_tokens[0]["metadata"]["name"])
+            pids = [*cluster.pids, ("apitoken-service", service.process.pid)]
+            pids.append(("apitoken-operator", operator.pid))
+            kubectl = Path(sys.executable).parent / "kubectl"
+            watch = "\n    ".join(watch_commands(kubectl, NAMESPACE, secret))
             print(
                 f"""
-  kubeconfig   {kubeconfig}
-  processes    {", ".join(f"{n}[{pid}]" for n, pid in cluster.pids) or "none (existing cluster)"}
+  kubeconfig     {kubeconfig}
+  token service  {service.url}  (access tokens live {args.access_token_ttl} s)
+  metrics        http://127.0.0.1:{metrics_port}/metrics  (the operator's)
+  namespace      {NAMESPACE}: TokenWorkspace, ApiToken {tokens}
+  processes      {" ".join(f"{n}[{pid}]" for n, pid in pids)}
+  logs           {logs}
 
   Look around:
     export KUBECONFIG={kubeconfig}
-    {kubectl} get namespaces
-    {kubectl} get crds
-    {kubectl} api-resources --api-group=apitoken.dev
+    {kubectl} -n {NAMESPACE} get tokenworkspaces,apitokens,secrets
+    {kubectl} -n {NAMESPACE} describe apitoken {tokens}
 
-  Ctrl-C stops everything and removes the cluster's state.
+  Watch the operator refresh the access token in Secret {secret} (values are never shown here;
+  read them from the Secret):
+    {watch}
+
+  The operator's log follows. Ctrl-C stops everything and removes the state.
 """,
                 flush=True,
             )
-            stop = threading.Event()
-            stop.wait(args.exit_after)  # None: until Ctrl-C or SIGTERM
+            until = None if args.exit_after is None else time.monotonic() + args.exit_after
+            code = follow(operator, until)
+            if code is not None:
+                _say(f"apitoken-operator exited with code {code}; stopping everything")
     except KeyboardInterrupt:
         pass
-    finally:
-        kubeconfig.unlink(missing_ok=True)
     _say("stopped and cleaned up")
-    return 0
+    return 0 if code is None else 1
 
 
 if __name__ == "__main__":

@@ -1,34 +1,75 @@
-"""`make dev` (python -m localkube): a usable cluster in the foreground, cleaned up on Ctrl-C."""
+"""`make dev` (python -m localkube): the whole system in the foreground, cleaned up on Ctrl-C."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Secret
 
 from localkube.controlplane import REPO, use_existing_cluster
 
 pytestmark = pytest.mark.e2e
 
+NAMESPACE = "apitoken-dev"
+API_TOKEN = "reports-api"  # examples/01-basic
+STARTED = {
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "apitoken-service",
+    "apitoken-operator",
+}
+ApiToken = create_namespaced_resource("apitoken.dev", "v1alpha1", "ApiToken", "apitokens")
+KUBECTL = Path(sys.executable).parent / "kubectl"
 
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    raise AssertionError(f"{marker!r} not printed in {timeout:.0f}s:\n{''.join(seen)}")
+
+class Output:
+    """Everything a child prints, read in the background so that it never blocks on a full pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stdout:
+            with self._lock:
+                self._lines.append(line)
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def wait_for(self, marker: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if marker in text:
+                return text
+            if not self._thread.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{marker!r} not printed in {timeout:.0f}s:\n{self.text()}")
+
+    def close(self, timeout: float) -> str:
+        self._thread.join(timeout)
+        return self.text()
 
 
 def _alive(pid: int) -> bool:
@@ -39,57 +80,126 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _started_pids(banner: str) -> dict[str, int]:
+    line = next(ln for ln in banner.splitlines() if ln.strip().startswith("processes"))
+    return {name: int(pid) for name, pid in re.findall(r"([\w-]+)\[(\d+)\]", line)}
+
+
+def _ready(client: Client) -> bool:
+    try:
+        obj = client.get(ApiToken, API_TOKEN, namespace=NAMESPACE)
+    except ApiError:
+        return False
+    status = cast(dict[str, Any], obj.status or {})
+    conditions: list[dict[str, Any]] = status.get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _poll(what: str, check: Callable[[], bool], timeout: float, output: Output) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout:.0f}s:\n{output.text()[-6000:]}")
+        time.sleep(1)
+
+
+def _token_values(client: Client) -> set[str]:
+    """Every Secret value in the namespace: the ApiToken's, the bootstrap and the operator's."""
+    values: set[str] = set()
+    for secret in client.list(Secret, namespace=NAMESPACE):
+        for encoded in (secret.data or {}).values():
+            value = base64.b64decode(encoded).decode()
+            if len(value) >= 20:  # token values; not "Bearer" or a timestamp
+                values.add(value)
+    return values
+
+
+def _files_text(folder: Path) -> dict[Path, str]:
+    return {
+        f: f.read_bytes().decode(errors="replace")
+        for f in folder.rglob("*")
+        if f.is_file() and "etcd" not in f.parts  # etcd's data holds the Secrets, by design
+    }
+
+
 @pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
-def test_dev_serves_a_cluster_kubectl_can_use_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     dev_dir = tmp_path / "dev"
     env = {**os.environ, "PYTHONPATH": str(REPO / "hack"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localkube", "--dev-dir", str(dev_dir)],
+        # Access tokens of 20 s, so that the operator refreshes one while the test watches.
+        [sys.executable, "-m", "localkube", "--dev-dir", str(dev_dir), "--access-token-ttl=20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+    output = Output(proc)
     try:
-        banner = _read_until(proc, "Ctrl-C stops everything", timeout=180)
+        banner = output.wait_for("Ctrl-C stops everything", timeout=240)
         kubeconfig = dev_dir / "kubeconfig"
-        assert f"kubeconfig   {kubeconfig}" in banner
-        pids = [int(p) for p in re.findall(r"\[(\d+)\]", banner)]
-        assert len(pids) == 3, banner  # etcd, kube-apiserver, kube-controller-manager
+        assert f"kubeconfig     {kubeconfig}" in banner
+        assert re.search(r"token service  http://127\.0\.0\.1:\d+", banner), banner
+        pids = _started_pids(banner)
+        assert set(pids) == STARTED, banner
 
-        kubectl = Path(sys.executable).parent / "kubectl"
+        kube_env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         got = subprocess.run(
-            [str(kubectl), "--kubeconfig", str(kubeconfig), "get", "namespaces", "-o", "name"],
+            [str(KUBECTL), "get", "namespaces", "-o", "name"],
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
+            env=kube_env,
         )
-        assert {"namespace/default", "namespace/kube-system"} <= set(got.stdout.split())
-        crds = subprocess.run(
-            [
-                str(kubectl),
-                "--kubeconfig",
-                str(kubeconfig),
-                "api-resources",
-                "-o",
-                "name",
-                "--api-group=apitoken.dev",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert "apitokens.apitoken.dev" in crds.stdout.split()
+        assert {"namespace/default", f"namespace/{NAMESPACE}"} <= set(got.stdout.split())
+
+        client = Client(KubeConfig.from_file(kubeconfig))
+        _poll(f"ApiToken {API_TOKEN} Ready", lambda: _ready(client), 180, output)
+        secret = client.get(Secret, API_TOKEN, namespace=NAMESPACE)
+        assert secret.metadata is not None and secret.metadata.labels is not None
+        assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "apitoken-operator"
+        assert {"access_token", "refresh_token"} <= set(secret.data or {})
+        values = _token_values(client)  # before and after the refresh below
+
+        # The printed watch command works, shows times rather than the token, and shows the
+        # operator refreshing the access token.
+        loop = re.search(r"while :; do (.+); sleep \d+; done", banner)
+        assert loop, banner
+
+        def shown() -> str:
+            done = subprocess.run(
+                ["bash", "-c", f"set -o pipefail; {loop.group(1)}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+                env=kube_env,
+            )
+            assert re.fullmatch(r"access token issued \S+ expires \S+ UTC\n", done.stdout)
+            return done.stdout
+
+        first = shown()
+        _poll("an access token refresh", lambda: shown() != first, 60, output)
+
+        values |= _token_values(client)
+        access = base64.b64decode((secret.data or {})["access_token"]).decode()
+        assert access in values and len(values) >= 5  # two pairs and the bootstrap value
+        logs_before_stop = _files_text(dev_dir)
 
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=90)
+        out = output.close(timeout=10)
         assert proc.returncode == 0, out
         assert "stopped and cleaned up" in out
+        for where, text in [("make dev output", out), *logs_before_stop.items()]:
+            leaked = [v[:8] for v in values if v in text]
+            assert not leaked, f"token values starting {leaked} in {where}"
         assert not kubeconfig.exists()
         assert not (dev_dir / "controlplane").exists()
-        assert not [pid for pid in pids if _alive(pid)]
+        assert not (dev_dir / "tokenservice").exists()
+        assert (dev_dir / "logs" / "operator.log").exists()  # kept for after-the-fact reading
+        assert not [name for name, pid in pids.items() if _alive(pid)]
     finally:
         if proc.poll() is None:
             proc.kill()
