@@ -6,6 +6,7 @@ per token. The ApiToken and its Secret are read with live GETs; for provider api
 tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from apitoken_operator.kube_objects import (
     namespace_labels,
     patch_status,
 )
+from apitoken_operator.metrics import TimedManagement
 from apitoken_operator.models import (
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -114,30 +116,29 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         namespace_labels=labels,
     )
     rt.secret_owners[(namespace, spec.secret_name)] = uid
-    secret = observed_secret(await get_secret(rt.kube, namespace, spec.secret_name))
-    listed: tuple[ServiceToken, ...] | None = None
-    if (
-        access.management is not None
-        and access.spec is not None
-        and access.spec.resolved_provider is Provider.APITOKEN
-    ):
-        try:
-            listed = service_tokens(await access.management.list_tokens(external_ref=uid))
-        except ServiceError as exc:
-            log.info("listing tokens failed: %s", exc.message, extra=_where(namespace, name))
-    imports = None
-    import_digest = None
-    if spec.import_ref is not None:
-        imports = SecretValueReader(
-            rt.kube, namespace, spec.import_ref.name, spec.import_ref.resolved_key
-        )
-        value = await imports.read()
-        import_digest = salted_digest(uid, value) if value else None
+    management = (
+        access.management
+        if access.spec is not None and access.spec.resolved_provider is Provider.APITOKEN
+        else None
+    )
+    imports = (
+        SecretValueReader(rt.kube, namespace, spec.import_ref.name, spec.import_ref.resolved_key)
+        if spec.import_ref is not None
+        else None
+    )
+    # Independent reads in parallel: a slow service delays the run by one timeout, not two.
+    secret_body, listed, import_value = await asyncio.gather(
+        get_secret(rt.kube, namespace, spec.secret_name),
+        _list_tokens(management, uid, namespace, name),
+        imports.read() if imports is not None else _none(),
+    )
+    secret = observed_secret(secret_body)
+    import_digest = salted_digest(uid, import_value) if import_value else None
 
     ports = Ports(
         secrets=SecretApplier(rt.kube, rt.note_written),
         token_endpoint=access.token_endpoint or _NoEndpoint(),
-        management=access.management,
+        management=management,
         imports=imports,
         management_for=lambda key: management_for(rt, key, namespace),
     )
@@ -166,6 +167,23 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+async def _list_tokens(
+    management: TimedManagement | None, uid: str, namespace: str, name: str
+) -> tuple[ServiceToken, ...] | None:
+    """The tokens tagged with the ApiToken's UID, for the sweep; None when not listed."""
+    if management is None:
+        return None
+    try:
+        return service_tokens(await management.list_tokens(external_ref=uid))
+    except ServiceError as exc:
+        log.info("listing tokens failed: %s", exc.message, extra=_where(namespace, name))
+        return None
+
+
+async def _none() -> None:
+    return None
 
 
 def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | None) -> None:

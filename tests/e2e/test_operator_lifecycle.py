@@ -13,12 +13,14 @@ from lightkube.types import PatchType
 
 from apitoken_operator.kube_resources import ApiToken
 from support.operator import (
+    SEEN_VALUES,
     RunningOperator,
     ServiceAdmin,
     Workspace,
     api_token,
     condition,
     e2e_service,
+    events_of,
     eventually,
     operator_namespace,
     reason,
@@ -254,3 +256,64 @@ def test_deletion_policy(
         assert not secret.metadata.ownerReferences
         data = secret_data(kube, ns, "tok")
         assert data is not None and "refresh_token" in data
+
+
+def test_a_token_disabled_outside_the_operator_is_reissued(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    ns = workspace.namespace
+    api_token(kube, ns)
+    ready_token(kube, ns)
+    old = token_id(kube, ns)
+    service_admin.disable(old)
+    # The next refresh gets invalid_grant; the ApiToken still asks for a working token.
+    new = new_token_id(kube, ns, old)
+    assert (service_admin.token(new) or {}).get("status") == "active"
+
+    def reissue_event() -> list[str]:
+        return [
+            e.message or ""
+            for e in events_of(kube, ns)
+            if e.reason == "Reissued" and "TokenRevoked" in (e.message or "")
+        ]
+
+    assert new in eventually("a Reissued event naming TokenRevoked", reissue_event)[0]
+
+
+def test_events_and_metrics(
+    kube: Client,
+    workspace: Workspace,
+    running_operator: RunningOperator,
+) -> None:
+    ns = workspace.namespace
+    api_token(kube, ns)
+    ready_token(kube, ns)
+    first = secret_data(kube, ns, "tok")
+    assert first is not None
+
+    def refreshed() -> bool:
+        data = secret_data(kube, ns, "tok") or {}
+        return data.get("access_token") not in (None, first["access_token"])
+
+    eventually("a refresh", refreshed, timeout=15)
+
+    def generated() -> list[Any]:
+        return [e for e in events_of(kube, ns) if e.reason == "Generated"]
+
+    event = eventually("a Generated event", generated)[0]
+    assert event.type == "Normal"
+    assert event.involvedObject.kind == "ApiToken" and event.involvedObject.name == "tok"
+    # Routine refreshes post no events.
+    reasons = {e.reason for e in events_of(kube, ns) if e.involvedObject.kind == "ApiToken"}
+    assert reasons == {"Generated"}, reasons
+
+    text = running_operator.metrics()
+    labels = f'name="tok",namespace="{ns}"'
+    for family in (
+        "apitoken_access_token_expiry_timestamp_seconds",
+        "apitoken_refresh_token_expiry_timestamp_seconds",
+    ):
+        assert any(line.startswith(f"{family}{{{labels}}} ") for line in text.splitlines()), family
+    assert 'apitoken_refreshes_total{result="success"}' in text
+    assert 'apitoken_service_request_duration_seconds_count{operation="create_token"' in text
+    assert not [v for v in SEEN_VALUES if v in text]

@@ -38,6 +38,7 @@ from support.tokenservice import RunningTokenService, free_loopback_port, start_
 __all__ = [
     "ACCESS_TOKEN_TTL",
     "OPERATOR_NAMESPACE",
+    "SEEN_VALUES",
     "RunningOperator",
     "ServiceAdmin",
     "Workspace",
@@ -225,6 +226,11 @@ class ServiceAdmin:
         body: dict[str, Any] = response.json()
         return body
 
+    def disable(self, token_id: str) -> None:
+        """Disable a token behind the operator's back (as a person on the admin page would)."""
+        response = self.http.post(self._tokens(f"/{token_id}/disable"), headers=self._bearer())
+        assert response.status_code == 200, response.text
+
     def introspect(self, access_token: str) -> dict[str, Any]:
         """RFC 7662 with the token itself as the caller: does the service accept it?"""
         response = self.http.post(
@@ -248,7 +254,9 @@ def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTok
 
 @pytest.fixture(scope="module")
 def service_admin(e2e_service: RunningTokenService) -> Iterator[ServiceAdmin]:
-    with httpx.Client(base_url=e2e_service.base_url, timeout=10) as http:
+    # No keep-alive: the service closes idle connections, and a reused one fails a request.
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=e2e_service.base_url, timeout=10, limits=limits) as http:
         admin = ServiceAdmin(
             e2e_service, http, refresh_token=e2e_service.credential["refreshToken"]
         )

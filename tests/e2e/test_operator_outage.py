@@ -1,0 +1,158 @@
+"""The token service down (the process stopped with SIGSTOP, so calls time out): Ready stays
+True while the Secret's access token is valid, turns False once it expired, and recovers; a
+deletion waits with a clear condition until an admin releases it with the abandon annotation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from lightkube import ApiError, Client
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import ApiToken
+from localkube import Cluster
+from support.operator import (
+    RunningOperator,
+    ServiceAdmin,
+    Workspace,
+    api_token,
+    condition,
+    eventually,
+    operator_namespace,
+    reason,
+    service_admin,
+    start_operator,
+    status_of,
+    workspace,
+)
+from support.tokenservice import RunningTokenService, start_token_service
+
+pytestmark = pytest.mark.e2e
+__fixtures__ = (service_admin, operator_namespace, workspace)
+
+# Longer-lived access tokens than the other modules, so the window between a failed refresh
+# and expiry is several seconds wide; calls time out after 1 s.
+ACCESS_TOKEN_TTL = 12
+
+
+@pytest.fixture(scope="module")
+def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
+    with start_token_service(
+        tmp_path_factory.mktemp("tokenservice-outage"), access_token_ttl=ACCESS_TOKEN_TTL
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def running_operator(
+    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    with start_operator(
+        tmp_path_factory.mktemp("operator-outage"),
+        cluster.kubeconfig,
+        env={"APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s"},
+    ) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def service_stopped(service: RunningTokenService) -> Iterator[None]:
+    os.kill(service.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(service.process.pid, signal.SIGCONT)
+
+
+def get(kube: Client, namespace: str) -> Any:
+    return kube.get(ApiToken, "tok", namespace=namespace)
+
+
+def is_ready(kube: Client, namespace: str) -> Any:
+    obj = get(kube, namespace)
+    return obj if condition(obj, "Ready") == "True" else None
+
+
+def test_ready_holds_while_the_access_token_is_valid(
+    kube: Client, workspace: Workspace, e2e_service: RunningTokenService
+) -> None:
+    ns = workspace.namespace
+    # Refresh at half the access token's life (minus jitter): the failure is recorded seconds
+    # before expiry, even with three calls timing out in a run.
+    api_token(kube, ns, refreshPercent=50)
+    eventually("Ready", lambda: is_ready(kube, ns))
+    with service_stopped(e2e_service):
+
+        def failed() -> tuple[Any, datetime] | None:
+            obj = get(kube, ns)
+            seen_at = datetime.now(UTC)
+            attempts = status_of(obj).get("failedRefreshAttempts", 0)
+            return (obj, seen_at) if attempts >= 1 else None
+
+        obj, seen_at = eventually("a failed refresh", failed, timeout=ACCESS_TOKEN_TTL + 5)
+        status = status_of(obj)
+        expires = datetime.fromisoformat(status["accessTokenExpiresAt"].replace("Z", "+00:00"))
+        assert seen_at < expires, "the failure was seen only after expiry: widen the window"
+        assert condition(obj, "Ready") == "True"
+        assert condition(obj, "Reconciling") == "True"
+        assert reason(obj, "Reconciling") == "ServiceUnreachable"
+        assert status["lastFailureReason"] == "ServiceUnreachable"
+
+        def expired() -> Any:
+            obj = get(kube, ns)
+            return obj if condition(obj, "Ready") == "False" else None
+
+        obj = eventually("Ready=False after expiry", expired, timeout=ACCESS_TOKEN_TTL + 5)
+        assert reason(obj) == "ServiceUnreachable"
+        assert datetime.now(UTC) >= expires
+    # Back up: the next retry (backoff capped at 4 s) refreshes and Ready returns.
+    obj = eventually("Ready again", lambda: is_ready(kube, ns), timeout=20)
+    assert status_of(obj).get("failedRefreshAttempts", 0) == 0
+
+
+def test_deletion_waits_for_the_service_and_abandon_releases_it(
+    kube: Client,
+    workspace: Workspace,
+    e2e_service: RunningTokenService,
+    service_admin: ServiceAdmin,
+) -> None:
+    ns = workspace.namespace
+    created = api_token(kube, ns)
+    tid = status_of(eventually("Ready", lambda: is_ready(kube, ns))).get("tokenId")
+    with service_stopped(e2e_service):
+        kube.delete(ApiToken, "tok", namespace=ns)
+
+        def waiting() -> Any:
+            obj = get(kube, ns)
+            return obj if condition(obj, "Reconciling") == "True" else None
+
+        obj = eventually("the deletion to wait", waiting, timeout=20)
+        assert obj.metadata.deletionTimestamp is not None
+        assert reason(obj) == "CleaningUp"
+        assert obj.metadata.finalizers == ["apitoken.dev/finalizer"]
+        kube.patch(
+            ApiToken,
+            "tok",
+            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
+            namespace=ns,
+            patch_type=PatchType.MERGE,
+        )
+
+        def gone() -> bool:
+            try:
+                get(kube, ns)
+            except ApiError as error:
+                return error.status.code == 404
+            return False
+
+        eventually("the abandoned ApiToken to be released", gone, timeout=20)
+    # Released without cleanup: the token is still there (valid until it expires).
+    assert [(t["id"], t["status"]) for t in service_admin.tokens_of(created.metadata.uid)] == [
+        (tid, "active")
+    ]
