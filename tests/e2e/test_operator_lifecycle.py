@@ -3,6 +3,7 @@ kube-apiserver, the real token service (access tokens living 6 s) and `apitoken-
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,6 +85,11 @@ def test_generate_writes_the_secret_and_status(
     assert service_admin.introspect(data["access_token"])["active"] is True
     assert status["secretName"] == "tok"
     assert status["observedGeneration"] == 1
+    # Kopf's finalizer and bookkeeping live under apitoken.dev.
+    assert obj.metadata.finalizers == ["apitoken.dev/finalizer"]
+    kopf_annotations = set(obj.metadata.annotations or {})
+    assert "apitoken.dev/last-handled-configuration" in kopf_annotations
+    assert {k.split("/")[0] for k in kopf_annotations} == {"apitoken.dev"}
 
 
 def token_id(kube: Client, namespace: str, name: str = "tok") -> str:
@@ -317,3 +323,6 @@ def test_events_and_metrics(
     assert 'apitoken_refreshes_total{result="success"}' in text
     assert 'apitoken_service_request_duration_seconds_count{operation="create_token"' in text
     assert not [v for v in SEEN_VALUES if v in text]
+    # Structured logs: one JSON object per line.
+    lines = running_operator.logs().splitlines()
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)
