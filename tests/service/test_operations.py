@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from apitoken_service.api.app import create_app
@@ -165,3 +166,24 @@ async def test_openapi_describes_the_api(http: httpx.AsyncClient) -> None:
     } <= set(spec["paths"])
     token_form = spec["paths"]["/oauth2/token"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in token_form
+
+
+async def test_unexpected_errors_answer_500_and_log_only_the_exception_type(
+    app: FastAPI, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "apit_rt_" + "s" * 43
+
+    async def boom() -> None:
+        raise RuntimeError(f"something quoted a value: {secret}")
+
+    app.add_api_route("/boom-for-test", boom)
+    caplog.set_level(logging.INFO)
+
+    response = await http.get("/boom-for-test")
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert secret not in response.text
+    log = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    assert '"error": "RuntimeError"' in log
+    assert secret not in log
