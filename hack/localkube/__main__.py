@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -22,8 +23,15 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace
 
 from localkube.controlplane import REPO, free_port, start_control_plane
-from localkube.examples import EXAMPLES, apply_example, ensure_namespace
+from localkube.examples import (
+    EXAMPLES,
+    Manifest,
+    apply_example,
+    delete_example,
+    ensure_namespace,
+)
 from localkube.operator_process import follow, start_operator
+from localkube.processes import Process
 from localkube.tokenservice import run_token_service
 
 NAMESPACE = "apitoken-dev"
@@ -81,21 +89,127 @@ def watch_commands(kubectl: Path, namespace: str, secret: str) -> list[str]:
     ]
 
 
-def _delete_namespace(client: Client, name: str, timeout: float = 60.0) -> None:
-    """On a cluster of your own: remove what make dev applied while the operator still runs, so
-    its finalizers clean up at the token service."""
-    _say(f"deleting namespace {name}")
-    client.delete(Namespace, name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            client.get(Namespace, name)
-        except ApiError as e:
-            if e.status.code == 404:
-                return
-            raise
-        time.sleep(1)
-    _say(f"namespace {name} still terminating after {timeout:.0f}s; leaving it")
+def _gone(client: Client, name: str) -> bool:
+    try:
+        client.get(Namespace, name)
+    except ApiError as e:
+        if e.status.code == 404:
+            return True
+        raise
+    return False
+
+
+def _remove_from_cluster(client: Client, applied: list[Manifest], timeout: float = 60.0) -> None:
+    """On a cluster of your own: remove what make dev applied while the operator and the token
+    service still run, so that the operator's finalizers clean up at the service."""
+    _say(f"deleting examples/01-basic and namespace {NAMESPACE}")
+    # The example first: deleting the namespace alone would delete the workspace's credential
+    # Secrets alongside the ApiTokens whose finalizers still need them.
+    done = delete_example(client, applied, timeout)
+    if done and not _gone(client, NAMESPACE):
+        client.delete(Namespace, NAMESPACE)
+        deadline = time.monotonic() + timeout
+        while not _gone(client, NAMESPACE):
+            if time.monotonic() > deadline:
+                done = False
+                break
+            time.sleep(1)
+    if not done:
+        _say(f"namespace {NAMESPACE} not removed after {timeout:.0f}s; see the operator's log")
+
+
+@dataclass(frozen=True)
+class Running:
+    """What the banner shows."""
+
+    kubeconfig: Path
+    service_url: str
+    metrics_port: int
+    pids: list[tuple[str, int]]
+    api_tokens: list[str]
+    secret: str  # the first ApiToken's Secret, the one to watch
+
+
+def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Running, Process]:
+    """Start everything; `stack` stops it in reverse order: the operator first, the control
+    plane last."""
+    started = time.monotonic()
+    cluster = stack.enter_context(start_control_plane(state_dir=dev_dir / "controlplane", log=_say))
+    kubeconfig = dev_dir / "kubeconfig"
+    shutil.copyfile(cluster.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o600)
+    stack.callback(kubeconfig.unlink, missing_ok=True)
+    _say(f"control plane ready in {time.monotonic() - started:.1f}s: {cluster.server}")
+
+    logs = dev_dir / "logs"
+    service = stack.enter_context(
+        run_token_service(dev_dir / "tokenservice", logs, access_token_ttl=ttl, log=_say)
+    )
+    _say(f"token service ready: {service.url}")
+
+    client = cluster.client()
+    ensure_namespace(client, NAMESPACE)
+    # `init` runs once per TokenWorkspace of the example (one here); its credential goes from
+    # memory into the workspace's Secret.
+    applied = apply_example(
+        client, EXAMPLE, NAMESPACE, service.url, lambda ws: service.init(ws, ADMIN)
+    )
+    _say(f"applied {EXAMPLE.relative_to(REPO)} to namespace {NAMESPACE}")
+
+    metrics_port = free_port()
+    operator_args = (
+        "--all-namespaces",
+        "--standalone",  # one replica: no peering objects to set up
+        "--log-format=full",  # read by people: with times and what each line is about
+        "--liveness-port=0",
+        f"--metrics-port={metrics_port}",
+    )
+    operator = start_operator(kubeconfig, logs / "operator.log", OPERATOR_SETTINGS, operator_args)
+    stack.callback(operator.stop)
+    _say(f"started apitoken-operator (pid {operator.pid}), log {operator.log_path}")
+    if not cluster.managed:
+        stack.callback(_remove_from_cluster, client, applied)
+
+    api_tokens = [d for d in applied if d["kind"] == "ApiToken"]
+    first = api_tokens[0]
+    running = Running(
+        kubeconfig=kubeconfig,
+        service_url=service.url,
+        metrics_port=metrics_port,
+        pids=[
+            *cluster.pids,
+            ("apitoken-service", service.process.pid),
+            ("apitoken-operator", operator.pid),
+        ],
+        api_tokens=[d["metadata"]["name"] for d in api_tokens],
+        secret=first["spec"].get("secretName", first["metadata"]["name"]),
+    )
+    return running, operator
+
+
+def banner(running: Running, ttl: int, logs: Path) -> str:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    tokens = " ".join(running.api_tokens)
+    watch = "\n    ".join(watch_commands(kubectl, NAMESPACE, running.secret))
+    return f"""
+  kubeconfig     {running.kubeconfig}
+  token service  {running.service_url}  (access tokens live {ttl} s)
+  metrics        http://127.0.0.1:{running.metrics_port}/metrics  (the operator's)
+  namespace      {NAMESPACE}: TokenWorkspace, ApiToken {tokens}
+  processes      {" ".join(f"{n}[{pid}]" for n, pid in running.pids)}
+  logs           {logs}
+
+  Look around:
+    export KUBECONFIG={running.kubeconfig}
+    {kubectl} -n {NAMESPACE} get tokenworkspaces,apitokens,secrets
+    {kubectl} -n {NAMESPACE} describe apitoken {tokens}
+
+  Watch the operator refresh the access token in Secret {running.secret} (values are never
+  shown here; read them from the Secret):
+    {watch}
+
+  The operator's log follows. Ctrl-C stops everything and removes the state.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,83 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signals()
     dev_dir: Path = args.dev_dir
     dev_dir.mkdir(parents=True, exist_ok=True)
-    logs = dev_dir / "logs"
-    kubeconfig = dev_dir / "kubeconfig"
-    started = time.monotonic()
     code: int | None = None
     try:
-        # Leaving the stack stops what was started in reverse order: the operator first, the
-        # control plane last.
         with contextlib.ExitStack() as stack:
-            cluster = stack.enter_context(
-                start_control_plane(state_dir=dev_dir / "controlplane", log=_say)
-            )
-            shutil.copyfile(cluster.kubeconfig, kubeconfig)
-            kubeconfig.chmod(0o600)
-            stack.callback(kubeconfig.unlink, missing_ok=True)
-            _say(f"control plane ready in {time.monotonic() - started:.1f}s: {cluster.server}")
-
-            service = stack.enter_context(
-                run_token_service(
-                    dev_dir / "tokenservice", logs, access_token_ttl=args.access_token_ttl, log=_say
-                )
-            )
-            _say(f"token service ready: {service.url}")
-
-            client = cluster.client()
-            ensure_namespace(client, NAMESPACE)
-            # `init` runs once per TokenWorkspace of the example (one here); its credential goes
-            # from memory into the workspace's Secret.
-            applied = apply_example(
-                client, EXAMPLE, NAMESPACE, service.url, lambda ws: service.init(ws, ADMIN)
-            )
-            _say(f"applied {EXAMPLE.relative_to(REPO)} to namespace {NAMESPACE}")
-
-            metrics_port = free_port()
-            operator_args = (
-                "--all-namespaces",
-                "--standalone",  # one replica: no peering objects to set up
-                "--log-format=full",  # read by people: with times and the object each line is about
-                "--liveness-port=0",
-                f"--metrics-port={metrics_port}",
-            )
-            operator = start_operator(
-                kubeconfig, logs / "operator.log", OPERATOR_SETTINGS, operator_args
-            )
-            stack.callback(operator.stop)
-            _say(f"started apitoken-operator (pid {operator.pid}), log {operator.log_path}")
-            if not cluster.managed:
-                stack.callback(_delete_namespace, client, NAMESPACE)
-
-            api_tokens = [d for d in applied if d["kind"] == "ApiToken"]
-            tokens = " ".join(d["metadata"]["name"] for d in api_tokens)
-            secret = api_tokens[0]["spec"].get("secretName", api_tokens[0]["metadata"]["name"])
-            pids = [*cluster.pids, ("apitoken-service", service.process.pid)]
-            pids.append(("apitoken-operator", operator.pid))
-            kubectl = Path(sys.executable).parent / "kubectl"
-            watch = "\n    ".join(watch_commands(kubectl, NAMESPACE, secret))
-            print(
-                f"""
-  kubeconfig     {kubeconfig}
-  token service  {service.url}  (access tokens live {args.access_token_ttl} s)
-  metrics        http://127.0.0.1:{metrics_port}/metrics  (the operator's)
-  namespace      {NAMESPACE}: TokenWorkspace, ApiToken {tokens}
-  processes      {" ".join(f"{n}[{pid}]" for n, pid in pids)}
-  logs           {logs}
-
-  Look around:
-    export KUBECONFIG={kubeconfig}
-    {kubectl} -n {NAMESPACE} get tokenworkspaces,apitokens,secrets
-    {kubectl} -n {NAMESPACE} describe apitoken {tokens}
-
-  Watch the operator refresh the access token in Secret {secret} (values are never shown here;
-  read them from the Secret):
-    {watch}
-
-  The operator's log follows. Ctrl-C stops everything and removes the state.
-""",
-                flush=True,
-            )
+            running, operator = _start(stack, dev_dir, args.access_token_ttl)
+            print(banner(running, args.access_token_ttl, dev_dir / "logs"), flush=True)
             until = None if args.exit_after is None else time.monotonic() + args.exit_after
             code = follow(operator, until)
             if code is not None:

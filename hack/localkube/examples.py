@@ -8,14 +8,17 @@ credential, the way a platform team would create it from `apitoken-service init`
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.codecs import from_dict
+from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import load_in_cluster_generic_resources
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
@@ -47,6 +50,12 @@ def is_token_workspace(doc: Manifest) -> bool:
     return (doc.get("apiVersion"), doc.get("kind")) == TOKEN_WORKSPACE
 
 
+def in_apply_order(docs: list[Manifest]) -> list[Manifest]:
+    """Workspaces first, so that ApiTokens find theirs; otherwise as written. Deleting in the
+    reverse order lets ApiTokens' finalizers use their workspace to the end."""
+    return sorted(docs, key=lambda d: not is_token_workspace(d))
+
+
 def point_at_service(doc: Manifest, url: str, workspace: str) -> Manifest:
     """A copy of a TokenWorkspace manifest that uses the token service at `url`."""
     doc = copy.deepcopy(doc)
@@ -75,7 +84,7 @@ def apply_example(
     # The CRDs' kinds become known to lightkube's loader from the cluster itself.
     load_in_cluster_generic_resources(client)
     applied: list[Manifest] = []
-    for doc in load_manifests(folder):
+    for doc in in_apply_order(load_manifests(folder)):
         doc.setdefault("metadata", {})["namespace"] = namespace  # examples are namespaced
         if is_token_workspace(doc):
             credential = credentials(doc["spec"]["workspace"])
@@ -87,3 +96,30 @@ def apply_example(
         client.apply(from_dict(doc), force=True)
         applied.append(doc)
     return applied
+
+
+def delete_example(client: Client, applied: list[Manifest], timeout: float = 60.0) -> bool:
+    """Delete what `apply_example` applied, last first, each one gone before the next: ApiTokens
+    before their TokenWorkspace, whose credential their finalizers need. False on timeout."""
+    deadline = time.monotonic() + timeout
+    for doc in reversed(applied):
+        # Examples hold namespaced objects only (see apply_example).
+        kind = cast(type[NamespacedResource], type(from_dict(doc)))
+        name, namespace = doc["metadata"]["name"], doc["metadata"]["namespace"]
+        with contextlib.suppress(ApiError):  # already gone
+            client.delete(kind, name, namespace=namespace)
+        while _exists(client, kind, name, namespace):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+    return True
+
+
+def _exists(client: Client, kind: type[NamespacedResource], name: str, namespace: str) -> bool:
+    try:
+        client.get(kind, name, namespace=namespace)
+    except ApiError as e:
+        if e.status.code == 404:
+            return False
+        raise
+    return True

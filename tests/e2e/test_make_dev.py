@@ -17,8 +17,9 @@ from typing import Any, cast
 import pytest
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Namespace, Secret
 
+from localkube import Cluster
 from localkube.controlplane import REPO, use_existing_cluster
 
 pytestmark = pytest.mark.e2e
@@ -122,19 +123,23 @@ def _files_text(folder: Path) -> dict[Path, str]:
     }
 
 
-@pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
-def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
-    dev_dir = tmp_path / "dev"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "hack"), "PYTHONUNBUFFERED": "1"}
+def _start_dev(dev_dir: Path, **env: str) -> tuple[subprocess.Popen[str], Output]:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO / "hack"), "PYTHONUNBUFFERED": "1", **env}
     proc = subprocess.Popen(
-        # Access tokens of 20 s, so that the operator refreshes one while the test watches.
+        # Access tokens of 20 s, so that the operator refreshes one while a test watches.
         [sys.executable, "-m", "localkube", "--dev-dir", str(dev_dir), "--access-token-ttl=20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=full_env,
     )
-    output = Output(proc)
+    return proc, Output(proc)
+
+
+@pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
+def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    dev_dir = tmp_path / "dev"
+    proc, output = _start_dev(dev_dir)
     try:
         banner = output.wait_for("Ctrl-C stops everything", timeout=240)
         kubeconfig = dev_dir / "kubeconfig"
@@ -200,6 +205,38 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         assert not (dev_dir / "tokenservice").exists()
         assert (dev_dir / "logs" / "operator.log").exists()  # kept for after-the-fact reading
         assert not [name for name, pid in pids.items() if _alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_dev_on_an_existing_cluster_removes_what_it_applied(
+    cluster: Cluster, kube: Client, tmp_path: Path
+) -> None:
+    """USE_EXISTING_CLUSTER=true (here: the session's cluster): nothing of the cluster is
+    started or stopped, and Ctrl-C deletes the example and its namespace while the operator
+    still runs, so that its finalizers clean up at the token service and nothing is left."""
+    proc, output = _start_dev(
+        tmp_path / "dev", USE_EXISTING_CLUSTER="true", KUBECONFIG=str(cluster.kubeconfig)
+    )
+    try:
+        banner = output.wait_for("Ctrl-C stops everything", timeout=120)
+        pids = _started_pids(banner)
+        assert set(pids) == {"apitoken-service", "apitoken-operator"}, banner
+        _poll(f"ApiToken {API_TOKEN} Ready", lambda: _ready(kube), 120, output)
+
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        out = output.close(timeout=10)
+        assert proc.returncode == 0, out
+        assert f"deleting examples/01-basic and namespace {NAMESPACE}" in out
+        assert "not removed" not in out, out
+        with pytest.raises(ApiError) as gone:
+            kube.get(Namespace, NAMESPACE)
+        assert gone.value.status.code == 404
+        assert not [name for name, pid in pids.items() if _alive(pid)]
+        assert kube.get(Namespace, "default")  # the cluster itself is untouched
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -61,6 +61,15 @@ def test_point_at_service_sets_url_and_workspace_on_a_copy() -> None:
     assert doc["spec"]["url"] == "http://127.0.0.1:8080"  # the loaded manifest is untouched
 
 
+def test_workspaces_are_applied_first_and_the_rest_as_written() -> None:
+    def doc(kind: str, name: str) -> dict[str, Any]:
+        return {"apiVersion": "apitoken.dev/v1alpha1", "kind": kind, "metadata": {"name": name}}
+
+    docs = [doc("ApiToken", "a"), doc("TokenWorkspace", "w"), doc("ApiToken", "b")]
+    ordered = examples.in_apply_order(docs)
+    assert [d["metadata"]["name"] for d in ordered] == ["w", "a", "b"]
+
+
 def test_credential_repr_hides_the_refresh_token() -> None:
     credential = WorkspaceCredential(workspace="acme", refresh_token="rt_secret-value")
     assert "rt_secret-value" not in repr(credential)
