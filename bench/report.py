@@ -110,6 +110,11 @@ def render(results: Results) -> str:
     for runs in results.backends:
         out.append(_load_row(runs.version, closed_load, runs.closed))
         out.append(_load_row(runs.version, open_load, runs.open))
+        if runs.open_sustainable is not None:
+            rate = _n(runs.open_sustainable["target_rate"])
+            out.append(
+                _load_row(runs.version, f"open, {rate}/s (half of closed)", runs.open_sustainable)
+            )
     out += [
         "",
         "Baselines, measured in the same run:",
@@ -157,6 +162,9 @@ def render(results: Results) -> str:
         f"and latency runs from the scheduled start, so queueing in the service is not hidden "
         f"(no coordinated omission). {_n(options.warmup_s)} s warm-up, "
         f"{_n(options.duration_s)} s measured.",
+        "- **Open loop at half capacity**: the same at half the closed-loop throughput "
+        "(rounded down to tens), on fresh token chains, when that is below the fixed rate: the "
+        "latency of a service that keeps up with its load.",
         "- **Load generator**: a separate process (`bench/loadgen.py`, uvloop, a minimal "
         "HTTP/1.1 keep-alive client that parses only the status, Content-Length and the JSON "
         "body). Its ceiling is measured in the same run against a trivial endpoint "

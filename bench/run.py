@@ -134,6 +134,8 @@ class BackendRuns:
     version: str
     closed: dict[str, Any]
     open: dict[str, Any]
+    # Open loop at half the closed-loop throughput: latency when the service keeps up.
+    open_sustainable: dict[str, Any] | None = None
     profile_top: str = ""
 
 
@@ -241,10 +243,39 @@ def measure_backend(
         opened["service_cpu_us_per_request"] = _per_request_us(
             machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
         )
+        sustainable = sustainable_rate(closed["throughput"])
+        opened_sustainable: dict[str, Any] | None = None
+        if 0 < sustainable < options.rate:
+            chains = create_refresh_tokens(
+                service.base_url, admin_access_token, options.open_tokens, "sustainable"
+            )
+            _log(f"{backend}: open loop at half the closed-loop throughput, {sustainable:g}/s")
+            cpu_before = machine.process_cpu_seconds(service.pid)
+            opened_sustainable = run_load(
+                LoadSpec(
+                    host="127.0.0.1",
+                    port=port,
+                    tokens=chains,
+                    mode="open",
+                    duration_s=options.duration_s,
+                    warmup_s=options.warmup_s,
+                    rate=sustainable,
+                ),
+                workdir,
+            )
+            opened_sustainable["service_cpu_us_per_request"] = _per_request_us(
+                machine.process_cpu_seconds(service.pid) - cpu_before, opened_sustainable["sent"]
+            )
     failures = {*closed["errors"], *opened["errors"]} - {"unfinished at the time limit"}
     if failures:
         _log(f"{backend}: the service's log ends with:\n{log_path.read_text()[-2000:]}")
-    runs = BackendRuns(backend=backend, version=version, closed=closed, open=opened)
+    runs = BackendRuns(
+        backend=backend,
+        version=version,
+        closed=closed,
+        open=opened,
+        open_sustainable=opened_sustainable,
+    )
     if profile_path is not None:
         runs.profile_top = profile_closed_loop(
             database_url, env, options, workdir, admin_access_token, profile_path
@@ -285,6 +316,11 @@ def profile_closed_loop(
         )
         os.kill(service.pid, signal.SIGUSR2)
     return report.profile_summary(str(profile_path))
+
+
+def sustainable_rate(closed_loop_throughput: float) -> float:
+    """Half the measured capacity, rounded down to tens: a load the service should keep up with."""
+    return float(int(closed_loop_throughput / 2 / 10) * 10)
 
 
 def _per_request_us(cpu_s: float, requests: int) -> float:
