@@ -43,6 +43,7 @@ APITOKENS = "apitokens"
 TOKENWORKSPACES = "tokenworkspaces"
 CLUSTERTOKENWORKSPACES = "clustertokenworkspaces"
 T = TypeVar("T")
+DELETION_RECHECK = timedelta(seconds=15)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,12 +175,28 @@ async def apitoken_spec_changed(
     await _reconcile_token(memo, namespace, name, uid, retry)
 
 
-@kopf.on.update(GROUP, VERSION, APITOKENS, field="metadata.annotations", registry=registry)
-async def apitoken_annotated(
-    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+@kopf.on.event(
+    GROUP,
+    VERSION,
+    APITOKENS,
+    annotations={names.ANNOTATION_REISSUE: kopf.PRESENT},
+    registry=registry,
+)
+async def apitoken_reissue_requested(
+    uid: str | None,
+    annotations: kopf.Annotations,
+    status: kopf.Status,
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    # apitoken.dev/reissue asks for a new token; the core ignores other annotations.
-    await _reconcile_token(memo, namespace, name, uid, retry)
+    # Kopf's diffs leave out annotations under its storage prefix (ours, apitoken.dev/), so an
+    # update handler never sees apitoken.dev/reissue: watch events do. A value not yet handled
+    # (status.lastReissueRequest) wakes the daemon, which re-issues.
+    value = annotations.get(names.ANNOTATION_REISSUE)
+    if value and value != status.get("lastReissueRequest"):
+        logger.info("re-issue requested (%s): waking the daemon", names.ANNOTATION_REISSUE)
+        _runtime(memo).wake(uid)
 
 
 @kopf.on.resume(GROUP, VERSION, APITOKENS, registry=registry)
@@ -200,6 +217,10 @@ async def apitoken_deleted(
     delay = rt.timing.recheck_interval
     if result.requeue_at is not None:
         delay = max(result.requeue_at - rt.clock(), timedelta(seconds=1))
+    # Kopf sees no change of apitoken.dev/ annotations (see above): look again often enough
+    # that apitoken.dev/abandon takes effect soon. The core still waits out its backoff
+    # before calling the service again.
+    delay = min(delay, DELETION_RECHECK)
     condition = result.status.condition("Reconciling") or result.status.condition("Ready")
     message = condition.message if condition is not None else "cleanup pending"
     raise kopf.TemporaryError(message, delay=delay.total_seconds())

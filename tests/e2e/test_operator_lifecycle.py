@@ -177,7 +177,10 @@ def test_lifetime_change_reissues_and_template_change_does_not(
 
 
 def test_reissue_annotation_mints_a_new_token_once(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client,
+    workspace: Workspace,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
 ) -> None:
     ns = workspace.namespace
     created = api_token(kube, ns, deletionPolicy="Disable")
@@ -194,6 +197,8 @@ def test_reissue_annotation_mints_a_new_token_once(
     )
     statuses = {t["id"]: t["status"] for t in service_admin.tokens_of(created.metadata.uid)}
     assert statuses == {old: "disabled", new: "active"}
+    # The annotation was noticed from its watch event, not at the next scheduled refresh.
+    assert "re-issue requested" in running_operator.logs()
 
 
 def test_disabled_disables_the_token_and_empties_the_secret(
