@@ -191,6 +191,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
     rt.token_workspaces.pop(uid, None)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
         del rt.secret_owners[(namespace, secret_name)]
+        rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
 
 

@@ -4,6 +4,7 @@ recreate a deleted one, repair an edited one; ClusterTokenWorkspace.allowedNames
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,8 +65,18 @@ def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | No
     return annotations.get("apitoken.dev/token-id")
 
 
+def requests(operator: RunningOperator, method: str, path: str) -> int:
+    """How many Kubernetes API requests the operator logged for exactly this path."""
+    # The log is JSON: the quote before HTTP/1.1 is escaped.
+    pattern = re.compile(rf'HTTP Request: {method} \S*{re.escape(path)}(\?\S*)? \\"HTTP/1\.1')
+    return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
+
+
 def test_a_secret_the_operator_does_not_manage_is_left_alone(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client,
+    workspace: Workspace,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
 ) -> None:
     ns = workspace.namespace
     kube.create(
@@ -75,6 +86,18 @@ def test_a_secret_the_operator_does_not_manage_is_left_alone(
     obj = with_reason(kube, ns, "SecretConflict")
     assert condition(obj, "Ready") == "False"
     assert condition(obj, "Stalled") == "True"
+    # Looked at again every recheck interval, the status is not written again: it is unchanged.
+    path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
+    runs, writes = (
+        requests(running_operator, "GET", path),
+        requests(running_operator, "PATCH", path + "/status"),
+    )
+    assert runs >= 1 and writes >= 1
+    eventually(
+        "another run", lambda: requests(running_operator, "GET", path) >= runs + 1, timeout=20
+    )
+    assert requests(running_operator, "PATCH", path + "/status") == writes
+    assert status_of(kube.get(ApiToken, "tok", namespace=ns)) == status_of(obj)
     assert secret_data(kube, ns, "tok") == {"mine": "keep me"}
     secret = kube.get(Secret, "tok", namespace=ns)
     assert secret.metadata is not None and not secret.metadata.ownerReferences
