@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import yaml
-from lightkube import Client, KubeConfig
+from lightkube import ApiError, Client, KubeConfig
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from localkube import pki as pki_mod
@@ -74,11 +75,12 @@ def wait_until(
 
 
 def apply_crds(client: Client, paths: Sequence[Path], timeout: float = 60.0) -> list[str]:
-    """Server-side apply every CRD in `paths` (files or folders) and wait until Established."""
+    """Server-side apply every CRD in `paths` (files or folders); wait until each is
+    Established and its resources can be listed."""
     files: list[Path] = []
     for p in paths:
         files.extend(sorted(p.glob("*.yaml")) if p.is_dir() else [p])
-    names: list[str] = []
+    docs: list[dict[str, Any]] = []
     for f in files:
         for doc in yaml.safe_load_all(f.read_text()):
             if not doc:
@@ -88,15 +90,36 @@ def apply_crds(client: Client, paths: Sequence[Path], timeout: float = 60.0) -> 
             # from_dict is typed as returning its mix-in; the class is the one we asked for.
             crd = cast(CustomResourceDefinition, CustomResourceDefinition.from_dict(doc))
             client.apply(crd, force=True)
-            names.append(str(doc["metadata"]["name"]))
+            docs.append(doc)
+    names = [str(doc["metadata"]["name"]) for doc in docs]
 
     def established(name: str) -> bool:
         crd = client.get(CustomResourceDefinition, name)
         conditions = (crd.status.conditions if crd.status else None) or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    for name in names:
+    def servable(doc: dict[str, Any]) -> bool:
+        # An Established CRD still answers lists with 429 "storage is (re)initializing" until
+        # its watch cache is filled; an operator starting then logs errors and retries.
+        spec = doc["spec"]
+        version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+        resource = (spec["group"], version, spec["names"]["kind"], spec["names"]["plural"])
+        try:
+            if spec["scope"] == "Namespaced":
+                namespaced = create_namespaced_resource(*resource)
+                next(iter(client.list(namespaced, namespace="*", chunk_size=1)), None)
+            else:
+                next(iter(client.list(create_global_resource(*resource), chunk_size=1)), None)
+        except ApiError as e:
+            if e.status.code == 429:
+                return False
+            raise
+        return True
+
+    for doc in docs:
+        name = str(doc["metadata"]["name"])
         wait_until(f"CRD {name}", functools.partial(established, name), timeout)
+        wait_until(f"CRD {name} served", functools.partial(servable, doc), timeout)
     return names
 
 
