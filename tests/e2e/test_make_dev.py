@@ -197,7 +197,9 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         out = output.close(timeout=10)
         assert proc.returncode == 0, out
         assert "stopped and cleaned up" in out
-        for where, text in [("make dev output", out), *logs_before_stop.items()]:
+        logs_after_stop = _files_text(dev_dir / "logs")  # kept, so they must stay clean too
+        haystacks = [("make dev output", out), *logs_before_stop.items(), *logs_after_stop.items()]
+        for where, text in haystacks:
             leaked = [v[:8] for v in values if v in text]
             assert not leaked, f"token values starting {leaked} in {where}"
         assert not kubeconfig.exists()
