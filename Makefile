@@ -46,7 +46,7 @@ lint: venv ## ruff, mypy --strict and the import-linter contracts.
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy operator/apitoken_operator tokenservice/apitoken_service hack/localkube tests bench
-	.venv/bin/lint-imports
+	.venv/bin/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: venv ## Format and autofix.
