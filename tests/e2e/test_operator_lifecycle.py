@@ -87,9 +87,14 @@ def test_generate_writes_the_secret_and_status(
     assert status["observedGeneration"] == 1
     # Kopf's finalizer and bookkeeping live under apitoken.dev.
     assert obj.metadata.finalizers == ["apitoken.dev/finalizer"]
-    kopf_annotations = set(obj.metadata.annotations or {})
-    assert "apitoken.dev/last-handled-configuration" in kopf_annotations
-    assert {k.split("/")[0] for k in kopf_annotations} == {"apitoken.dev"}
+
+    def kopf_annotations() -> set[str]:
+        meta = kube.get(ApiToken, "tok", namespace=ns).metadata
+        keys = set((meta.annotations if meta else None) or {})
+        return keys if "apitoken.dev/last-handled-configuration" in keys else set()
+
+    keys = eventually("Kopf's last-handled annotation", kopf_annotations)
+    assert {k.split("/")[0] for k in keys} == {"apitoken.dev"}
 
 
 def token_id(kube: Client, namespace: str, name: str = "tok") -> str:

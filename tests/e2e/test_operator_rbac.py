@@ -102,7 +102,7 @@ def running_operator(
         kube.apply(obj, force=True)
     directory = tmp_path_factory.mktemp("operator-rbac")
     kubeconfig = service_account_kubeconfig(kube, cluster, directory / "kubeconfig")
-    with start_operator(directory, kubeconfig) as running:
+    with start_operator(directory, kubeconfig, wait=False) as running:
         yield running
 
 

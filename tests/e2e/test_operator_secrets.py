@@ -46,6 +46,17 @@ def ready(kube: Client, namespace: str, name: str = "tok") -> Any:
     return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
 
 
+def ready_with(kube: Client, namespace: str, token_id: str, name: str = "tok") -> Any:
+    """Ready, and the status describes `token_id` (a stale Ready from before does not count)."""
+
+    def probe() -> Any:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        ok = condition(obj, "Ready") == "True" and status_of(obj).get("tokenId") == token_id
+        return obj if ok else None
+
+    return eventually(f"ApiToken {name} Ready with token {token_id}", probe, timeout=30)
+
+
 def with_reason(kube: Client, namespace: str, wanted: str, name: str = "tok") -> Any:
     def probe() -> Any:
         obj = kube.get(ApiToken, name, namespace=namespace)
@@ -121,7 +132,7 @@ def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
         return tid if tid and tid != old else None
 
     new = eventually("the Secret to be recreated with a new token", recreated, timeout=20)
-    assert status_of(ready(kube, ns))["tokenId"] == new
+    ready_with(kube, ns, new)
     eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
     assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
 
@@ -148,7 +159,7 @@ def test_an_edited_managed_secret_is_repaired(
         return tid if ok else None
 
     new = eventually("the Secret to be repaired", repaired, timeout=20)
-    assert status_of(ready(kube, ns))["tokenId"] == new
+    ready_with(kube, ns, new)
     data = secret_data(kube, ns, "tok")
     assert data is not None and service_admin.introspect(data["access_token"])["active"]
     eventually("the old token to be deleted", lambda: service_admin.token(old) is None)

@@ -103,6 +103,19 @@ class RunningOperator:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_ready(self) -> None:
+        """Until Kopf serves its liveness endpoint (started, logged in, watching)."""
+
+        def alive_and_ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"apitoken-operator exited early:\n{self.logs()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+                return httpx.get(url, timeout=1).status_code == 200
+            return False
+
+        eventually("the operator's liveness endpoint", alive_and_ready, timeout=60)
+
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
@@ -125,8 +138,11 @@ def start_operator(
     *,
     namespaces: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    wait: bool = True,
 ) -> Iterator[RunningOperator]:
-    """`apitoken-operator run` with fast settings; stops exactly that process afterwards."""
+    """`apitoken-operator run` with fast settings; stops exactly that process afterwards.
+    With wait=False it returns at once (the caller starts other things meanwhile and calls
+    `wait_ready`)."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "operator.log"
     metrics_port, liveness_port = free_loopback_port(), free_loopback_port()
@@ -152,16 +168,8 @@ def start_operator(
         )
     running = RunningOperator(process, log_path, metrics_port, liveness_port)
     try:
-
-        def alive_and_ready() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"apitoken-operator exited early:\n{running.logs()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                url = f"http://127.0.0.1:{liveness_port}/healthz"
-                return httpx.get(url, timeout=1).status_code == 200
-            return False
-
-        eventually("the operator's liveness endpoint", alive_and_ready, timeout=60)
+        if wait:
+            running.wait_ready()
         yield running
     finally:
         _stop(process)
@@ -274,7 +282,9 @@ def operator_namespace(kube: Client) -> str:
 def running_operator(
     cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningOperator]:
-    with start_operator(tmp_path_factory.mktemp("operator"), cluster.kubeconfig) as running:
+    # Not waited for here: the token service starts meanwhile; `workspace` waits.
+    directory = tmp_path_factory.mktemp("operator")
+    with start_operator(directory, cluster.kubeconfig, wait=False) as running:
         yield running
 
 
@@ -316,10 +326,12 @@ def release_leftovers(kube: Client, namespace: str) -> None:
 def workspace(
     kube: Client,
     namespace: str,
-    service_admin: ServiceAdmin,
     running_operator: RunningOperator,
+    service_admin: ServiceAdmin,
 ) -> Iterator[Workspace]:
-    """A bootstrap Secret and a Ready TokenWorkspace "main" in the test's namespace."""
+    """A bootstrap Secret and a Ready TokenWorkspace "main" in the test's namespace.
+    (The operator is requested before the service so both start at the same time.)"""
+    running_operator.wait_ready()
     value = service_admin.new_bootstrap_value(f"operator-{namespace}")
     kube.create(
         Secret(
