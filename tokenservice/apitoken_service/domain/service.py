@@ -330,12 +330,27 @@ class TokenService:
     # -- the refresh grant -------------------------------------------------------------------
 
     async def refresh(self, presented: str, now: datetime) -> GrantResult:
-        """RFC 6749 section 6 with rotation: one read and, when rotating, one conditional write."""
+        """RFC 6749 section 6 with rotation. The common case is one conditional write that
+        rotates the presented current token; anything else (a grace retry, a replay, a disabled,
+        expired or unknown token, rotation switched off) reads the token and decides."""
         if not refresh_tokens.looks_like_refresh_token(presented):
             raise InvalidGrant("the refresh token is not valid")
         digest = refresh_tokens.digest(self._digest_key, presented)
-        state = await self.storage.find_refresh(digest)
         now_ms = to_millis(now)
+        if self.policy.rotate_refresh_tokens:
+            successor = refresh_tokens.successor(self._rotation_key, presented)
+            successor_digest = refresh_tokens.digest(self._digest_key, successor)
+            rotated = await self.storage.rotate_refresh(digest, successor_digest, now_ms)
+            if rotated is not None:
+                return self._grant(
+                    rotated.workspace,
+                    rotated.owner,
+                    rotated.token_id,
+                    successor,
+                    rotated.expires_at_ms,
+                    now,
+                )
+        state = await self.storage.find_refresh(digest)
         if state is None:
             raise InvalidGrant("the refresh token is not valid")
         if state.status != "active":
@@ -347,21 +362,19 @@ class TokenService:
             return self._grant(
                 state.workspace, state.owner, state.token_id, presented, state.expires_at_ms, now
             )
-
-        successor = refresh_tokens.successor(self._rotation_key, presented)
-        successor_digest = refresh_tokens.digest(self._digest_key, successor)
         if secrets.compare_digest(state.current_digest, digest):
-            if await self.storage.rotate_refresh(state.token_id, digest, successor_digest, now_ms):
+            # Current, active and unexpired, yet the write above matched nothing: the token
+            # changed in between. Try once more, then decide as for a retry.
+            rotated = await self.storage.rotate_refresh(digest, successor_digest, now_ms)
+            if rotated is not None:
                 return self._grant(
-                    state.workspace,
-                    state.owner,
-                    state.token_id,
+                    rotated.workspace,
+                    rotated.owner,
+                    rotated.token_id,
                     successor,
-                    state.expires_at_ms,
+                    rotated.expires_at_ms,
                     now,
                 )
-            # Lost a race: a concurrent request rotated the same token to the same successor
-            # (or it was disabled meanwhile). Read again and decide as for a retry.
             state = await self.storage.find_refresh(digest)
             if state is None or state.status != "active":
                 raise InvalidGrant("the token is disabled")

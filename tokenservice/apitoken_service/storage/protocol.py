@@ -8,6 +8,7 @@ from typing import Protocol
 from apitoken_service.storage.records import (
     MemberRecord,
     RefreshState,
+    RotatedRefresh,
     SigningKeyRecord,
     TokenQuery,
     TokenRecord,
@@ -61,12 +62,13 @@ class Storage(Protocol):
     async def delete_token(self, workspace: str, token_id: str) -> bool: ...
     async def count_tokens_by_status(self, now: datetime) -> dict[str, int]: ...
 
-    # The token endpoint: one read and one conditional write.
+    # The token endpoint: usually one conditional write; a read only when it matched nothing.
     async def find_refresh(self, digest: bytes) -> RefreshState | None: ...
     async def rotate_refresh(
-        self, token_id: str, presented: bytes, successor: bytes, now_ms: int
-    ) -> bool:
-        """Swap the current digest for `successor` if it is still `presented`."""
+        self, presented: bytes, successor: bytes, now_ms: int
+    ) -> RotatedRefresh | None:
+        """In one statement: swap the current digest `presented` for `successor` if the token
+        is active and unexpired; None when no token matched (then read and decide)."""
 
     async def touch_refresh(self, token_id: str, now_ms: int) -> None:
         """Record use without rotation (rotation switched off)."""

@@ -49,6 +49,16 @@ class RefreshState:
 
 
 @dataclass(frozen=True, slots=True)
+class RotatedRefresh:
+    """The token whose current refresh token was just rotated (expiry in epoch ms)."""
+
+    token_id: str
+    workspace: str
+    owner: str
+    expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class TokenQuery:
     workspace: str
     owner: str | None  # None: every member's tokens

@@ -30,6 +30,7 @@ from apitoken_service.storage import migrations
 from apitoken_service.storage.records import (
     MemberRecord,
     RefreshState,
+    RotatedRefresh,
     SigningKeyRecord,
     TokenQuery,
     TokenRecord,
@@ -100,12 +101,14 @@ _FIND_REFRESH = select(
         tokens.c.previous_digest == bindparam("digest"),
     )
 )
+# The common refresh in one round trip: the presented token is the current one of an active,
+# unexpired token. The WHERE clause is the compare-and-swap that decides concurrent refreshes.
 _ROTATE = (
     update(tokens)
     .where(
-        tokens.c.id == bindparam("token_id"),
         tokens.c.refresh_digest == bindparam("presented"),
         tokens.c.status == "active",
+        tokens.c.expires_at > bindparam("now"),
     )
     .values(
         previous_digest=bindparam("presented"),
@@ -113,6 +116,7 @@ _ROTATE = (
         rotated_at=bindparam("now"),
         last_used_at=bindparam("now"),
     )
+    .returning(tokens.c.id, tokens.c.workspace, tokens.c.owner, tokens.c.expires_at)
 )
 
 _TOUCH = (
@@ -182,10 +186,11 @@ class _DirectSqlite:
     async def first(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
     ) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._conn.execute(
+        # fetchall: a statement with RETURNING commits only once it has run to completion.
+        rows: list[tuple[Any, ...]] = self._conn.execute(
             *self._compiled(statement, params)
-        ).fetchone()
-        return row
+        ).fetchall()
+        return rows[0] if rows else None
 
     async def write(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
@@ -558,13 +563,15 @@ class SqlStorage:
         )
 
     async def rotate_refresh(
-        self, token_id: str, presented: bytes, successor: bytes, now_ms: int
-    ) -> bool:
-        changed = await self._write(
-            _ROTATE,
-            {"token_id": token_id, "presented": presented, "successor": successor, "now": now_ms},
+        self, presented: bytes, successor: bytes, now_ms: int
+    ) -> RotatedRefresh | None:
+        row = await self._first(
+            _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
         )
-        return changed == 1
+        if row is None:
+            return None
+        token_id, workspace, owner, expires_at = row
+        return RotatedRefresh(token_id, workspace, owner, expires_at)
 
     async def touch_refresh(self, token_id: str, now_ms: int) -> None:
         await self._write(_TOUCH, {"token_id": token_id, "now": now_ms})
