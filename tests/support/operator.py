@@ -99,6 +99,19 @@ class RunningOperator:
     log_path: Path
     metrics_port: int
     liveness_port: int
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def restart(self, *, crash: bool) -> None:
+        """Stop the process (SIGKILL when `crash`, as a node failure would) and start it again
+        with the same command line, ports and log file."""
+        if crash:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        else:
+            _stop(self.process)
+        self.process = _spawn(self.argv, self.env, self.log_path)
+        self.wait_ready()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -129,6 +142,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
 
 
 @contextlib.contextmanager
@@ -162,17 +182,14 @@ def start_operator(
     full_env.update(FAST_SETTINGS)
     full_env.update(env or {})
     full_env["KUBECONFIG"] = str(kubeconfig)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env
-        )
-    running = RunningOperator(process, log_path, metrics_port, liveness_port)
+    process = _spawn(argv, full_env, log_path)
+    running = RunningOperator(process, log_path, metrics_port, liveness_port, argv, full_env)
     try:
         if wait:
             running.wait_ready()
         yield running
     finally:
-        _stop(process)
+        _stop(running.process)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +250,20 @@ class ServiceAdmin:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    def create_tagged(self, external_ref: str, name: str = "stray") -> str:
+        """A token tagged with an ApiToken's UID that no Secret holds, as a crash between
+        creating a token and writing its Secret would leave behind. Its id."""
+        response = self.http.post(
+            self._tokens(),
+            json={"name": name, "lifetimeDays": 1, "externalRef": external_ref},
+            headers=self._bearer(),
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        self.seen_values.update((body["accessToken"], body["refreshToken"]))
+        SEEN_VALUES.update((body["accessToken"], body["refreshToken"]))
+        return str(body["id"])
 
     def disable(self, token_id: str) -> None:
         """Disable a token behind the operator's back (as a person on the admin page would)."""
