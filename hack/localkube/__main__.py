@@ -13,6 +13,7 @@ import contextlib
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -241,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"apitoken-operator exited with code {code}; stopping everything")
     except KeyboardInterrupt:
         pass
+    except (RuntimeError, TimeoutError, subprocess.SubprocessError) as e:
+        # A process that died or never got ready: its message holds the log tail; the traceback
+        # of the harness would only bury it.
+        _say(f"failed: {e}")
+        code = 1
     _say("stopped and cleaned up")
     return 0 if code is None else 1
 

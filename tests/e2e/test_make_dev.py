@@ -100,7 +100,10 @@ def _poll(what: str, check: Callable[[], bool], timeout: float, output: Output) 
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout:.0f}s:\n{output.text()[-6000:]}")
+            # Without the operator's per-request lines, which would push out what matters.
+            lines = [ln for ln in output.text().splitlines() if "HTTP Request:" not in ln]
+            tail = "\n".join(lines[-80:])
+            raise AssertionError(f"{what} not within {timeout:.0f}s:\n{tail}")
         time.sleep(1)
 
 
