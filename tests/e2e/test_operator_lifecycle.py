@@ -25,6 +25,7 @@ from support.operator import (
     eventually,
     operator_namespace,
     reason,
+    requests,
     running_operator,
     secret_data,
     service_admin,
@@ -55,6 +56,8 @@ def test_generate_writes_the_secret_and_status(
     created = api_token(
         kube,
         ns,
+        # A GitOps tool's tracking label on the ApiToken never reaches the Secret.
+        labels={"app.kubernetes.io/instance": "argocd-app"},
         lifetimeDays=7,
         secretTemplate={"labels": {"team": "billing"}, "annotations": {"note": "hi"}},
     )
@@ -207,7 +210,10 @@ def test_reissue_annotation_mints_a_new_token_once(
 
 
 def test_disabled_disables_the_token_and_empties_the_secret(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client,
+    workspace: Workspace,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
 ) -> None:
     ns = workspace.namespace
     api_token(kube, ns)
@@ -232,6 +238,18 @@ def test_disabled_disables_the_token_and_empties_the_secret(
 
     data = eventually("the Secret to hold no usable token", emptied)
     assert set(data) == {"token_type", "expires_at"}
+    # No more refreshes: looked at again, the operator writes the Secret no more.
+    token_path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
+    secret_path = f"/api/v1/namespaces/{ns}/secrets/tok"
+    runs = requests(running_operator, "GET", token_path)
+    writes = requests(running_operator, "PATCH", secret_path)
+    eventually(
+        "another run",
+        lambda: requests(running_operator, "GET", token_path) > runs,
+        timeout=20,
+    )
+    assert requests(running_operator, "PATCH", secret_path) == writes
+    assert secret_data(kube, ns, "tok") == data
     # Irreversible: the API server refuses turning it back on.
     with pytest.raises(ApiError) as refused:
         merge(kube, ns, {"spec": {"disabled": False}})

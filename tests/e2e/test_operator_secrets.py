@@ -4,7 +4,6 @@ recreate a deleted one, repair an edited one; ClusterTokenWorkspace.allowedNames
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from support.operator import (
     operator_namespace,
     reason,
     release_leftovers,
+    requests,
     running_operator,
     secret_data,
     service_admin,
@@ -74,13 +74,6 @@ def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | No
         raise
     annotations = (secret.metadata.annotations if secret.metadata else None) or {}
     return annotations.get("apitoken.dev/token-id")
-
-
-def requests(operator: RunningOperator, method: str, path: str) -> int:
-    """How many Kubernetes API requests the operator logged for exactly this path."""
-    # The log is JSON: the quote before HTTP/1.1 is escaped.
-    pattern = re.compile(rf'HTTP Request: {method} \S*{re.escape(path)}(\?\S*)? \\"HTTP/1\.1')
-    return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
 
 
 def test_a_secret_the_operator_does_not_manage_is_left_alone(

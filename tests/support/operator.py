@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,7 @@ __all__ = [
     "operator_namespace",
     "reason",
     "release_leftovers",
+    "requests",
     "running_operator",
     "secret_data",
     "service_admin",
@@ -397,10 +399,23 @@ def workspace(
 
 
 def api_token(
-    kube: Client, namespace: str, name: str = "tok", workspace: str = "main", **spec: Any
+    kube: Client,
+    namespace: str,
+    name: str = "tok",
+    workspace: str = "main",
+    labels: dict[str, str] | None = None,
+    **spec: Any,
 ) -> Any:
     body = {"workspaceRef": {"name": workspace}, **spec}
-    return kube.create(ApiToken(metadata=ObjectMeta(name=name, namespace=namespace), spec=body))
+    meta = ObjectMeta(name=name, namespace=namespace, labels=labels)
+    return kube.create(ApiToken(metadata=meta, spec=body))
+
+
+def requests(operator: RunningOperator, method: str, path: str) -> int:
+    """How many Kubernetes API requests the operator logged for exactly this path."""
+    # The log is JSON: the quote before HTTP/1.1 is escaped.
+    pattern = re.compile(rf'HTTP Request: {method} \S*{re.escape(path)}(\?\S*)? \\"HTTP/1\.1')
+    return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
 
 
 def status_of(obj: Any) -> dict[str, Any]:
