@@ -129,6 +129,30 @@ async def test_request_size_limit(limited: httpx.AsyncClient) -> None:
     assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_token_endpoint_refuses_large_bodies(limited: httpx.AsyncClient) -> None:
+    by_length = await limited.post(
+        "/oauth2/token",
+        content=b"grant_type=refresh_token&refresh_token=" + b"x" * 4096,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+
+    async def streamed() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 1024
+
+    # Without Content-Length: counted as it arrives.
+    by_count = await limited.post(
+        "/oauth2/token",
+        content=streamed(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+
+    for response in (by_length, by_count):
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["status"] == 413
+
+
 async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).json() == {"status": "ready"}

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from apitoken_service import __version__
 from apitoken_service.api import (
@@ -17,9 +18,10 @@ from apitoken_service.api import (
     routes_wellknown,
 )
 from apitoken_service.api.deps import Runtime
-from apitoken_service.api.middleware import LimitRequestBody, ObserveRequests
+from apitoken_service.api.middleware import LimitRequestBody, ObserveRequests, RequestRecorder
 from apitoken_service.api.problems import install_problem_handlers
-from apitoken_service.api.routes_oauth import TokenEndpointFastPath
+from apitoken_service.api.routes_oauth import TOKEN_PATH
+from apitoken_service.api.token_endpoint import TokenEndpoint
 from apitoken_service.clock import Clock, utc_now
 from apitoken_service.metrics import Metrics
 from apitoken_service.rate_limit import RateLimiter
@@ -27,7 +29,19 @@ from apitoken_service.settings import Settings
 from apitoken_service.startup import open_service
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
+class TokenServiceApp(FastAPI):
+    """FastAPI, except that `POST /oauth2/token` goes straight to its plain ASGI handler."""
+
+    token_endpoint: TokenEndpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope["method"] == "POST":
+            await self.token_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> TokenServiceApp:
     runtime = Runtime(
         settings=settings,
         clock=clock,
@@ -53,7 +67,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
             runtime.opened = None
             await opened.close()
 
-    app = FastAPI(
+    app = TokenServiceApp(
+        # FastAPI's native OpenTelemetry would start tracing as soon as anything in the process
+        # configures a global provider, recording URLs (where a client may misplace a token)
+        # and costing a provider check per request. The service's telemetry is its Prometheus
+        # metrics and JSON logs.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="apitoken-service",
         version=__version__,
         summary="OAuth 2.0 API tokens: workspaces, members, tokens, and a rotating token endpoint.",
@@ -63,8 +82,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     install_problem_handlers(app)
     for module in (routes_tokens, routes_members, routes_oauth, routes_wellknown, routes_ops):
         app.include_router(module.router)
-    # Added last runs first: observe everything, limit bodies, then the token endpoint's fast path.
-    app.add_middleware(TokenEndpointFastPath, runtime=runtime)
+    recorder = RequestRecorder(runtime.metrics, settings.access_log)
+    app.token_endpoint = TokenEndpoint(runtime, recorder)
+    # Added last runs first: observe everything, then limit bodies.
     app.add_middleware(LimitRequestBody, max_bytes=settings.max_request_bytes)
-    app.add_middleware(ObserveRequests, metrics=runtime.metrics, access_log=settings.access_log)
+    app.add_middleware(ObserveRequests, recorder=recorder)
     return app

@@ -5,26 +5,83 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apitoken_service.api.problems import problem
-from apitoken_service.api.routes_oauth import ROUTE_SCOPE_KEY, TOKEN_PATH
+from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.metrics import Metrics
 
 log = logging.getLogger("apitoken_service.access")
 errors = logging.getLogger("apitoken_service.errors")
 
 
-class ObserveRequests:
-    """Counts requests by route template and status, times the token endpoint, writes one
-    structured log line per request, and turns unexpected errors into a 500 problem whose log
-    line names the exception type and place only (messages could quote request data)."""
+def log_unhandled_error(exc: BaseException) -> None:
+    """Names the exception type and place only: messages could quote request data."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    errors.error(
+        "unhandled error",
+        extra={
+            "error": type(exc).__name__,
+            "where": f"{frame.filename}:{frame.lineno}" if frame else None,
+        },
+    )
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool) -> None:
+
+class RequestRecorder:
+    """Counts a finished request by route template and status, times the token endpoint, and
+    writes its access-log line. The label children are looked up once per (route, method,
+    status): prometheus_client's `labels()` costs more than the increment itself."""
+
+    def __init__(self, metrics: Metrics, access_log: bool) -> None:
+        self._metrics = metrics
+        self._access_log = access_log
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[int, Any] = {}
+
+    def record(self, route: str, method: str, status: int, elapsed: float) -> None:
+        key = (route, method, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self._metrics.requests.labels(
+                route, method, str(status)
+            )
+        counter.inc()
+        if route == TOKEN_PATH:
+            latency = self._latencies.get(status)
+            if latency is None:
+                latency = self._latencies[status] = self._metrics.token_latency.labels(str(status))
+            latency.observe(elapsed)
+        if self._access_log and log.isEnabledFor(logging.INFO):
+            # makeRecord and handle, not log.info: the caller's file and line (a stack walk
+            # per request) are of no use in an access log.
+            log.handle(
+                log.makeRecord(
+                    log.name,
+                    logging.INFO,
+                    "",
+                    0,
+                    "request",
+                    (),
+                    None,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "durationMs": round(elapsed * 1000, 3),
+                    },
+                )
+            )
+
+
+class ObserveRequests:
+    """Records every request (see RequestRecorder) and turns unexpected errors into a 500
+    problem whose log line names the exception type and place only."""
+
+    def __init__(self, app: ASGIApp, recorder: RequestRecorder) -> None:
         self.app = app
-        self.metrics = metrics
-        self.access_log = access_log
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,39 +102,14 @@ class ObserveRequests:
             await self.app(scope, receive, observe_send)
         except Exception as exc:
             status = 500
-            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-            errors.error(
-                "unhandled error",
-                extra={
-                    "error": type(exc).__name__,
-                    "where": f"{frame.filename}:{frame.lineno}" if frame else None,
-                },
-            )
+            log_unhandled_error(exc)
             if not response_started:
                 await problem(500, "Internal server error", "the service failed; see its logs")(
                     scope, receive, send
                 )
         finally:
-            elapsed = time.perf_counter() - started
-            route = (
-                scope.get(ROUTE_SCOPE_KEY)
-                or getattr(scope.get("route"), "path", None)
-                or "unmatched"
-            )
-            method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            if route == TOKEN_PATH:
-                self.metrics.token_latency.labels(str(status)).observe(elapsed)
-            if self.access_log:
-                log.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "durationMs": round(elapsed * 1000, 3),
-                    },
-                )
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.recorder.record(route, scope["method"], status, time.perf_counter() - started)
 
 
 class _TooLarge(Exception):

@@ -1,27 +1,24 @@
 """OAuth 2.0 endpoints: token (RFC 6749 refresh grant), revoke (RFC 7009), introspect (RFC 7662).
 
-The token endpoint is the hot path: it parses its form itself (no per-request dependency tree),
-does one read and one conditional write, and signs with a key loaded at start-up.
+The token endpoint is the hot path and is answered before routing (api/token_endpoint.py); its
+route here describes it in the OpenAPI.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from apitoken_service.api.deps import NowDep, Runtime, ServiceDep
+from apitoken_service.api.deps import NowDep, ServiceDep
 from apitoken_service.api.schemas import OAuthErrorBody, TokenResponse
 from apitoken_service.domain.errors import (
     InvalidRequest,
     OAuthError,
     Unauthenticated,
-    UnsupportedGrantType,
 )
 
 router = APIRouter(tags=["oauth2"])
@@ -74,8 +71,6 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 TOKEN_PATH = "/oauth2/token"
-# Where a handler outside the router names its route template for metrics and logs.
-ROUTE_SCOPE_KEY = "apitoken.route"
 
 
 @router.post(
@@ -92,53 +87,10 @@ ROUTE_SCOPE_KEY = "apitoken.route"
         },
     ),
 )
-async def token(request: Request) -> Response:
-    # Normally answered by TokenEndpointFastPath before routing; this route documents it in
-    # the OpenAPI and serves any stack without that middleware.
-    runtime: Runtime = request.app.state.runtime
-    return await token_endpoint(request, runtime)
-
-
-async def token_endpoint(request: Request, runtime: Runtime) -> Response:
-    """The refresh grant. No FastAPI dependencies here: this is the hot path."""
-    wait = runtime.rate_limiter.acquire(
-        request.client.host if request.client else "", time.monotonic()
-    )
-    if wait > 0:
-        return oauth_error(
-            _RateLimited("too many token requests from this client; retry later"),
-            {"Retry-After": runtime.rate_limiter.retry_after_header(wait)},
-        )
-    service = runtime.require_service()
-    try:
-        form = await read_form(request)
-        grant_type = form.get("grant_type")
-        if not grant_type:
-            raise InvalidRequest("grant_type is required")
-        if grant_type != "refresh_token":
-            raise UnsupportedGrantType("only the refresh_token grant is supported")
-        presented = form.get("refresh_token")
-        if not presented:
-            raise InvalidRequest("refresh_token is required")
-        now = runtime.clock()
-        result = await service.refresh(presented, now)
-    except OAuthError as exc:
-        return oauth_error(exc)
-    body = {
-        "access_token": result.access_token.value,
-        "token_type": "Bearer",
-        "expires_in": result.access_token.expires_in,
-        "refresh_token": result.refresh_token,
-        "refresh_token_expires_in": max(
-            0, (result.refresh_token_expires_at_ms - int(now.timestamp() * 1000)) // 1000
-        ),
-    }
-    return JSONResponse(body, headers=NO_STORE)
-
-
-class _RateLimited(OAuthError):
-    error = "temporarily_unavailable"
-    status = 429
+async def token() -> Response:
+    # Documents the endpoint in the OpenAPI only: TokenServiceApp answers POST /oauth2/token
+    # before routing (api/token_endpoint.py), so this handler never runs.
+    raise RuntimeError("POST /oauth2/token is answered before routing")
 
 
 @router.post(
@@ -203,20 +155,3 @@ async def introspect(
     except OAuthError as exc:
         return oauth_error(exc)
     return JSONResponse(await service.introspect(caller, presented, now), headers=NO_STORE)
-
-
-class TokenEndpointFastPath:
-    """Answers `POST /oauth2/token` before FastAPI's router and dependency solver, which cost
-    more per request than the grant itself (profiled: routing alone was the largest item)."""
-
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope["method"] == "POST":
-            scope[ROUTE_SCOPE_KEY] = TOKEN_PATH
-            response = await token_endpoint(Request(scope, receive), self.runtime)
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
