@@ -31,7 +31,7 @@ from apitoken_operator.kube_objects import api_tokens_using
 from apitoken_operator.models import WorkspaceKind
 from apitoken_operator.runtime import LaunchConfig, Runtime
 from apitoken_operator.secret_watch import watch_managed_secrets
-from apitoken_operator.token_runs import Posting, TokenRun, forget, run_api_token
+from apitoken_operator.token_runs import Posting, TokenRun, run_api_token
 from apitoken_operator.workspace_runs import WorkspaceRun, run_workspace
 
 log = logging.getLogger(__name__)
@@ -328,4 +328,4 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
 _workspace_handlers(TOKENWORKSPACES, WorkspaceKind.TOKEN_WORKSPACE)
 _workspace_handlers(CLUSTERTOKENWORKSPACES, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE)
 
-__all__ = ["configure", "forget", "registry"]
+__all__ = ["configure", "registry"]

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from apitoken_operator import reasons
+from apitoken_operator.conditions import Signal, summarize
 from apitoken_operator.credential import (
     CredentialObservation,
     credential_secret_ref,
@@ -30,12 +32,18 @@ from apitoken_operator.kube_objects import (
     patch_status,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
-from apitoken_operator.models import Provider, TokenWorkspaceSpec, WorkspaceKind, status_patch
+from apitoken_operator.models import (
+    Provider,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+    status_patch,
+)
 from apitoken_operator.names import KEY_ACCESS_TOKEN
 from apitoken_operator.runtime import Runtime
 from apitoken_operator.secret_builder import salted_digest
 from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
-from apitoken_operator.views import observed_secret, secret_value, workspace_object, workspace_spec
+from apitoken_operator.views import observed_secret, workspace_object, workspace_spec
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +98,8 @@ async def run_workspace(
         try:
             ws = workspace_object(kind, body)
         except ValidationError as exc:
-            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-            return WorkspaceRun(body, None, False, f"spec is not valid: {fields}")
+            message = await _report_invalid_spec(rt, kind, namespace, name, body, exc)
+            return WorkspaceRun(body, None, False, message)
         policy = rt.credential_policy
         cred_ns, cred_name = credential_secret_ref(ws, policy)
         secret = observed_secret(await get_secret(rt.kube, cred_ns, cred_name))
@@ -136,6 +144,39 @@ async def run_workspace(
         return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
 
 
+async def _report_invalid_spec(
+    rt: Runtime,
+    kind: WorkspaceKind,
+    namespace: str | None,
+    name: str,
+    body: Body,
+    error: ValidationError,
+) -> str:
+    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never values)."""
+    fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
+    message = f"spec is not valid: {fields}"
+    try:
+        old = TokenWorkspaceStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        old = TokenWorkspaceStatus()
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    signal = Signal(reasons.INVALID_SPEC, message)
+    conditions = summarize(
+        old.conditions,
+        ready=False,
+        ready_signal=signal,
+        reconciling=None,
+        stalled=signal,
+        generation=generation,
+        now=rt.clock(),
+    )
+    new = old.model_copy(update={"conditions": conditions, "observed_generation": generation})
+    patch = status_patch(old, new)
+    if patch:
+        await patch_status(rt.kube, kind.value, name, namespace, patch)
+    return message
+
+
 @dataclass(frozen=True)
 class WorkspaceAccess:
     """What an ApiToken run needs from its workspace."""
@@ -167,17 +208,12 @@ async def workspace_access(
     management = None
     if run.usable and run.outcome is not None:
         secret = run.outcome.observation.secret
-        bearer = secret_value_of(secret.data if secret is not None else {})
+        bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
         if bearer:
             management = management_api(rt, spec, bearer)
     return WorkspaceAccess(
         run.body, spec, management is not None, run.message, management, endpoint, events
     )
-
-
-def secret_value_of(data: Any) -> str | None:
-    value = data.get(KEY_ACCESS_TOKEN)
-    return str(value) if value else None
 
 
 async def management_for(rt: Runtime, workspace: str, namespace: str) -> ManagementApi | None:
@@ -197,7 +233,6 @@ __all__ = [
     "WorkspaceRun",
     "management_for",
     "run_workspace",
-    "secret_value",
     "workspace_access",
     "workspace_key",
 ]
