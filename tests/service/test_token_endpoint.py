@@ -8,11 +8,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apitoken_service.api.app import create_app
 from apitoken_service.api.deps import Runtime
 from apitoken_service.domain.service import TokenService
 from apitoken_service.settings import Settings
+from apitoken_service.signing import KeyRing
 from support.tokenservice import ApiSession
 
 from .conftest import BASE_URL, FakeClock, bootstrap
@@ -285,3 +287,13 @@ async def test_without_rotation_the_refresh_token_stays(
             second = await session.refresh(session.refresh_token)
     assert first.status_code == second.status_code == 200
     assert first.json()["refresh_token"] == second.json()["refresh_token"] == session.refresh_token
+
+
+def test_access_tokens_are_the_jws_pyjwt_would_make() -> None:
+    # The service assembles the JWS itself (the hot path); Ed25519 is deterministic, so the
+    # very same bytes as pyjwt's jwt.encode show header, payload and signature are standard.
+    key = Ed25519PrivateKey.generate()
+    ring = KeyRing("kid-1", key, [])
+    claims: dict[str, Any] = {"iss": "i", "sub": "alice", "aud": "a", "ws": "w", "exp": 9}
+
+    assert ring.sign(claims) == jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "kid-1"})
