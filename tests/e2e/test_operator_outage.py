@@ -1,6 +1,7 @@
-"""The token service down (the process stopped with SIGSTOP, so calls time out): Ready stays
-True while the Secret's access token is valid, turns False once it expired, and recovers; a
-deletion waits with a clear condition until an admin releases it with the abandon annotation."""
+"""The token service down: Ready stays True while the Secret's access token is valid, turns
+False once it expired, and recovers (the process frozen with SIGSTOP, so calls time out); a
+deletion waits with a clear condition until an admin releases it with the abandon annotation
+(the process stopped, so calls are refused)."""
 
 from __future__ import annotations
 
@@ -127,7 +128,9 @@ def test_deletion_waits_for_the_service_and_abandon_releases_it(
     ns = workspace.namespace
     created = api_token(kube, ns)
     tid = status_of(eventually("Ready", lambda: is_ready(kube, ns))).get("tokenId")
-    with service_stopped(e2e_service):
+    # A real outage, not SIGSTOP: a frozen server would still accept the operator's DELETE and
+    # run it after the outage, and the token would be gone for reasons this test is not about.
+    with e2e_service.down():
         kube.delete(ApiToken, "tok", namespace=ns)
 
         def waiting() -> Any:

@@ -204,10 +204,11 @@ class ServiceAdmin:
 
     service: RunningTokenService
     http: httpx.Client
-    access_token: str = ""
-    refresh_token: str = ""
+    # Token values stay out of reprs: pytest prints fixture values when a test fails.
+    access_token: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
     renewed_at: float = 0.0
-    seen_values: set[str] = field(default_factory=set)
+    seen_values: set[str] = field(default_factory=set, repr=False)
 
     def _bearer(self) -> dict[str, str]:
         if time.monotonic() - self.renewed_at > ACCESS_TOKEN_TTL / 2:

@@ -56,8 +56,8 @@ class ApiSession:
     http: httpx.AsyncClient
     workspace: str
     user: str
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -104,13 +104,35 @@ class RunningTokenService:
     base_url: str
     workspace: str
     admin: str
-    credential: dict[str, str]  # {"accessToken", "refreshToken"} printed by `init`, once
+    # {"accessToken", "refreshToken"} printed by `init`, once; kept out of reprs, which pytest
+    # prints for fixture values when a test fails.
+    credential: dict[str, str] = field(repr=False)
     database_url: str
     database_path: Path
     kek_path: Path
     log_path: Path
     process: subprocess.Popen[bytes]
-    init_output: dict[str, str] = field(default_factory=dict)
+    init_output: dict[str, str] = field(default_factory=dict, repr=False)
+    serve_argv: list[str] = field(default_factory=list, repr=False)
+    serve_env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """A real outage: the server stops (connections are refused), then starts again on the
+        same port and database. Unlike SIGSTOP, no request is queued to run after the outage."""
+        _stop(self.process)
+        try:
+            yield
+        finally:
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    self.serve_argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.serve_env,
+                )
+            _wait_ready(self.base_url, self.process, self.log_path)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another `apitoken-service` command against the same database."""
@@ -195,29 +217,32 @@ def start_token_service(
         "--access-token-ttl",
         str(access_token_ttl),
     ]
+    serve_argv = [
+        str(SERVICE_BIN),
+        "serve",
+        *common,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--access-token-ttl",
+        str(access_token_ttl),
+        "--rotation-grace",
+        str(rotation_grace),
+        "--rate-limit",
+        str(rate_limit),
+        *extra_args,
+    ]
+    serve_env = _env(base_url, env)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [
-                str(SERVICE_BIN),
-                "serve",
-                *common,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--access-token-ttl",
-                str(access_token_ttl),
-                "--rotation-grace",
-                str(rotation_grace),
-                "--rate-limit",
-                str(rate_limit),
-                *extra_args,
-            ],
+            serve_argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_env(base_url, env),
+            env=serve_env,
         )
+    running: RunningTokenService | None = None
     try:
         # `init` runs while the server starts: both migrate under the database's write lock.
         init = subprocess.Popen(
@@ -235,7 +260,7 @@ def start_token_service(
         with log_path.open("a") as log_text:
             log_text.write(init_err)  # init's own log lines, for the same scans
         output: dict[str, str] = json.loads(init_out)
-        yield RunningTokenService(
+        running = RunningTokenService(
             base_url=base_url,
             workspace=workspace,
             admin=admin,
@@ -246,9 +271,13 @@ def start_token_service(
             log_path=log_path,
             process=process,
             init_output=output,
+            serve_argv=serve_argv,
+            serve_env=serve_env,
         )
+        yield running
     finally:
-        _stop(process)
+        # After a `down()` the process running is a newer one.
+        _stop(running.process if running is not None else process)
 
 
 @pytest.fixture
