@@ -4,4 +4,5 @@ pytest_plugins = [
     "support.controlplane",
     "support.postgres",
     "support.tokenservice",
+    "support.operator",
 ]

@@ -20,21 +20,16 @@ from support.operator import (
     RunningOperator,
     ServiceAdmin,
     condition,
-    e2e_service,
     eventually,
     leaks,
-    operator_namespace,
     release_leftovers,
-    running_operator,
     secret_data,
-    service_admin,
     status_of,
 )
 from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 # Fixtures used through pytest's name lookup.
-__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator)
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 

@@ -20,22 +20,16 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
-    e2e_service,
     events_of,
     eventually,
-    operator_namespace,
     reason,
     requests,
-    running_operator,
     secret_data,
-    service_admin,
     status_of,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
 # Fixtures used through pytest's name lookup.
-__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator, workspace)
 
 
 def ready_token(kube: Client, namespace: str, name: str = "tok") -> Any:

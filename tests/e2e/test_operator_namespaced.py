@@ -20,18 +20,14 @@ from support.operator import (
     ServiceAdmin,
     api_token,
     condition,
-    e2e_service,
     eventually,
-    operator_namespace,
     release_leftovers,
     secret_data,
-    service_admin,
     start_operator,
     status_of,
 )
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (e2e_service, service_admin, operator_namespace)
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,13 @@ from support.operator import (
     api_token,
     condition,
     eventually,
-    operator_namespace,
     reason,
-    service_admin,
     start_operator,
     status_of,
-    workspace,
 )
 from support.tokenservice import RunningTokenService, start_token_service
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (service_admin, operator_namespace, workspace)
 
 # Longer-lived access tokens than the other modules, so the window between a failed refresh
 # and expiry is several seconds wide; calls time out after 1 s.

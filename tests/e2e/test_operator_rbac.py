@@ -26,18 +26,13 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
-    e2e_service,
     eventually,
-    operator_namespace,
     secret_data,
-    service_admin,
     start_operator,
     status_of,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (e2e_service, service_admin, operator_namespace, workspace)
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
 SA_NAMESPACE = "apitoken-operator-rbac-e2e"

@@ -16,18 +16,12 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
-    e2e_service,
     eventually,
-    operator_namespace,
-    running_operator,
     secret_data,
-    service_admin,
     status_of,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator, workspace)
 
 
 def test_a_crashed_operator_resumes_and_sweeps_what_a_crash_left(

@@ -21,21 +21,15 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
-    e2e_service,
     eventually,
-    operator_namespace,
     reason,
     release_leftovers,
     requests,
-    running_operator,
     secret_data,
-    service_admin,
     status_of,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator, workspace)
 
 
 def ready(kube: Client, namespace: str, name: str = "tok") -> Any:

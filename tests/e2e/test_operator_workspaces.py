@@ -18,20 +18,14 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
-    e2e_service,
     eventually,
-    operator_namespace,
     reason,
     requests,
-    running_operator,
     secret_data,
-    service_admin,
     status_of,
-    workspace,
 )
 
 pytestmark = pytest.mark.e2e
-__fixtures__ = (e2e_service, service_admin, operator_namespace, running_operator, workspace)
 
 
 def ws_status(kube: Client, namespace: str, name: str = "main") -> dict[str, Any]:
