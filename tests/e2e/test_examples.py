@@ -29,7 +29,6 @@ from support.operator import (
 from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
-# Fixtures used through pytest's name lookup.
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 

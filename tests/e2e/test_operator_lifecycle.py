@@ -22,6 +22,7 @@ from support.operator import (
     condition,
     events_of,
     eventually,
+    ready_token,
     reason,
     requests,
     secret_data,
@@ -29,15 +30,6 @@ from support.operator import (
 )
 
 pytestmark = pytest.mark.e2e
-# Fixtures used through pytest's name lookup.
-
-
-def ready_token(kube: Client, namespace: str, name: str = "tok") -> Any:
-    def probe() -> Any:
-        obj = kube.get(ApiToken, name, namespace=namespace)
-        return obj if condition(obj, "Ready") == "True" else None
-
-    return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
 
 
 def test_generate_writes_the_secret_and_status(

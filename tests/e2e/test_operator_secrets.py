@@ -22,6 +22,7 @@ from support.operator import (
     api_token,
     condition,
     eventually,
+    ready_token,
     reason,
     release_leftovers,
     requests,
@@ -30,14 +31,6 @@ from support.operator import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def ready(kube: Client, namespace: str, name: str = "tok") -> Any:
-    def probe() -> Any:
-        obj = kube.get(ApiToken, name, namespace=namespace)
-        return obj if condition(obj, "Ready") == "True" else None
-
-    return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
 
 
 def ready_with(kube: Client, namespace: str, token_id: str, name: str = "tok") -> Any:
@@ -102,7 +95,7 @@ def test_a_secret_the_operator_does_not_manage_is_left_alone(
     assert service_admin.tokens_of(created.metadata.uid) == []
     # Once the person deletes it, the operator takes over.
     kube.delete(Secret, "tok", namespace=ns)
-    ready(kube, ns)
+    ready_token(kube, ns)
     assert len(service_admin.tokens_of(created.metadata.uid)) == 1
 
 
@@ -111,7 +104,7 @@ def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
 ) -> None:
     ns = workspace.namespace
     created = api_token(kube, ns)
-    old = status_of(ready(kube, ns))["tokenId"]
+    old = status_of(ready_token(kube, ns))["tokenId"]
     kube.delete(Secret, "tok", namespace=ns)
 
     def recreated() -> str | None:
@@ -129,7 +122,7 @@ def test_an_edited_managed_secret_is_repaired(
 ) -> None:
     ns = workspace.namespace
     created = api_token(kube, ns)
-    old = status_of(ready(kube, ns))["tokenId"]
+    old = status_of(ready_token(kube, ns))["tokenId"]
     tampered = base64.b64encode(b"not-a-token").decode()
     kube.patch(
         Secret,
@@ -214,7 +207,7 @@ def test_cluster_workspace_allowed_namespaces_is_enforced(
         },
         patch_type=PatchType.MERGE,
     )
-    status = status_of(ready(kube, ns))
+    status = status_of(ready_token(kube, ns))
     assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
     # The operator's credential for the cluster workspace lives in its own namespace.
     credential = kube.get(

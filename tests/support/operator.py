@@ -419,6 +419,16 @@ def requests(operator: RunningOperator, method: str, path: str) -> int:
     return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
 
 
+def ready_token(kube: Client, namespace: str, name: str = "tok") -> Any:
+    """Wait until the ApiToken's Ready condition is True; return the resource."""
+
+    def probe() -> Any:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        return obj if condition(obj, "Ready") == "True" else None
+
+    return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
+
+
 def status_of(obj: Any) -> dict[str, Any]:
     status: dict[str, Any] = dict(obj.get("status") or {})
     return status
