@@ -46,9 +46,18 @@ class CredentialPolicy(BaseModel):
 
     # Lifetime of the tokens the operator generates for itself.
     lifetime_days: int = Field(default=90, ge=1, le=365)
+    # How long before its refresh token expires the credential is renewed; None means a third
+    # of the lifetime (cert-manager's default for renewBefore).
+    renew_before: timedelta | None = None
     # Where credential Secrets of ClusterTokenWorkspaces live (the operator's namespace).
     operator_namespace: str = "apitoken-operator"
     timing: TimingPolicy = TimingPolicy()
+
+
+def _renew_before(policy: CredentialPolicy) -> timedelta:
+    if policy.renew_before is not None:
+        return policy.renew_before
+    return timedelta(days=policy.lifetime_days) / 3
 
 
 @dataclass(frozen=True)
@@ -255,11 +264,7 @@ def decide_credential(
                 token_id=current_id,
                 policy=policy.timing,
             )
-        renew_at = (
-            refresh_expires - timedelta(days=policy.lifetime_days) / 3
-            if refresh_expires is not None
-            else None
-        )
+        renew_at = refresh_expires - _renew_before(policy) if refresh_expires is not None else None
         status = _with(
             status,
             credential_token_id=current_id,

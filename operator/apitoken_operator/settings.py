@@ -40,6 +40,8 @@ class OperatorSettings(BaseSettings):
     secret_write_first_delay: Duration = timedelta(milliseconds=200)
     # The operator's own workspace credentials.
     credential_lifetime_days: int = Field(default=90, ge=1, le=365)
+    # Unset: renew a third of the lifetime before expiry (tests set seconds short of a day).
+    credential_renew_before: Duration | None = None
     # Where ClusterTokenWorkspace credentials live; the Helm chart sets the release namespace.
     namespace: str = "apitoken-operator"
     # Token-service HTTP calls.
@@ -57,6 +59,7 @@ class OperatorSettings(BaseSettings):
     def credential_policy(self) -> CredentialPolicy:
         return CredentialPolicy(
             lifetime_days=self.credential_lifetime_days,
+            renew_before=self.credential_renew_before,
             operator_namespace=self.namespace,
             timing=self.timing(),
         )

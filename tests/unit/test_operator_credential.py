@@ -320,3 +320,26 @@ def test_credential_secret_ref(
 )
 def test_token_claims(token: str, expected: tuple[str | None, str | None]) -> None:
     assert token_claims(token) == expected
+
+
+RENEW = ["Renew", "disable:cred-1"]
+
+
+@pytest.mark.parametrize(
+    ("renew_before", "refresh_left", "expected"),
+    [
+        (None, timedelta(days=31), []),  # default: a third of the 90-day lifetime
+        (None, timedelta(days=29), RENEW),
+        (timedelta(days=1), timedelta(days=29), []),
+        (timedelta(days=89, hours=23), timedelta(days=90), []),
+        (timedelta(days=89, hours=23, minutes=55), timedelta(days=90), RENEW),
+    ],
+)
+def test_renew_before_setting_moves_the_renewal(
+    renew_before: timedelta | None, refresh_left: timedelta, expected: list[str]
+) -> None:
+    policy = POLICY.model_copy(update={"renew_before": renew_before})
+    decision = decide_credential(
+        stored(refresh_left=refresh_left), T0 + timedelta(minutes=10), policy
+    )
+    assert kinds(decision) == expected
