@@ -9,6 +9,7 @@ APITOKEN_OPERATOR_* environment variables (see docs/usage.md).
 
 import argparse
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import kopf
@@ -64,7 +65,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no peering with other operator instances (run exactly one replica)",
     )
-    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="debug logging, including a line per Kubernetes and token-service HTTP request",
+    )
     run.add_argument(
         "--log-format",
         choices=sorted(LOG_FORMATS),
@@ -96,9 +102,19 @@ async def _operate(args: argparse.Namespace, config: LaunchConfig) -> None:
     )
 
 
+def quiet_http_request_lines(*, verbose: bool) -> None:
+    """httpx logs every request at INFO; in a steady operator that is most of the log, so those
+    lines show only with --verbose (the e2e tests count requests from them)."""
+    level = logging.INFO if verbose else logging.WARNING
+    # lightkube's client is the httpx2 fork; the token-service client is httpx.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = OperatorSettings()
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
+    quiet_http_request_lines(verbose=args.verbose)
     asyncio.run(_operate(args, launch_config(args, settings)))
     return 0

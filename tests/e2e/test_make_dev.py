@@ -208,7 +208,9 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         assert not kubeconfig.exists()
         assert not (dev_dir / "controlplane").exists()
         assert not (dev_dir / "tokenservice").exists()
-        assert (dev_dir / "logs" / "operator.log").exists()  # kept for after-the-fact reading
+        operator_log = (dev_dir / "logs" / "operator.log").read_text()  # kept after the stop
+        assert operator_log.count("\n") > 5  # the operator did log
+        assert "HTTP Request:" not in operator_log  # request lines only with --verbose
         assert not [name for name, pid in pids.items() if _alive(pid)]
     finally:
         if proc.poll() is None:

@@ -2,6 +2,7 @@
 daemon sleeps, the daemon loop itself, metrics, and the command line."""
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 
-from apitoken_operator.cli import launch_config, parser
+from apitoken_operator.cli import launch_config, parser, quiet_http_request_lines
 from apitoken_operator.daemons import keep_running, sleep_seconds
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
 from apitoken_operator.models import ApiTokenStatus
@@ -174,3 +175,12 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     settings = OperatorSettings()
     assert settings.timing().refresh_margin == timedelta(seconds=1)
     assert settings.timing().backoff_cap == timedelta(seconds=4)
+
+
+@pytest.mark.parametrize(("verbose", "shown"), [(False, False), (True, True)])
+def test_http_request_lines_show_only_when_verbose(verbose: bool, shown: bool) -> None:
+    quiet_http_request_lines(verbose=verbose)
+    for client in ("httpx", "httpx2"):
+        assert logging.getLogger(client).isEnabledFor(logging.INFO) is shown
+    for core in ("httpcore", "httpcore2"):
+        assert not logging.getLogger(core).isEnabledFor(logging.DEBUG)
