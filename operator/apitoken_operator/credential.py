@@ -117,9 +117,16 @@ class CredentialDecision:
 
 def credential_secret_ref(ws: WorkspaceObject, policy: CredentialPolicy) -> tuple[str, str]:
     """(namespace, name) of the operator's credential Secret for a workspace."""
-    if ws.kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE or ws.namespace is None:
-        return policy.operator_namespace, f"ctokws-{ws.name}-credential"
-    return ws.namespace, f"{ws.name}-apitoken-credential"
+    return credential_secret_location(ws.kind, ws.namespace, ws.name, policy)
+
+
+def credential_secret_location(
+    kind: WorkspaceKind, namespace: str | None, name: str, policy: CredentialPolicy
+) -> tuple[str, str]:
+    """(namespace, name) of the credential Secret of the workspace `kind` `namespace`/`name`."""
+    if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE or namespace is None:
+        return policy.operator_namespace, f"ctokws-{name}-credential"
+    return namespace, f"{name}-apitoken-credential"
 
 
 def credential_token_name(ws: WorkspaceObject) -> str:

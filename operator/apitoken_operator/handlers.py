@@ -5,7 +5,8 @@ and resume; a daemon per ApiToken for time-driven work (it sleeps until the deci
 time and is woken early by the Secret watch); deletion through Kopf's finalizer, retried with
 TemporaryError until the core releases it. Workspaces: the same for the operator's credential,
 and a finalizer that waits until no ApiToken uses the workspace, so their cleanup can still
-reach the token service.
+reach the token service; the credential Secret carries a finalizer of its own for the same
+reason (`credential_protection`), released with the workspace's.
 
 No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
 annotation. Managed Secrets are watched by `secret_watch` instead.
@@ -32,7 +33,11 @@ from apitoken_operator.models import WorkspaceKind
 from apitoken_operator.runtime import LaunchConfig, Runtime
 from apitoken_operator.secret_watch import watch_managed_secrets
 from apitoken_operator.token_runs import Posting, TokenRun, run_api_token
-from apitoken_operator.workspace_runs import WorkspaceRun, run_workspace
+from apitoken_operator.workspace_runs import (
+    WorkspaceRun,
+    run_workspace,
+    sync_credential_protection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +298,12 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
 
     @kopf.on.delete(GROUP, VERSION, plural, registry=registry, id=f"{plural}-deleted")
     async def deleted(
-        namespace: str | None, name: str | None, retry: int, memo: kopf.Memo, **_: Any
+        namespace: str | None,
+        name: str | None,
+        uid: str | None,
+        retry: int,
+        memo: kopf.Memo,
+        **_: Any,
     ) -> None:
         # ApiTokens being deleted still need this workspace's credential to clean up.
         rt = _runtime(memo)
@@ -303,6 +313,11 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
                 f"waiting for {len(users)} ApiToken(s) using it: {', '.join(users[:5])}",
                 delay=max(rt.timing.backoff_base.total_seconds(), 1.0),
             )
+        # None left: the credential Secret may go too (its finalizer held it for them).
+        release = sync_credential_protection(
+            rt, kind, namespace, name or "", uid or "", workspace_deleting=True
+        )
+        await _kube_call(rt, retry, release)
 
     @kopf.daemon(
         GROUP, VERSION, plural, cancellation_timeout=10, registry=registry, id=f"{plural}-daemon"

@@ -17,6 +17,7 @@ from lightkube.types import PatchType
 
 from apitoken_operator.kube_resources import (
     FIELD_MANAGER,
+    PROTECTION_FIELD_MANAGER,
     ApiToken,
     ClusterTokenWorkspace,
     TokenWorkspace,
@@ -108,6 +109,34 @@ async def patch_status(
         await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
     else:
         await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+
+
+async def set_secret_finalizer(
+    client: AsyncClient,
+    namespace: str,
+    name: str,
+    finalizer: str,
+    *,
+    present: bool,
+    resource_version: str,
+) -> bool:
+    """Add or release `finalizer` on an existing Secret: a server-side apply by a field manager
+    that owns nothing else there, so releasing is applying without it. The resourceVersion is a
+    precondition (and keeps the apply from creating a Secret that went meanwhile). False when
+    the Secret changed or went since it was read: the next run looks again."""
+    meta: Body = {"name": name, "namespace": namespace, "resourceVersion": resource_version}
+    if present:
+        meta["finalizers"] = [finalizer]
+    secret = cast(
+        Secret, Secret.from_dict({"apiVersion": "v1", "kind": "Secret", "metadata": meta})
+    )
+    try:
+        await client.apply(secret, field_manager=PROTECTION_FIELD_MANAGER, force=True)
+    except ApiError as error:
+        if error.status.code in (404, 409):
+            return False
+        raise
+    return True
 
 
 class SecretApplier:

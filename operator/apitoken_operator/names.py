@@ -13,6 +13,11 @@ KIND_CLUSTER_TOKEN_WORKSPACE: Final = "ClusterTokenWorkspace"
 # Kopf's own bookkeeping lives under our group (finalizer, progress and diff-base storage).
 FINALIZER: Final = f"{GROUP}/finalizer"
 
+# On the operator's credential Secret of a workspace, like kubernetes.io/pvc-protection: kept
+# while ApiTokens use the workspace, so deleting the namespace (which deletes every Secret at
+# once) leaves their finalizers a credential to clean up at the token service with.
+FINALIZER_CREDENTIAL_IN_USE: Final = f"{GROUP}/credential-in-use"
+
 # On the managed Secret.
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE: Final = "apitoken-operator"

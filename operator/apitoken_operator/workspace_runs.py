@@ -11,11 +11,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator import reasons
+from apitoken_operator import names, reasons
 from apitoken_operator.conditions import Signal, summarize
 from apitoken_operator.credential import (
     CredentialObservation,
+    credential_secret_location,
     credential_secret_ref,
+)
+from apitoken_operator.credential_protection import (
+    ProtectionChange,
+    needs_user_count,
+    protection_change,
+    protection_due,
+    protection_view,
 )
 from apitoken_operator.execute import Event, ManagementApi
 from apitoken_operator.execute_credential import (
@@ -27,9 +35,11 @@ from apitoken_operator.kube_objects import (
     Body,
     SecretApplier,
     SecretValueReader,
+    api_tokens_using,
     get_secret,
     get_workspace,
     patch_status,
+    set_secret_finalizer,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
 from apitoken_operator.models import (
@@ -102,7 +112,8 @@ async def run_workspace(
             return WorkspaceRun(body, None, False, message)
         policy = rt.credential_policy
         cred_ns, cred_name = credential_secret_ref(ws, policy)
-        secret = observed_secret(await get_secret(rt.kube, cred_ns, cred_name))
+        secret_body = await get_secret(rt.kube, cred_ns, cred_name)
+        secret = observed_secret(secret_body)
         ref = ws.spec.credentials_secret_ref
         bootstrap: Any = _NoBootstrap()
         digest = None
@@ -125,6 +136,14 @@ async def run_workspace(
         patch = status_patch(ws.status, outcome.decision.status)
         if patch:
             await patch_status(rt.kube, kind.value, name, namespace, patch)
+        deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        # The Secret as read before the run says whether to look again; the credential writes
+        # never touch the finalizer, so only a Secret the run just wrote needs a second look.
+        written = outcome.observation.secret is not secret
+        if protection_due(protection_view(secret_body, ws.uid), deleting, written=written):
+            await sync_credential_protection(
+                rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
+            )
         ready = outcome.decision.status.condition("Ready")
         usable = outcome.decision.usable
         for event in outcome.events:
@@ -142,6 +161,45 @@ async def run_workspace(
                     if ws_key == key:
                         rt.wake(uid)
         return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
+
+
+async def sync_credential_protection(
+    rt: Runtime,
+    kind: WorkspaceKind,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    *,
+    workspace_deleting: bool,
+) -> None:
+    """Bring the finalizer apitoken.dev/credential-in-use on the workspace's credential Secret
+    in step (see `credential_protection`), from a live read of the Secret. For a workspace being
+    deleted that no ApiToken uses any more this lets the Secret go (garbage collection or the
+    namespace's deletion then removes it)."""
+    cred_ns, cred_name = credential_secret_location(kind, namespace, name, rt.credential_policy)
+    view = protection_view(await get_secret(rt.kube, cred_ns, cred_name), uid)
+    users = None
+    if needs_user_count(view, workspace_deleting=workspace_deleting):
+        users = len(await api_tokens_using(rt.kube, kind, name, namespace))
+    change = protection_change(view, workspace_deleting=workspace_deleting, users=users)
+    if change is None or view.resource_version is None:
+        return
+    done = await set_secret_finalizer(
+        rt.kube,
+        cred_ns,
+        cred_name,
+        names.FINALIZER_CREDENTIAL_IN_USE,
+        present=change is ProtectionChange.ADD,
+        resource_version=view.resource_version,
+    )
+    if done:
+        log.info(
+            "credential Secret %s: finalizer %s %s",
+            cred_name,
+            names.FINALIZER_CREDENTIAL_IN_USE,
+            "added" if change is ProtectionChange.ADD else "released",
+            extra={"workspace": workspace_key(kind, namespace, name)},
+        )
 
 
 async def _report_invalid_spec(
@@ -233,6 +291,7 @@ __all__ = [
     "WorkspaceRun",
     "management_for",
     "run_workspace",
+    "sync_credential_protection",
     "workspace_access",
     "workspace_key",
 ]

@@ -1,0 +1,111 @@
+"""Deleting a whole namespace with a TokenWorkspace, its bootstrap and credential Secrets and
+ApiTokens in it: the namespace goes on its own, and every ApiToken is cleaned up at the service
+per its deletionPolicy, because the operator's credential Secret is kept (finalizer
+apitoken.dev/credential-in-use) until no ApiToken using the workspace remains."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from lightkube import ApiError, Client
+from lightkube.resources.core_v1 import Namespace, Secret
+from lightkube.types import PatchType
+
+from apitoken_operator.kube_resources import ApiToken
+from support.operator import (
+    RunningOperator,
+    ServiceAdmin,
+    Workspace,
+    api_token,
+    eventually,
+    leaks,
+    ready_token,
+    secret_data,
+    status_of,
+)
+
+pytestmark = pytest.mark.e2e
+
+CREDENTIAL_FINALIZER = "apitoken.dev/credential-in-use"
+
+
+def namespace_gone(kube: Client, name: str) -> bool:
+    try:
+        kube.get(Namespace, name)
+    except ApiError as error:
+        if error.status.code == 404:
+            return True
+        raise
+    return False
+
+
+def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
+    kube: Client,
+    workspace: Workspace,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
+) -> None:
+    ns = workspace.namespace
+    deleted = api_token(kube, ns, name="deleted", deletionPolicy="Delete")
+    disabled = api_token(kube, ns, name="disabled", deletionPolicy="Disable")
+    ids = {}
+    for obj in (deleted, disabled):
+        name = obj.metadata.name
+        ids[name] = status_of(ready_token(kube, ns, name))["tokenId"]
+        assert secret_data(kube, ns, name) is not None  # its values join the leak scan
+    credential = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
+    assert credential.metadata is not None
+    assert CREDENTIAL_FINALIZER in (credential.metadata.finalizers or [])
+
+    kube.delete(Namespace, ns)
+
+    def cleaned_up() -> dict[str, Any] | None:
+        gone = service_admin.token(ids["deleted"])
+        kept = service_admin.token(ids["disabled"])
+        if gone is None and kept is not None and kept["status"] == "disabled":
+            return kept
+        return None
+
+    eventually("the tokens to be deleted and disabled at the service", cleaned_up, timeout=60)
+    eventually("the namespace to disappear", lambda: namespace_gone(kube, ns), timeout=60)
+    assert service_admin.tokens_of(deleted.metadata.uid) == []
+    assert [t["status"] for t in service_admin.tokens_of(disabled.metadata.uid)] == ["disabled"]
+    found = leaks(kube, ns, running_operator, service_admin.service)
+    assert not found, found
+
+
+def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+) -> None:
+    """Like a PersistentVolumeClaim in use (kubernetes.io/pvc-protection): deleting the
+    credential Secret by hand waits for the ApiTokens; the workspace keeps working meanwhile."""
+    ns = workspace.namespace
+    name = f"{workspace.name}-apitoken-credential"
+    tok = api_token(kube, ns)
+    ready_token(kube, ns)
+    kube.delete(Secret, name, namespace=ns)
+    held = kube.get(Secret, name, namespace=ns)
+    assert held.metadata is not None and held.metadata.deletionTimestamp is not None
+    # Still usable: a re-issue goes through the management API with that credential.
+    first = status_of(kube.get(ApiToken, "tok", namespace=ns))["tokenId"]
+    kube.patch(
+        ApiToken, "tok", {"spec": {"lifetimeDays": 2}}, namespace=ns, patch_type=PatchType.MERGE
+    )
+
+    def reissued() -> str | None:
+        tid = status_of(kube.get(ApiToken, "tok", namespace=ns)).get("tokenId")
+        return str(tid) if tid and tid != first else None
+
+    eventually("a re-issue through the held credential", reissued, timeout=30)
+    kube.delete(ApiToken, "tok", namespace=ns)
+
+    def released() -> bool:
+        with contextlib.suppress(ApiError):
+            kube.get(Secret, name, namespace=ns)
+            return False
+        return True
+
+    eventually("the credential Secret to go once no ApiToken uses it", released, timeout=60)
+    assert service_admin.tokens_of(tok.metadata.uid) == []
