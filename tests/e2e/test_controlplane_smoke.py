@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from lightkube.types import PatchType
 
 from localkube import Cluster
 from localkube.controlplane import apply_crds
+from support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -37,18 +37,6 @@ MERGE = PatchType.MERGE
 @pytest.fixture(scope="module", autouse=True)
 def widget_crd(kube: Client) -> None:
     apply_crds(kube, [HERE / "manifests" / "widgets.smoke.apitoken.dev.yaml"])
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll until `probe` returns something truthy; controllers act asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def gone(get: Callable[[], Any]) -> Callable[[], bool]:

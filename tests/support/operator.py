@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from lightkube.types import PatchType
 
 from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
 from localkube import Cluster
+from support.polling import eventually
 from support.tokenservice import RunningTokenService, free_loopback_port, start_token_service
 
 __all__ = [
@@ -77,18 +78,6 @@ FAST_SETTINGS = {
     "APITOKEN_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
 }
 T = TypeVar("T")
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll until `probe` returns something truthy; the operator acts asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 # ---------------------------------------------------------------------------------------------
