@@ -22,6 +22,7 @@ from support.operator import (
     condition,
     events_of,
     eventually,
+    next_refresh,
     ready_token,
     reason,
     requests,
@@ -119,14 +120,9 @@ def test_refresh_rotates_both_tokens_and_keeps_them_working(
     before = secret_data(kube, ns, "tok")
     assert before is not None
     seen = [before]
-
-    def refreshed() -> dict[str, str] | None:
-        data = secret_data(kube, ns, "tok")
-        return data if data and data["access_token"] != seen[-1]["access_token"] else None
-
     # Access tokens live 6 s: two refreshes within the timeout, each rotating the refresh token.
     for _ in range(2):
-        seen.append(eventually("the access token to be refreshed", refreshed, timeout=15))
+        seen.append(next_refresh(kube, ns, after=seen[-1]))
     assert len({d["refresh_token"] for d in seen}) == 3
     assert len({d["expires_at"] for d in seen}) == 3
     obj = kube.get(ApiToken, "tok", namespace=ns)
@@ -310,12 +306,7 @@ def test_events_and_metrics(
     ready_token(kube, ns)
     first = secret_data(kube, ns, "tok")
     assert first is not None
-
-    def refreshed() -> bool:
-        data = secret_data(kube, ns, "tok") or {}
-        return data.get("access_token") not in (None, first["access_token"])
-
-    eventually("a refresh", refreshed, timeout=15)
+    next_refresh(kube, ns, after=first)
 
     def generated() -> list[Any]:
         return [e for e in events_of(kube, ns) if e.reason == "Generated"]

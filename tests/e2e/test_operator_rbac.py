@@ -25,8 +25,9 @@ from support.operator import (
     ServiceAdmin,
     Workspace,
     api_token,
-    condition,
     eventually,
+    next_refresh,
+    ready_token,
     secret_data,
     start_operator,
     status_of,
@@ -109,20 +110,10 @@ def test_the_operator_works_with_the_documented_rbac_only(
 ) -> None:
     ns = workspace.namespace
     created = api_token(kube, ns, secretTemplate={"labels": {"team": "a"}})
-
-    def ready() -> Any:
-        obj = kube.get(ApiToken, "tok", namespace=ns)
-        return obj if condition(obj, "Ready") == "True" else None
-
-    first = status_of(eventually("Ready", ready))
+    first = status_of(ready_token(kube, ns))
     data = secret_data(kube, ns, "tok")
     assert data is not None
-
-    def refreshed() -> bool:
-        now = secret_data(kube, ns, "tok") or {}
-        return now.get("access_token") not in (None, data["access_token"])
-
-    eventually("a refresh", refreshed, timeout=15)
+    next_refresh(kube, ns, after=data)
     kube.patch(
         ApiToken, "tok", {"spec": {"lifetimeDays": 3}}, namespace=ns, patch_type=PatchType.MERGE
     )

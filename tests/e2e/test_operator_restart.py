@@ -4,19 +4,17 @@ tagged with the ApiToken's UID that no Secret holds (invariant 3, "nothing leaks
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from lightkube import Client
 
-from apitoken_operator.kube_resources import ApiToken
 from support.operator import (
     RunningOperator,
     ServiceAdmin,
     Workspace,
     api_token,
-    condition,
     eventually,
+    next_refresh,
+    ready_token,
     secret_data,
     status_of,
 )
@@ -33,24 +31,14 @@ def test_a_crashed_operator_resumes_and_sweeps_what_a_crash_left(
     ns = workspace.namespace
     created = api_token(kube, ns)
     uid = created.metadata.uid
-
-    def ready() -> Any:
-        obj = kube.get(ApiToken, "tok", namespace=ns)
-        return obj if condition(obj, "Ready") == "True" else None
-
-    tid = status_of(eventually("Ready", ready))["tokenId"]
+    tid = status_of(ready_token(kube, ns))["tokenId"]
     before = secret_data(kube, ns, "tok")
     assert before is not None
     stray = service_admin.create_tagged(uid)
     # Killed (no cleanup at all) and started again: meanwhile the 6 s access token expires.
     running_operator.restart(crash=True)
-
-    def refreshed() -> dict[str, str] | None:
-        data = secret_data(kube, ns, "tok")
-        return data if data and data["access_token"] != before["access_token"] else None
-
-    eventually("a refresh after the restart", refreshed, timeout=20)
+    next_refresh(kube, ns, after=before, timeout=20)
     eventually("the stray token to be deleted", lambda: service_admin.token(stray) is None)
-    assert status_of(eventually("Ready", ready))["tokenId"] == tid
+    assert status_of(ready_token(kube, ns))["tokenId"] == tid
     assert [t["id"] for t in service_admin.tokens_of(uid)] == [tid]
     assert f"token {stray} deleted (UnusedToken)" in running_operator.logs()

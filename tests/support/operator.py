@@ -51,6 +51,7 @@ __all__ = [
     "events_of",
     "eventually",
     "leaks",
+    "next_refresh",
     "operator_namespace",
     "reason",
     "release_leftovers",
@@ -456,6 +457,20 @@ def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | Non
             return None
         raise
     return _decoded(secret)
+
+
+def next_refresh(
+    kube: Client, namespace: str, after: Mapping[str, str], name: str = "tok", timeout: float = 15
+) -> dict[str, str]:
+    """Wait until the managed Secret holds an access token other than `after`'s; return it."""
+
+    def probe() -> dict[str, str] | None:
+        data = secret_data(kube, namespace, name)
+        return (
+            data if data and data.get("access_token") not in (None, after["access_token"]) else None
+        )
+
+    return eventually(f"the access token in Secret {name} to be refreshed", probe, timeout=timeout)
 
 
 def leaks(
