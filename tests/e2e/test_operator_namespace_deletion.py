@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, Client
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube_resources import ApiToken, ClusterTokenWorkspace
 from support.operator import (
+    OPERATOR_NAMESPACE,
     RunningOperator,
     ServiceAdmin,
     Workspace,
@@ -109,3 +111,69 @@ def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
 
     eventually("the credential Secret to go once no ApiToken uses it", released, timeout=60)
     assert service_admin.tokens_of(tok.metadata.uid) == []
+
+
+def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
+    kube: Client,
+    namespace: str,
+    service_admin: ServiceAdmin,
+    running_operator: RunningOperator,
+) -> None:
+    """The credential of a ClusterTokenWorkspace lives in the operator's namespace: it is not
+    deleted with the ApiTokens' namespace, stays protected while the workspace lives, and goes
+    with the workspace."""
+    running_operator.wait_ready()
+    name = f"ctw-{namespace}"[:63]
+    credential = f"ctokws-{name}-credential"
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
+            stringData={"refresh_token": service_admin.new_bootstrap_value(name)},
+        )
+    )
+    kube.create(
+        ClusterTokenWorkspace(
+            metadata=ObjectMeta(name=name),
+            spec={
+                "url": service_admin.service.base_url,
+                "workspace": service_admin.service.workspace,
+                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
+            },
+        )
+    )
+    try:
+        created: Any = kube.create(
+            ApiToken(
+                metadata=ObjectMeta(name="tok", namespace=namespace),
+                spec={"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": name}},
+            )
+        )
+        token_id = status_of(ready_token(kube, namespace))["tokenId"]
+        assert secret_data(kube, namespace, "tok") is not None
+        held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
+        assert held.metadata is not None
+        assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
+
+        kube.delete(Namespace, namespace)
+        eventually("the namespace to disappear", lambda: namespace_gone(kube, namespace), 60)
+        assert service_admin.token(token_id) is None
+        assert service_admin.tokens_of(created.metadata.uid) == []
+        held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
+        assert held.metadata is not None and held.metadata.deletionTimestamp is None
+
+        kube.delete(ClusterTokenWorkspace, name)
+
+        def credential_gone() -> bool:
+            try:
+                kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
+            except ApiError as error:
+                return error.status.code == 404
+            return False
+
+        eventually("the credential Secret to go with its workspace", credential_gone, 60)
+        found = leaks(kube, namespace, running_operator, service_admin.service)
+        assert not found, found
+    finally:
+        with contextlib.suppress(ApiError):
+            kube.delete(ClusterTokenWorkspace, name)
+        kube.delete(Secret, name, namespace=OPERATOR_NAMESPACE)
