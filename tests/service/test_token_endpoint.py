@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apitoken_service.api.app import create_app
 from apitoken_service.api.deps import Runtime
-from apitoken_service.domain.service import TokenService
+from apitoken_service.domain.service import REPLAY_DETECTION_ROTATIONS, TokenService
 from apitoken_service.settings import Settings
 from apitoken_service.signing import KeyRing
 from support.tokenservice import ApiSession
@@ -89,8 +89,12 @@ async def test_concurrent_refreshes_of_one_token_agree(admin: ApiSession) -> Non
     assert len({r.json()["refresh_token"] for r in responses}) == 1
 
 
+def replays_counted(runtime: Runtime) -> float | None:
+    return runtime.metrics.registry.get_sample_value("apitoken_service_refresh_replays_total")
+
+
 async def test_replay_after_grace_disables_the_whole_token(
-    admin: ApiSession, clock: FakeClock
+    admin: ApiSession, clock: FakeClock, runtime: Runtime
 ) -> None:
     token = await admin.create_token()
     rotated = (await admin.refresh(token["refreshToken"])).json()["refresh_token"]
@@ -99,11 +103,62 @@ async def test_replay_after_grace_disables_the_whole_token(
     replay = await admin.refresh(token["refreshToken"])
 
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert replays_counted(runtime) == 1
     # The legitimate holder's current token is dead too: the whole token is disabled.
     assert (await admin.refresh(rotated)).json()["error"] == "invalid_grant"
     await admin.renew()
     got = await admin.http.get(admin.path(f"/tokens/{token['id']}"), headers=admin.headers)
     assert got.json()["status"] == "disabled"
+
+
+async def test_replay_of_an_older_refresh_token_disables_the_whole_token(
+    admin: ApiSession, runtime: Runtime
+) -> None:
+    token = await admin.create_token()
+    chain = [token["refreshToken"]]
+    for _ in range(3):
+        chain.append((await admin.refresh(chain[-1])).json()["refresh_token"])
+
+    # Two rotations back, well within the grace period of its own rotation: still a replay.
+    replay = await admin.refresh(chain[1])
+
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert replays_counted(runtime) == 1
+    assert (await admin.refresh(chain[-1])).json()["error"] == "invalid_grant"
+    await admin.renew()
+    got = await admin.http.get(admin.path(f"/tokens/{token['id']}"), headers=admin.headers)
+    assert got.json()["status"] == "disabled"
+    # Replaying again (or another old token) counts no second replay: the token is disabled.
+    assert (await admin.refresh(chain[0])).json()["error"] == "invalid_grant"
+    assert replays_counted(runtime) == 1
+
+
+async def test_a_refresh_token_beyond_the_replay_window_is_unknown(
+    admin: ApiSession, runtime: Runtime
+) -> None:
+    token = await admin.create_token()
+    current = token["refreshToken"]
+    for _ in range(REPLAY_DETECTION_ROTATIONS + 1):
+        current = (await admin.refresh(current)).json()["refresh_token"]
+
+    ancient = await admin.refresh(token["refreshToken"])
+
+    assert ancient.json()["error"] == "invalid_grant"
+    assert replays_counted(runtime) == 0
+    assert (await admin.refresh(current)).status_code == 200
+
+
+async def test_revoking_with_an_earlier_refresh_token_disables_the_token(
+    admin: ApiSession,
+) -> None:
+    token = await admin.create_token()
+    first = (await admin.refresh(token["refreshToken"])).json()["refresh_token"]
+    current = (await admin.refresh(first)).json()["refresh_token"]
+
+    revoked = await admin.http.post("/oauth2/revoke", data={"token": token["refreshToken"]})
+
+    assert revoked.status_code == 200
+    assert (await admin.refresh(current)).json()["error"] == "invalid_grant"
 
 
 async def test_access_token_issued_before_disable_still_verifies(

@@ -20,7 +20,12 @@ from apitoken_service.api.deps import Runtime
 from apitoken_service.api.middleware import RequestRecorder, log_unhandled_error
 from apitoken_service.api.problems import problem
 from apitoken_service.api.routes_oauth import TOKEN_PATH
-from apitoken_service.domain.errors import InvalidRequest, OAuthError, UnsupportedGrantType
+from apitoken_service.domain.errors import (
+    InvalidRequest,
+    OAuthError,
+    RefreshTokenReplayed,
+    UnsupportedGrantType,
+)
 
 _FORM = b"application/x-www-form-urlencoded"
 _JSON_HEADERS = [
@@ -113,6 +118,9 @@ class TokenEndpoint:
             presented = _refresh_token_of(_parse_form(content_type, body))
             now = runtime.clock()
             result = await service.refresh(presented, now)
+        except RefreshTokenReplayed as exc:
+            runtime.metrics.replays.inc()
+            return _error(exc)
         except OAuthError as exc:
             return _error(exc)
         now_ms = int(now.timestamp() * 1000)

@@ -51,6 +51,10 @@ class InvalidGrant(OAuthError):
     error = "invalid_grant"
 
 
+class RefreshTokenReplayed(InvalidGrant):
+    """A rotated refresh token came back after the grace period; its API token is now disabled."""
+
+
 class UnsupportedGrantType(OAuthError):
     error = "unsupported_grant_type"
 

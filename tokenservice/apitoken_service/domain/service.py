@@ -6,7 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import jwt
 
@@ -17,6 +17,7 @@ from apitoken_service.domain.errors import (
     Forbidden,
     InvalidGrant,
     NotFound,
+    RefreshTokenReplayed,
     Unauthenticated,
 )
 from apitoken_service.domain.identifiers import new_token_id
@@ -25,6 +26,7 @@ from apitoken_service.signing import KeyRing, ServiceSecrets
 from apitoken_service.storage.protocol import Storage
 from apitoken_service.storage.records import (
     MemberRecord,
+    RefreshState,
     Role,
     StatusFilter,
     TokenQuery,
@@ -32,6 +34,23 @@ from apitoken_service.storage.records import (
 )
 
 log = logging.getLogger("apitoken_service.domain")
+
+# How many rotations back a presented refresh token is still recognised, so that its replay
+# disables the token. Earlier tokens are not stored in any form: the service derives the
+# successors of the presented token (two HMACs each, on the failure path only) and looks for
+# one of them among current tokens. Beyond this many, an old token is simply unknown.
+REPLAY_DETECTION_ROTATIONS = 100
+
+
+def _usable(state: RefreshState | None, now_ms: int) -> RefreshState:
+    """The state of an active, unexpired token; invalid_grant otherwise."""
+    if state is None:
+        raise InvalidGrant("the refresh token is not valid")
+    if state.status != "active":
+        raise InvalidGrant("the token is disabled")
+    if state.expires_at_ms <= now_ms:
+        raise InvalidGrant("the refresh token has expired")
+    return state
 
 
 @dataclass(frozen=True)
@@ -337,34 +356,38 @@ class TokenService:
             raise InvalidGrant("the refresh token is not valid")
         digest = refresh_tokens.digest(self._digest_key, presented)
         now_ms = to_millis(now)
-        if self.policy.rotate_refresh_tokens:
-            successor = refresh_tokens.successor(self._rotation_key, presented)
-            successor_digest = refresh_tokens.digest(self._digest_key, successor)
-            rotated = await self.storage.rotate_refresh(digest, successor_digest, now_ms)
-            if rotated is not None:
-                return self._grant(
-                    rotated.workspace,
-                    rotated.owner,
-                    rotated.token_id,
-                    successor,
-                    rotated.expires_at_ms,
-                    now,
-                )
-        state = await self.storage.find_refresh(digest)
-        if state is None:
-            raise InvalidGrant("the refresh token is not valid")
-        if state.status != "active":
-            raise InvalidGrant("the token is disabled")
-        if state.expires_at_ms <= now_ms:
-            raise InvalidGrant("the refresh token has expired")
         if not self.policy.rotate_refresh_tokens:
+            state = _usable(await self.storage.find_refresh(digest), now_ms)
             await self.storage.touch_refresh(state.token_id, now_ms)
             return self._grant(
                 state.workspace, state.owner, state.token_id, presented, state.expires_at_ms, now
             )
+        successor = refresh_tokens.successor(self._rotation_key, presented)
+        successor_digest = refresh_tokens.digest(self._digest_key, successor)
+        rotated = await self.storage.rotate_refresh(digest, successor_digest, now_ms)
+        if rotated is None:
+            return await self._refresh_not_current(digest, successor, successor_digest, now)
+        return self._grant(
+            rotated.workspace,
+            rotated.owner,
+            rotated.token_id,
+            successor,
+            rotated.expires_at_ms,
+            now,
+        )
+
+    async def _refresh_not_current(
+        self, digest: bytes, successor: str, successor_digest: bytes, now: datetime
+    ) -> GrantResult:
+        """The rotating write matched nothing: the presented token is not the current refresh
+        token of an active, unexpired token. A retry, a lost race, a replay, or invalid."""
+        now_ms = to_millis(now)
+        pair = (digest, successor_digest)
+        found, rotations_ago = await self._chain_state(successor, pair)
+        state = _usable(found, now_ms)
         if secrets.compare_digest(state.current_digest, digest):
-            # Current, active and unexpired, yet the write above matched nothing: the token
-            # changed in between. Try once more, then decide as for a retry.
+            # Current, active and unexpired, yet the write matched nothing: the token changed
+            # in between. Try once more, then decide as for a retry.
             rotated = await self.storage.rotate_refresh(digest, successor_digest, now_ms)
             if rotated is not None:
                 return self._grant(
@@ -375,17 +398,9 @@ class TokenService:
                     rotated.expires_at_ms,
                     now,
                 )
-            state = await self.storage.find_refresh(digest)
-            if state is None or state.status != "active":
-                raise InvalidGrant("the token is disabled")
-        if (
-            state.previous_digest is not None
-            and secrets.compare_digest(state.previous_digest, digest)
-            and state.rotated_at_ms is not None
-        ):
-            if now_ms - state.rotated_at_ms <= self._grace_ms and secrets.compare_digest(
-                state.current_digest, successor_digest
-            ):
+            state = _usable(await self.storage.find_refresh_among(pair), now_ms)
+        if secrets.compare_digest(state.current_digest, successor_digest):
+            if state.rotated_at_ms is not None and now_ms - state.rotated_at_ms <= self._grace_ms:
                 # A retry within the grace period: the same successor, nothing written.
                 return self._grant(
                     state.workspace,
@@ -395,13 +410,50 @@ class TokenService:
                     state.expires_at_ms,
                     now,
                 )
-            await self.storage.disable_by_id(state.token_id, now, "replay")
-            log.warning(
-                "rotated refresh token replayed after the grace period; token disabled",
-                extra={"tokenId": state.token_id, "workspace": state.workspace},
-            )
-            raise InvalidGrant("the refresh token was already used; the token is now disabled")
+            await self._disable_replayed(state, now, rotations_ago=1)
+        if rotations_ago > 1:
+            await self._disable_replayed(state, now, rotations_ago)
         raise InvalidGrant("the refresh token is not valid")
+
+    async def _chain_state(
+        self, successor: str, pair: tuple[bytes, bytes]
+    ) -> tuple[RefreshState, int]:
+        """The token whose current refresh token is the presented one or its successor, or
+        else, walking the chain forward, a later one (up to REPLAY_DETECTION_ROTATIONS); and
+        how many rotations back the presented token is (0 when found by `pair`)."""
+        state = await self.storage.find_refresh_among(pair)
+        if state is not None:
+            return state, 0
+        later = self._successor_digests(successor, REPLAY_DETECTION_ROTATIONS - 1)
+        state = await self.storage.find_refresh_among(later)
+        if state is None:
+            raise InvalidGrant("the refresh token is not valid")
+        for index, found in enumerate(later):
+            if secrets.compare_digest(found, state.current_digest):
+                return state, index + 2
+        raise InvalidGrant("the refresh token is not valid")
+
+    def _successor_digests(self, refresh: str, count: int) -> list[bytes]:
+        """Digests of the `count` refresh tokens that follow `refresh` in its rotation chain."""
+        digests = []
+        for _ in range(count):
+            refresh = refresh_tokens.successor(self._rotation_key, refresh)
+            digests.append(refresh_tokens.digest(self._digest_key, refresh))
+        return digests
+
+    async def _disable_replayed(
+        self, state: RefreshState, now: datetime, rotations_ago: int
+    ) -> NoReturn:
+        await self.storage.disable_by_id(state.token_id, now, "replay")
+        log.warning(
+            "rotated refresh token replayed after the grace period; token disabled",
+            extra={
+                "tokenId": state.token_id,
+                "workspace": state.workspace,
+                "rotationsAgo": rotations_ago,
+            },
+        )
+        raise RefreshTokenReplayed("the refresh token was already used; the token is now disabled")
 
     def _grant(
         self,
@@ -421,7 +473,12 @@ class TokenService:
         """RFC 7009: presenting a refresh token proves possession; the whole token is disabled."""
         if not refresh_tokens.looks_like_refresh_token(presented):
             return
-        state = await self.storage.find_refresh(refresh_tokens.digest(self._digest_key, presented))
+        digest = refresh_tokens.digest(self._digest_key, presented)
+        state = await self.storage.find_refresh(digest)
+        if state is None and self.policy.rotate_refresh_tokens:
+            # An earlier refresh token of a chain proves possession as well.
+            later = self._successor_digests(presented, REPLAY_DETECTION_ROTATIONS)
+            state = await self.storage.find_refresh_among(later)
         if state is not None:
             await self.storage.disable_by_id(state.token_id, now, "revoked")
             log.info(

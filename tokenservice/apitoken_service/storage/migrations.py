@@ -96,7 +96,17 @@ def _v2_disable_reason_and_external_ref_index(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX tokens_by_external_ref ON tokens (workspace, external_ref)"))
 
 
-STEPS: Sequence[Step] = (_v1_initial, _v2_disable_reason_and_external_ref_index)
+def _v3_forget_previous_digests(conn: Connection) -> None:
+    """Replays are recognised by deriving successors of the presented token since schema 3
+    (domain/service.py); the previous refresh token's digest is no longer kept or read."""
+    conn.execute(text("UPDATE tokens SET previous_digest = NULL"))
+
+
+STEPS: Sequence[Step] = (
+    _v1_initial,
+    _v2_disable_reason_and_external_ref_index,
+    _v3_forget_previous_digests,
+)
 LATEST = len(STEPS)
 # Arbitrary constant naming this service's advisory lock in PostgreSQL.
 _PG_LOCK_ID = 0x61706974

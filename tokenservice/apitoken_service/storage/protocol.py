@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -63,12 +64,20 @@ class Storage(Protocol):
     async def count_tokens_by_status(self, now: datetime) -> dict[str, int]: ...
 
     # The token endpoint: usually one conditional write; a read only when it matched nothing.
-    async def find_refresh(self, digest: bytes) -> RefreshState | None: ...
+    async def find_refresh(self, digest: bytes) -> RefreshState | None:
+        """The token whose current refresh token has this digest."""
+
+    async def find_refresh_among(self, digests: Sequence[bytes]) -> RefreshState | None:
+        """The token whose current refresh token has one of these digests (at most one can:
+        they are digests of one rotation chain)."""
+
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
     ) -> RotatedRefresh | None:
         """In one statement: swap the current digest `presented` for `successor` if the token
-        is active and unexpired; None when no token matched (then read and decide)."""
+        is active and unexpired; None when no token matched (then read and decide). The
+        previous digest is not kept: the domain recognises earlier refresh tokens by deriving
+        their successors."""
 
     async def touch_refresh(self, token_id: str, now_ms: int) -> None:
         """Record use without rotation (rotation switched off)."""

@@ -44,7 +44,6 @@ class RefreshState:
     status: StoredStatus
     expires_at_ms: int
     current_digest: bytes
-    previous_digest: bytes | None
     rotated_at_ms: int | None
 
 

@@ -47,6 +47,7 @@ tokens = Table(
     Column("disabled_at", BigInteger, nullable=True),
     # Digests only (HMAC-SHA256); the values are never stored.
     Column("refresh_digest", LargeBinary(32), nullable=False, unique=True),
+    # Unused since schema 3 (always NULL): earlier refresh tokens are recognised by deriving.
     Column("previous_digest", LargeBinary(32), nullable=True, unique=True),
     Column("rotated_at", BigInteger, nullable=True),
     # Added by migration 2.

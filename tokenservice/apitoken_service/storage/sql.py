@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,21 @@ def _token(row: Row[*tuple[Any, ...]]) -> TokenRecord:
     )
 
 
+def _refresh_state(row: tuple[Any, ...] | None) -> RefreshState | None:
+    if row is None:
+        return None
+    token_id, workspace, owner, status, expires_at, current, rotated_at = row
+    return RefreshState(
+        token_id=token_id,
+        workspace=workspace,
+        owner=owner,
+        status=status,
+        expires_at_ms=expires_at,
+        current_digest=bytes(current),
+        rotated_at_ms=rotated_at,
+    )
+
+
 def _member(row: Row[*tuple[Any, ...]]) -> MemberRecord:
     return MemberRecord(
         workspace=row.workspace,
@@ -84,20 +100,22 @@ _TOKEN_COLUMNS = (
     tokens.c.disabled_reason,
 )
 
-# The token endpoint's two statements, built once so SQLAlchemy's compiled cache always hits.
-_FIND_REFRESH = select(
+# The token endpoint's statements, built once so SQLAlchemy's compiled cache always hits.
+_REFRESH_COLUMNS = (
     tokens.c.id,
     tokens.c.workspace,
     tokens.c.owner,
     tokens.c.status,
     tokens.c.expires_at,
     tokens.c.refresh_digest,
-    tokens.c.previous_digest,
     tokens.c.rotated_at,
-).where(
+)
+_FIND_REFRESH = select(*_REFRESH_COLUMNS).where(tokens.c.refresh_digest == bindparam("digest"))
+# A presented token and its successor: a grace-period retry, or a refresh that lost a race.
+_FIND_REFRESH_PAIR = select(*_REFRESH_COLUMNS).where(
     or_(
-        tokens.c.refresh_digest == bindparam("digest"),
-        tokens.c.previous_digest == bindparam("digest"),
+        tokens.c.refresh_digest == bindparam("first"),
+        tokens.c.refresh_digest == bindparam("second"),
     )
 )
 # The common refresh in one round trip: the presented token is the current one of an active,
@@ -110,7 +128,6 @@ _ROTATE = (
         tokens.c.expires_at > bindparam("now"),
     )
     .values(
-        previous_digest=bindparam("presented"),
         refresh_digest=bindparam("successor"),
         rotated_at=bindparam("now"),
         last_used_at=bindparam("now"),
@@ -529,20 +546,22 @@ class SqlStorage:
     # -- the token endpoint --------------------------------------------------------------------
 
     async def find_refresh(self, digest: bytes) -> RefreshState | None:
-        row = await self._first(_FIND_REFRESH, {"digest": digest})
-        if row is None:
+        return _refresh_state(await self._first(_FIND_REFRESH, {"digest": digest}))
+
+    async def find_refresh_among(self, digests: Sequence[bytes]) -> RefreshState | None:
+        if not digests:
             return None
-        token_id, workspace, owner, status, expires_at, current, previous, rotated_at = row
-        return RefreshState(
-            token_id=token_id,
-            workspace=workspace,
-            owner=owner,
-            status=status,
-            expires_at_ms=expires_at,
-            current_digest=bytes(current),
-            previous_digest=None if previous is None else bytes(previous),
-            rotated_at_ms=rotated_at,
-        )
+        if len(digests) <= 2:
+            params = {"first": digests[0], "second": digests[-1]}
+            return _refresh_state(await self._first(_FIND_REFRESH_PAIR, params))
+        # A walk along an old token's chain: rare, so the general engine path is fine.
+        async with self._auto.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_REFRESH_COLUMNS).where(tokens.c.refresh_digest.in_(list(digests)))
+                )
+            ).first()
+        return _refresh_state(None if row is None else tuple(row))
 
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
