@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from datetime import timedelta
@@ -181,3 +182,34 @@ async def test_replicas_racing_to_create_the_first_key_agree_on_the_signer(
         assert len(opened.service.keys.current.jwks(clock())["keys"]) == len(stored)
     finally:
         await opened.close()
+
+
+async def test_rotations_sent_together_succeed_or_fail_each_on_their_own(
+    admin: ApiSession, runtime: Runtime, clock: FakeClock
+) -> None:
+    # SQLite commits the rotations of one loop iteration in one transaction; a failing one
+    # must not take the others down with it.
+    storage = runtime.require_opened().storage
+    digest_key = runtime.require_opened().service._digest_key
+    created = [await admin.create_token(f"batch-{i}") for i in range(3)]
+    presented = [refresh_tokens.digest(digest_key, t["refreshToken"]) for t in created]
+    clash = secrets.token_bytes(32)
+    now_ms = to_millis(clock())
+
+    outcomes = await asyncio.gather(
+        storage.rotate_refresh(presented[0], clash, now_ms),
+        storage.rotate_refresh(presented[1], clash, now_ms),  # the same new digest: refused
+        storage.rotate_refresh(presented[2], secrets.token_bytes(32), now_ms),
+        return_exceptions=True,
+    )
+
+    first, second, third = outcomes
+    assert not isinstance(first, BaseException) and first is not None
+    assert first.token_id == created[0]["id"]
+    assert isinstance(second, Exception)
+    assert not isinstance(third, BaseException) and third is not None
+    assert third.token_id == created[2]["id"]
+    found = await storage.find_refresh(clash)
+    assert found is not None and found.token_id == created[0]["id"]
+    unchanged = await storage.find_refresh(presented[1])
+    assert unchanged is not None and unchanged.token_id == created[1]["id"]

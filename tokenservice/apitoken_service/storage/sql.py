@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Dialect, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -36,6 +34,7 @@ from apitoken_service.storage.records import (
     TokenRecord,
 )
 from apitoken_service.storage.schema import members, service_keys, signing_keys, tokens, workspaces
+from apitoken_service.storage.sqlite_direct import DirectSqlite, sqlite_pragmas
 
 
 def _ms(moment: datetime | None) -> int | None:
@@ -148,73 +147,14 @@ _GET_MEMBER = select(
 ).where(members.c.workspace == bindparam("workspace"), members.c.user_name == bindparam("user"))
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the one writer; synchronous=NORMAL is the usual WAL setting
-    # (a power cut can lose the last commits, never corrupt the file).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
 def create_engine(target: DatabaseTarget) -> AsyncEngine:
     if target.dialect == "sqlite":
         assert target.sqlite_path is not None
         target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(target.url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=False)
-
-
-_NAMED_SQLITE = sqlite_dialect.dialect(paramstyle="named")
-
-
-class _DirectSqlite:
-    """For SQLite, one synchronous connection that runs the token endpoint's few statements
-    (compiled once from the same Core statements) on the event loop's thread. A local SQLite
-    statement takes microseconds, while aiosqlite's hand-off to its worker thread and back, and
-    SQLAlchemy's per-execute work, cost far more (measured: about 8 ms per refresh on a busy
-    2-core machine, against well under 1 ms this way). Writers in other processes are waited
-    for by SQLite's busy timeout, which stays short: their transactions are single statements.
-    """
-
-    def __init__(self, path: str) -> None:
-        # Autocommit: each statement is its own transaction, like the AUTOCOMMIT engine.
-        self._conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
-        _sqlite_pragmas(self._conn, None)
-        self._sql: dict[int, tuple[str, dict[str, Any]]] = {}
-
-    def _compiled(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        found = self._sql.get(id(statement))
-        if found is None:
-            compiled = statement.compile(dialect=_NAMED_SQLITE)
-            # Literal values in the statement (status = 'active') are bound parameters too.
-            defaults = {k: v for k, v in compiled.params.items() if v is not None}
-            found = self._sql[id(statement)] = (str(compiled), defaults)
-        sql, defaults = found
-        return sql, {**defaults, **params}
-
-    async def first(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> tuple[Any, ...] | None:
-        # fetchall: a statement with RETURNING commits only once it has run to completion.
-        rows: list[tuple[Any, ...]] = self._conn.execute(
-            *self._compiled(statement, params)
-        ).fetchall()
-        return rows[0] if rows else None
-
-    async def write(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> int:
-        return self._conn.execute(*self._compiled(statement, params)).rowcount
-
-    async def close(self) -> None:
-        self._conn.close()
 
 
 class _DirectPostgres:
@@ -252,6 +192,11 @@ class _DirectPostgres:
         row = await self._connections.fetchrow(sql, *args)
         return None if row is None else tuple(row)
 
+    async def write_returning(
+        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        return await self.first(statement, params)
+
     async def write(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
     ) -> int:
@@ -269,13 +214,13 @@ class SqlStorage:
         # Single statements need no BEGIN/COMMIT round trips: the refresh path's conditional
         # UPDATE is its own compare-and-swap.
         self._auto = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._direct: _DirectSqlite | _DirectPostgres | None = None
+        self._direct: DirectSqlite | _DirectPostgres | None = None
 
-    def _direct_connection(self) -> _DirectSqlite | _DirectPostgres:
+    def _direct_connection(self) -> DirectSqlite | _DirectPostgres:
         if self._direct is None:
             if self._engine.dialect.name == "sqlite":
                 assert self._engine.url.database is not None
-                self._direct = _DirectSqlite(self._engine.url.database)
+                self._direct = DirectSqlite(self._engine.url.database)
             else:
                 self._direct = _DirectPostgres(self._engine.url, self._engine.dialect)
         return self._direct
@@ -566,7 +511,8 @@ class SqlStorage:
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
     ) -> RotatedRefresh | None:
-        row = await self._first(
+        # SQLite commits the rotations of one loop iteration together (sqlite_direct.py).
+        row = await self._direct_connection().write_returning(
             _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
         )
         if row is None:
