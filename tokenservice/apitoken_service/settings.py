@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="how often replicas pick up rotated signing keys"
     )
     access_log: bool = True
+    token_grant_log_every: int = Field(
+        default=100,
+        ge=1,
+        description="access-log one successful refresh grant in this many (failures always); "
+        "the metrics count every request",
+    )
     log_level: str = "INFO"
 
     @field_validator("issuer")

@@ -82,7 +82,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> TokenServiceApp
     install_problem_handlers(app)
     for module in (routes_tokens, routes_members, routes_oauth, routes_wellknown, routes_ops):
         app.include_router(module.router)
-    recorder = RequestRecorder(runtime.metrics, settings.access_log)
+    recorder = RequestRecorder(
+        runtime.metrics, settings.access_log, token_grant_log_every=settings.token_grant_log_every
+    )
     app.token_endpoint = TokenEndpoint(runtime, recorder)
     # Added last runs first: observe everything, then limit bodies.
     app.add_middleware(LimitRequestBody, max_bytes=settings.max_request_bytes)

@@ -32,11 +32,20 @@ def log_unhandled_error(exc: BaseException) -> None:
 class RequestRecorder:
     """Counts a finished request by route template and status, times the token endpoint, and
     writes its access-log line. The label children are looked up once per (route, method,
-    status): prometheus_client's `labels()` costs more than the increment itself."""
+    status): prometheus_client's `labels()` costs more than the increment itself.
 
-    def __init__(self, metrics: Metrics, access_log: bool) -> None:
+    Successful refresh grants are access-logged one in `token_grant_log_every` (the line says
+    so in `sampledOneIn`); every other request, and every failed grant, is logged. A busy
+    token endpoint answers thousands of grants a second, each line cost about a tenth of a
+    grant's CPU, and the metrics already count and time every one."""
+
+    def __init__(
+        self, metrics: Metrics, access_log: bool, *, token_grant_log_every: int = 1
+    ) -> None:
         self._metrics = metrics
         self._access_log = access_log
+        self._grant_log_every = token_grant_log_every
+        self._grants = 0
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._latencies: dict[int, Any] = {}
 
@@ -53,6 +62,17 @@ class RequestRecorder:
             if latency is None:
                 latency = self._latencies[status] = self._metrics.token_latency.labels(str(status))
             latency.observe(elapsed)
+            if status == 200 and self._grant_log_every > 1:
+                self._grants += 1
+                if self._grants % self._grant_log_every != 1:
+                    return
+                self._log(route, method, status, elapsed, {"sampledOneIn": self._grant_log_every})
+                return
+        self._log(route, method, status, elapsed, {})
+
+    def _log(
+        self, route: str, method: str, status: int, elapsed: float, more: dict[str, Any]
+    ) -> None:
         if self._access_log and log.isEnabledFor(logging.INFO):
             # makeRecord and handle, not log.info: the caller's file and line (a stack walk
             # per request) are of no use in an access log.
@@ -70,6 +90,7 @@ class RequestRecorder:
                         "route": route,
                         "status": status,
                         "durationMs": round(elapsed * 1000, 3),
+                        **more,
                     },
                 )
             )
