@@ -12,6 +12,7 @@ than any token's lifetime. A new bootstrap value (a different digest) replaces t
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +28,13 @@ from apitoken_operator.models import (
     TokenWorkspaceStatus,
     WorkspaceKind,
 )
-from apitoken_operator.reconcile import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.reconcile import (
+    IssuedToken,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+)
 from apitoken_operator.schedule import TimingPolicy, next_refresh_time, stable_fraction
 from apitoken_operator.secret_builder import (
     ObservedSecret,
@@ -322,6 +329,17 @@ def decide_credential(
         requeue=min(requeue) if requeue else None,
         state=status,
     )
+
+
+def credential_tokens_to_retire(
+    current_token_id: str | None, tagged: Sequence[ServiceToken]
+) -> tuple[str, ...]:
+    """When a workspace is deleted and no ApiToken uses it: the operator's own tokens there to
+    disable, so none outlives it. Those tagged with the workspace's UID that are still active
+    (left by a renewal cut short), then the current credential last: disabling it kills only
+    its refresh token, so its access token still authorizes the calls before."""
+    others = [t.id for t in tagged if t.status == "active" and t.id != current_token_id]
+    return (*others, current_token_id) if current_token_id else tuple(others)
 
 
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:

@@ -6,7 +6,8 @@ time and is woken early by the Secret watch); deletion through Kopf's finalizer,
 TemporaryError until the core releases it. Workspaces: the same for the operator's credential,
 and a finalizer that waits until no ApiToken uses the workspace, so their cleanup can still
 reach the token service; the credential Secret carries a finalizer of its own for the same
-reason (`credential_protection`), released with the workspace's.
+reason (`credential_protection`), released with the workspace's, once the operator's own
+tokens in the workspace are disabled.
 
 No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
 annotation. Managed Secrets are watched by `secret_watch` instead.
@@ -35,6 +36,7 @@ from apitoken_operator.secret_watch import watch_managed_secrets
 from apitoken_operator.token_runs import Posting, TokenRun, run_api_token
 from apitoken_operator.workspace_runs import (
     WorkspaceRun,
+    retire_credential,
     run_workspace,
     sync_credential_protection,
 )
@@ -302,21 +304,29 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
         name: str | None,
         uid: str | None,
         retry: int,
+        annotations: kopf.Annotations,
         memo: kopf.Memo,
         **_: Any,
     ) -> None:
         # ApiTokens being deleted still need this workspace's credential to clean up.
         rt = _runtime(memo)
-        users = await _kube_call(rt, retry, api_tokens_using(rt.kube, kind, name or "", namespace))
+        n, u = name or "", uid or ""
+        users = await _kube_call(rt, retry, api_tokens_using(rt.kube, kind, n, namespace))
         if users:
             raise kopf.TemporaryError(
                 f"waiting for {len(users)} ApiToken(s) using it: {', '.join(users[:5])}",
                 delay=max(rt.timing.backoff_base.total_seconds(), 1.0),
             )
-        # None left: the credential Secret may go too (its finalizer held it for them).
-        release = sync_credential_protection(
-            rt, kind, namespace, name or "", uid or "", workspace_deleting=True
-        )
+        # None left: the operator's own tokens there go too, unless an admin lets them be.
+        retired = await _kube_call(rt, retry, retire_credential(rt, kind, namespace, n, u))
+        if not retired.done and annotations.get(names.ANNOTATION_ABANDON) != "true":
+            raise kopf.TemporaryError(
+                f"waiting to disable the operator's own token at the service: {retired.message} "
+                f"(set {names.ANNOTATION_ABANDON}=true to leave it)",
+                delay=min(_backoff(rt, retry + 1), DELETION_RECHECK.total_seconds()),
+            )
+        # Then the credential Secret may go (its finalizer held it for the ApiTokens).
+        release = sync_credential_protection(rt, kind, namespace, n, u, workspace_deleting=True)
         await _kube_call(rt, retry, release)
 
     @kopf.daemon(

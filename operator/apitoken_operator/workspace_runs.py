@@ -17,6 +17,7 @@ from apitoken_operator.credential import (
     CredentialObservation,
     credential_secret_location,
     credential_secret_ref,
+    credential_tokens_to_retire,
 )
 from apitoken_operator.credential_protection import (
     ProtectionChange,
@@ -25,7 +26,7 @@ from apitoken_operator.credential_protection import (
     protection_due,
     protection_view,
 )
-from apitoken_operator.execute import Event, ManagementApi
+from apitoken_operator.execute import Event, ManagementApi, service_tokens
 from apitoken_operator.execute_credential import (
     CredentialOutcome,
     CredentialPorts,
@@ -53,6 +54,7 @@ from apitoken_operator.names import KEY_ACCESS_TOKEN
 from apitoken_operator.runtime import Runtime
 from apitoken_operator.secret_builder import salted_digest
 from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.service_errors import NotFound, ServiceError
 from apitoken_operator.views import observed_secret, workspace_object, workspace_spec
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,16 @@ def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedM
 
 
 async def run_workspace(
-    rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str
+    rt: Runtime,
+    kind: WorkspaceKind,
+    namespace: str | None,
+    name: str,
+    *,
+    sync_protection: bool = True,
 ) -> WorkspaceRun | None:
-    """Bring the operator's credential in this workspace up to date; None if it is gone."""
+    """Bring the operator's credential in this workspace up to date; None if it is gone.
+    `sync_protection=False` leaves the credential Secret's finalizer as it is (the deletion
+    handler releases it itself, after it has retired the credential)."""
     key = workspace_key(kind, namespace, name)
     async with rt.workspace_locks.for_uid(key):
         body = await get_workspace(rt.kube, kind, name, namespace)
@@ -140,7 +149,8 @@ async def run_workspace(
         # The Secret as read before the run says whether to look again; the credential writes
         # never touch the finalizer, so only a Secret the run just wrote needs a second look.
         written = outcome.observation.secret is not secret
-        if protection_due(protection_view(secret_body, ws.uid), deleting, written=written):
+        view = protection_view(secret_body, ws.uid)
+        if sync_protection and protection_due(view, deleting, written=written):
             await sync_credential_protection(
                 rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
             )
@@ -200,6 +210,51 @@ async def sync_credential_protection(
             "added" if change is ProtectionChange.ADD else "released",
             extra={"workspace": workspace_key(kind, namespace, name)},
         )
+
+
+@dataclass(frozen=True)
+class CredentialRetirement:
+    # False: the service could not be reached; worth waiting for.
+    done: bool
+    message: str
+
+
+async def retire_credential(
+    rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str, uid: str
+) -> CredentialRetirement:
+    """For a workspace being deleted that no ApiToken uses any more: disable the operator's own
+    tokens there (`credential_tokens_to_retire`), with a freshly refreshed credential."""
+    run = await run_workspace(rt, kind, namespace, name, sync_protection=False)
+    if run is None or run.outcome is None:
+        return CredentialRetirement(True, "no credential")
+    spec = workspace_spec(kind, run.body)
+    if spec.resolved_provider is Provider.OAUTH2:
+        return CredentialRetirement(True, "refresh-only mode holds no credential")
+    secret = run.outcome.observation.secret
+    bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
+    if not run.usable or not bearer or secret is None:
+        ready = run.outcome.decision.status.condition("Ready")
+        reason = ready.reason if ready is not None else None
+        waits = reason in (reasons.SERVICE_UNREACHABLE, reasons.SERVICE_ERROR)
+        return CredentialRetirement(not waits, run.message or "no working credential")
+    api = management_api(rt, spec, bearer)
+    try:
+        tagged = service_tokens(await api.list_tokens(external_ref=uid))
+        retired = credential_tokens_to_retire(secret.token_id, tagged)
+        for token_id in retired:
+            try:
+                await api.disable_token(token_id)
+            except NotFound:
+                pass
+    except ServiceError as exc:
+        # Refused (the credential no longer works): nothing more the operator can do.
+        return CredentialRetirement(not exc.retryable, exc.message)
+    log.info(
+        "workspace deleted: disabled the operator's own token(s) %s",
+        ", ".join(retired),
+        extra={"workspace": workspace_key(kind, namespace, name)},
+    )
+    return CredentialRetirement(True, f"disabled {len(retired)} token(s)")
 
 
 async def _report_invalid_spec(
@@ -287,9 +342,11 @@ async def management_for(rt: Runtime, workspace: str, namespace: str) -> Managem
 
 
 __all__ = [
+    "CredentialRetirement",
     "WorkspaceAccess",
     "WorkspaceRun",
     "management_for",
+    "retire_credential",
     "run_workspace",
     "sync_credential_protection",
     "workspace_access",

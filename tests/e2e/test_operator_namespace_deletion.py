@@ -1,7 +1,8 @@
 """Deleting a whole namespace with a TokenWorkspace, its bootstrap and credential Secrets and
 ApiTokens in it: the namespace goes on its own, and every ApiToken is cleaned up at the service
 per its deletionPolicy, because the operator's credential Secret is kept (finalizer
-apitoken.dev/credential-in-use) until no ApiToken using the workspace remains."""
+apitoken.dev/credential-in-use) until no ApiToken using the workspace remains; then the
+operator's own token in the workspace is disabled too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken, ClusterTokenWorkspace
+from apitoken_operator.kube_resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from support.operator import (
     OPERATOR_NAMESPACE,
     RunningOperator,
@@ -60,6 +61,9 @@ def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
     credential = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
     assert credential.metadata is not None
     assert CREDENTIAL_FINALIZER in (credential.metadata.finalizers or [])
+    credential_id = status_of(kube.get(TokenWorkspace, workspace.name, namespace=ns))[
+        "credentialTokenId"
+    ]
 
     kube.delete(Namespace, ns)
 
@@ -78,6 +82,8 @@ def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
     statuses = {t["id"]: t["status"] for t in service_admin.tokens_of(disabled.metadata.uid)}
     assert statuses.get(ids["disabled"]) == "disabled"
     assert set(statuses.values()) == {"disabled"}, statuses
+    # The operator's own token in the workspace went with it.
+    assert (service_admin.token(credential_id) or {}).get("status") == "disabled"
     found = leaks(kube, ns, running_operator, service_admin.service)
     assert not found, found
 
@@ -157,6 +163,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
         held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
         assert held.metadata is not None
         assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
+        credential_id = status_of(kube.get(ClusterTokenWorkspace, name))["credentialTokenId"]
 
         kube.delete(Namespace, namespace)
         eventually("the namespace to disappear", lambda: namespace_gone(kube, namespace), 60)
@@ -175,6 +182,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
             return False
 
         eventually("the credential Secret to go with its workspace", credential_gone, 60)
+        assert (service_admin.token(credential_id) or {}).get("status") == "disabled"
         found = leaks(kube, namespace, running_operator, service_admin.service)
         assert not found, found
     finally:

@@ -1,0 +1,39 @@
+"""When a workspace is deleted, the operator disables its own tokens there: every active one
+tagged with the workspace's UID, then the current credential (whose access token authorizes
+the calls before it)."""
+
+import pytest
+
+from apitoken_operator.credential import credential_tokens_to_retire
+from apitoken_operator.reconcile import ServiceToken
+
+pytestmark = pytest.mark.unit
+
+WS = "ws-uid"
+
+
+@pytest.mark.parametrize(
+    ("current", "tagged", "expected"),
+    [
+        ("cred", [], ("cred",)),
+        # The bootstrap token carries no tag; a renewed one is tagged and listed too.
+        ("cred", [ServiceToken("cred", "active", WS)], ("cred",)),
+        # A renewal cut short left an active tagged token; retired ones stay as they are.
+        (
+            "cred",
+            [
+                ServiceToken("stray", "active", WS),
+                ServiceToken("old", "disabled", WS),
+                ServiceToken("gone", "expired", WS),
+                ServiceToken("cred", "active", WS),
+            ],
+            ("stray", "cred"),
+        ),
+        (None, [ServiceToken("stray", "active", WS)], ("stray",)),
+        (None, [], ()),
+    ],
+)
+def test_credential_tokens_to_retire(
+    current: str | None, tagged: list[ServiceToken], expected: tuple[str, ...]
+) -> None:
+    assert credential_tokens_to_retire(current, tagged) == expected
