@@ -7,6 +7,7 @@ operator's own token in the workspace is disabled too."""
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from support.operator import (
     secret_data,
     status_of,
 )
+from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
@@ -174,14 +176,15 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
 
         kube.delete(ClusterTokenWorkspace, name)
 
-        def credential_gone() -> bool:
+        def released() -> bool:
+            # Garbage collection then removes it (it may take a while to see a new kind).
             try:
-                kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
+                held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
             except ApiError as error:
                 return error.status.code == 404
-            return False
+            return CREDENTIAL_FINALIZER not in ((held.metadata and held.metadata.finalizers) or [])
 
-        eventually("the credential Secret to go with its workspace", credential_gone, 60)
+        eventually("the credential Secret to be let go with its workspace", released, 60)
         assert (service_admin.token(credential_id) or {}).get("status") == "disabled"
         found = leaks(kube, namespace, running_operator, service_admin.service)
         assert not found, found
@@ -189,3 +192,58 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
         with contextlib.suppress(ApiError):
             kube.delete(ClusterTokenWorkspace, name)
         kube.delete(Secret, name, namespace=OPERATOR_NAMESPACE)
+
+
+def test_workspace_deletion_waits_for_the_service_and_abandon_lets_it_go(
+    kube: Client,
+    workspace: Workspace,
+    e2e_service: RunningTokenService,
+    service_admin: ServiceAdmin,
+) -> None:
+    ns = workspace.namespace
+    credential_id = status_of(kube.get(TokenWorkspace, workspace.name, namespace=ns))[
+        "credentialTokenId"
+    ]
+    with e2e_service.down():
+        kube.delete(TokenWorkspace, workspace.name, namespace=ns)
+
+        def waiting() -> str | None:
+            obj = kube.get(TokenWorkspace, workspace.name, namespace=ns)
+            annotations = (obj.metadata.annotations if obj.metadata else None) or {}
+            progress = annotations.get("apitoken.dev/tokenworkspaces-deleted")
+            message = str(json.loads(progress).get("message") or "") if progress else ""
+            return message if "waiting to disable the operator's own token" in message else None
+
+        message = eventually("the workspace's deletion to wait for the service", waiting, 30)
+        assert "apitoken.dev/abandon=true" in message
+        held = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
+        assert held.metadata is not None
+        assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
+        kube.patch(
+            TokenWorkspace,
+            workspace.name,
+            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
+            namespace=ns,
+            patch_type=PatchType.MERGE,
+        )
+
+        def gone() -> bool:
+            try:
+                kube.get(TokenWorkspace, workspace.name, namespace=ns)
+            except ApiError as error:
+                return error.status.code == 404
+            return False
+
+        eventually("the abandoned workspace to be released", gone, timeout=30)
+
+        def released() -> bool:
+            # Garbage collection then removes it (it may take a while to see a new kind).
+            try:
+                held = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
+            except ApiError as error:
+                return error.status.code == 404
+            return CREDENTIAL_FINALIZER not in ((held.metadata and held.metadata.finalizers) or [])
+
+        eventually("the credential Secret's finalizer to be released", released, 30)
+    # Let go without cleanup: the operator's token is still there (valid until it expires).
+    assert (service_admin.token(credential_id) or {}).get("status") == "active"
