@@ -33,6 +33,7 @@ class ProtectionView:
     protected: bool = False
     deleting: bool = False
     resource_version: str | None = None
+    finalizers: tuple[str, ...] = ()
 
 
 def protection_view(body: Mapping[str, Any] | None, workspace_uid: str) -> ProtectionView:
@@ -41,13 +42,15 @@ def protection_view(body: Mapping[str, Any] | None, workspace_uid: str) -> Prote
     meta: Mapping[str, Any] = body.get("metadata") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
     owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+    finalizers = tuple(str(f) for f in meta.get("finalizers") or ())
     return ProtectionView(
         present=True,
         ours=labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY_VALUE
         and workspace_uid in owners,
-        protected=names.FINALIZER_CREDENTIAL_IN_USE in (meta.get("finalizers") or []),
+        protected=names.FINALIZER_CREDENTIAL_IN_USE in finalizers,
         deleting=bool(meta.get("deletionTimestamp")),
         resource_version=meta.get("resourceVersion"),
+        finalizers=finalizers,
     )
 
 
@@ -71,6 +74,25 @@ def protection_change(
     return None if view.protected else ProtectionChange.ADD
 
 
+def finalizer_patch(view: ProtectionView, change: ProtectionChange) -> list[dict[str, Any]]:
+    """A JSON patch (RFC 6902) making `change` to the Secret read as `view`. Guarded by its
+    resourceVersion, it fails (409/422) when the Secret changed since and cannot create one
+    that went (404), unlike a server-side apply; other finalizers are left alone."""
+    guard: dict[str, Any] = {
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": view.resource_version,
+    }
+    finalizer = names.FINALIZER_CREDENTIAL_IN_USE
+    if change is ProtectionChange.ADD:
+        if not view.finalizers:
+            return [guard, {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
+        return [guard, {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}]
+    index = view.finalizers.index(finalizer)
+    path = f"/metadata/finalizers/{index}"
+    return [guard, {"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}]
+
+
 def protection_due(view: ProtectionView, workspace_deleting: bool, *, written: bool) -> bool:
     """Whether a run that read the Secret as `view` (and then maybe wrote it) should look at
     the finalizer again with a live read: a change may be due, or a user count is needed, or
@@ -85,6 +107,7 @@ def protection_due(view: ProtectionView, workspace_deleting: bool, *, written: b
 __all__ = [
     "ProtectionChange",
     "ProtectionView",
+    "finalizer_patch",
     "needs_user_count",
     "protection_change",
     "protection_due",

@@ -111,32 +111,28 @@ async def patch_status(
         await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
 
 
-async def set_secret_finalizer(
-    client: AsyncClient,
-    namespace: str,
-    name: str,
-    finalizer: str,
-    *,
-    present: bool,
-    resource_version: str,
-) -> bool:
-    """Add or release `finalizer` on an existing Secret: a server-side apply by a field manager
-    that owns nothing else there, so releasing is applying without it. The resourceVersion is a
-    precondition (and keeps the apply from creating a Secret that went meanwhile). False when
-    the Secret changed or went since it was read: the next run looks again."""
-    meta: Body = {"name": name, "namespace": namespace, "resourceVersion": resource_version}
-    if present:
-        meta["finalizers"] = [finalizer]
-    secret = cast(
-        Secret, Secret.from_dict({"apiVersion": "v1", "kind": "Secret", "metadata": meta})
-    )
+async def patch_secret_metadata(
+    client: AsyncClient, namespace: str, name: str, operations: list[dict[str, Any]]
+) -> str | None:
+    """Apply a JSON patch (a `test` of the resourceVersion first) to an existing Secret, as a
+    field manager that owns nothing else there, so the Secret writes of FIELD_MANAGER never
+    drop what it set. The new resourceVersion; None when the Secret changed or went since it
+    was read (the next run looks again)."""
     try:
-        await client.apply(secret, field_manager=PROTECTION_FIELD_MANAGER, force=True)
+        written = await client.patch(
+            Secret,
+            name,
+            cast(Any, operations),
+            namespace=namespace,
+            patch_type=PatchType.JSON,
+            field_manager=PROTECTION_FIELD_MANAGER,
+        )
     except ApiError as error:
-        if error.status.code in (404, 409):
-            return False
+        # 422: a failed `test` operation (the Secret changed); 404: gone; 409: conflict.
+        if error.status.code in (404, 409, 422):
+            return None
         raise
-    return True
+    return str(written.metadata.resourceVersion or "") if written.metadata else ""
 
 
 class SecretApplier:

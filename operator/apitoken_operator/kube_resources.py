@@ -9,8 +9,8 @@ from apitoken_operator.models import WorkspaceKind
 
 # Server-side apply owner of everything the operator writes (Secrets and status).
 FIELD_MANAGER: Final = "apitoken-operator"
-# Owner of the credential Secret's finalizer alone, so the Secret writes (FIELD_MANAGER) never
-# add or drop it, and releasing it is an apply by this manager without it.
+# Owner of the credential Secret's finalizer alone, so the Secret writes (FIELD_MANAGER), which
+# never name it, leave it alone.
 PROTECTION_FIELD_MANAGER: Final = "apitoken-operator-protection"
 
 ApiToken = create_namespaced_resource(names.GROUP, names.VERSION, names.KIND_API_TOKEN, "apitokens")

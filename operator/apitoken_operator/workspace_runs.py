@@ -21,6 +21,7 @@ from apitoken_operator.credential import (
 )
 from apitoken_operator.credential_protection import (
     ProtectionChange,
+    finalizer_patch,
     needs_user_count,
     protection_change,
     protection_due,
@@ -39,8 +40,8 @@ from apitoken_operator.kube_objects import (
     api_tokens_using,
     get_secret,
     get_workspace,
+    patch_secret_metadata,
     patch_status,
-    set_secret_finalizer,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
 from apitoken_operator.models import (
@@ -194,15 +195,10 @@ async def sync_credential_protection(
     change = protection_change(view, workspace_deleting=workspace_deleting, users=users)
     if change is None or view.resource_version is None:
         return
-    done = await set_secret_finalizer(
-        rt.kube,
-        cred_ns,
-        cred_name,
-        names.FINALIZER_CREDENTIAL_IN_USE,
-        present=change is ProtectionChange.ADD,
-        resource_version=view.resource_version,
-    )
-    if done:
+    operations = finalizer_patch(view, change)
+    written = await patch_secret_metadata(rt.kube, cred_ns, cred_name, operations)
+    if written is not None:
+        rt.note_written(cred_ns, cred_name, written)  # the Secret watch need not wake anyone
         log.info(
             "credential Secret %s: finalizer %s %s",
             cred_name,

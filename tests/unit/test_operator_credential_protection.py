@@ -10,6 +10,7 @@ from apitoken_operator import names
 from apitoken_operator.credential_protection import (
     ProtectionChange,
     ProtectionView,
+    finalizer_patch,
     needs_user_count,
     protection_change,
     protection_due,
@@ -48,7 +49,12 @@ PROTECTED = (names.FINALIZER_CREDENTIAL_IN_USE,)
 def test_view_reads_ownership_finalizer_and_deletion() -> None:
     view = protection_view(body(finalizers=("other", *PROTECTED), deleting=True), WS_UID)
     assert view == ProtectionView(
-        present=True, ours=True, protected=True, deleting=True, resource_version="42"
+        present=True,
+        ours=True,
+        protected=True,
+        deleting=True,
+        resource_version="42",
+        finalizers=("other", *PROTECTED),
     )
     assert protection_view(None, WS_UID) == ProtectionView(present=False)
     assert not protection_view(body(managed=False), WS_UID).ours
@@ -130,3 +136,30 @@ def test_protection_due(
 ) -> None:
     view = protection_view(secret, WS_UID)
     assert protection_due(view, workspace_deleting, written=written) is expected
+
+
+GUARD = {"op": "test", "path": "/metadata/resourceVersion", "value": "42"}
+
+
+@pytest.mark.parametrize(
+    ("finalizers", "change", "expected"),
+    [
+        # No list yet: create it (adding to "/metadata/finalizers/-" would fail).
+        ((), ADD, [{"op": "add", "path": "/metadata/finalizers", "value": list(PROTECTED)}]),
+        (("other",), ADD, [{"op": "add", "path": "/metadata/finalizers/-", "value": PROTECTED[0]}]),
+        # Removed by index, after checking the index still holds it; others stay.
+        (
+            ("other", *PROTECTED, "third"),
+            RELEASE,
+            [
+                {"op": "test", "path": "/metadata/finalizers/1", "value": PROTECTED[0]},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ],
+        ),
+    ],
+)
+def test_finalizer_patch_is_guarded_by_the_resource_version(
+    finalizers: tuple[str, ...], change: ProtectionChange, expected: list[dict[str, Any]]
+) -> None:
+    view = protection_view(body(finalizers=finalizers), WS_UID)
+    assert finalizer_patch(view, change) == [GUARD, *expected]
