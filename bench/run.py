@@ -28,7 +28,7 @@ from bench.service import (
     running_service,
     service_environment,
 )
-from bench.signing import measure_signing
+from bench.signing import measure_service_signing, measure_signing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,6 +146,7 @@ class Results:
     packages: dict[str, str]
     options: Options
     signing: dict[str, float] = field(default_factory=dict)
+    service_signing: dict[str, float] = field(default_factory=dict)
     generator_closed: dict[str, Any] = field(default_factory=dict)
     generator_open: dict[str, Any] = field(default_factory=dict)
     backends: list[BackendRuns] = field(default_factory=list)
@@ -364,6 +365,12 @@ def _run(options: Options) -> int:
             "per_second": signing.per_second,
             "signatures": float(signing.signatures),
             "token_bytes": float(signing.token_bytes),
+        }
+        _log("signing as the service does it (KeyRing.sign), for comparison")
+        service_signing = measure_service_signing(duration_s=3.0)
+        results.service_signing = {
+            "per_second": service_signing.per_second,
+            "signatures": float(service_signing.signatures),
         }
         measure_generator(options, workdir, results)
         for backend in options.backends:
