@@ -213,3 +213,25 @@ async def test_rotations_sent_together_succeed_or_fail_each_on_their_own(
     assert found is not None and found.token_id == created[0]["id"]
     unchanged = await storage.find_refresh(presented[1])
     assert unchanged is not None and unchanged.token_id == created[1]["id"]
+
+
+async def test_rotations_sent_together_each_rotate_their_own_token(
+    admin: ApiSession, runtime: Runtime, clock: FakeClock
+) -> None:
+    storage = runtime.require_opened().storage
+    digest_key = runtime.require_opened().service._digest_key
+    created = [await admin.create_token(f"together-{i}") for i in range(4)]
+    presented = [refresh_tokens.digest(digest_key, t["refreshToken"]) for t in created]
+    successors = [secrets.token_bytes(32) for _ in created]
+    now_ms = to_millis(clock())
+
+    rotated = await asyncio.gather(
+        *(storage.rotate_refresh(p, s, now_ms) for p, s in zip(presented, successors, strict=True)),
+        storage.rotate_refresh(presented[0], successors[0], now_ms),  # presented twice
+    )
+
+    assert [r.token_id if r else None for r in rotated] == [t["id"] for t in created] + [None]
+    for token, successor in zip(created, successors, strict=True):
+        found = await storage.find_refresh(successor)
+        assert found is not None and found.token_id == token["id"]
+        assert found.rotated_at_ms == now_ms

@@ -40,6 +40,16 @@ class PgConnections:
         self._release(conn)
         return row
 
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        conn = self._idle.pop() if self._idle else await self._acquire()
+        try:
+            rows: list[Any] = await conn.fetch(sql, *args)
+        except BaseException:
+            self._discard(conn)
+            raise
+        self._release(conn)
+        return rows
+
     async def execute(self, sql: str, *args: Any) -> str:
         conn = self._idle.pop() if self._idle else await self._acquire()
         try:

@@ -24,6 +24,7 @@ from sqlalchemy.sql import Select, Update
 from apitoken_service.clock import from_millis, to_millis
 from apitoken_service.database_url import DatabaseTarget
 from apitoken_service.storage import migrations
+from apitoken_service.storage.pg_batched_rotation import BatchedRotations
 from apitoken_service.storage.pg_connections import PgConnections
 from apitoken_service.storage.records import (
     MemberRecord,
@@ -167,6 +168,7 @@ class _DirectPostgres:
         self._dialect = dialect
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connections = PgConnections(self._dsn, size=10)
+        self._rotations = BatchedRotations(self._connections, self._rotate_alone)
         self._sql: dict[int, tuple[str, list[str], dict[str, Any]]] = {}
 
     def _compiled(
@@ -192,10 +194,17 @@ class _DirectPostgres:
         row = await self._connections.fetchrow(sql, *args)
         return None if row is None else tuple(row)
 
-    async def write_returning(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
+    async def rotate(
+        self, presented: bytes, successor: bytes, now_ms: int
     ) -> tuple[Any, ...] | None:
-        return await self.first(statement, params)
+        return await self._rotations.rotate(presented, successor, now_ms)
+
+    async def _rotate_alone(
+        self, presented: bytes, successor: bytes, now_ms: int
+    ) -> tuple[Any, ...] | None:
+        return await self.first(
+            _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
+        )
 
     async def write(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
@@ -511,10 +520,15 @@ class SqlStorage:
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
     ) -> RotatedRefresh | None:
-        # SQLite commits the rotations of one loop iteration together (sqlite_direct.py).
-        row = await self._direct_connection().write_returning(
-            _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
-        )
+        # The rotations of one loop iteration are committed together (sqlite_direct.py,
+        # pg_batched_rotation.py).
+        direct = self._direct_connection()
+        if isinstance(direct, DirectSqlite):
+            row = await direct.write_returning(
+                _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
+            )
+        else:
+            row = await direct.rotate(presented, successor, now_ms)
         if row is None:
             return None
         token_id, workspace, owner, expires_at = row
