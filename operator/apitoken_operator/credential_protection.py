@@ -7,6 +7,11 @@ still uses, the credential Secret carries `apitoken.dev/credential-in-use` and i
 waits until no ApiToken uses the workspace any more. The finalizer is added only to a live
 Secret of a live workspace (the API server refuses new finalizers on an object being deleted)
 and released once the Secret or the workspace is being deleted and no ApiToken is left.
+
+Only a TokenWorkspace's credential is protected: it lives in the namespace of the ApiTokens
+that use it. A ClusterTokenWorkspace's lives in the operator's own namespace, which deleting an
+ApiToken's namespace does not touch; holding it there would only keep that namespace from
+being deleted once the operator itself is gone.
 """
 
 from collections.abc import Mapping
@@ -15,6 +20,7 @@ from enum import Enum
 from typing import Any
 
 from apitoken_operator import names
+from apitoken_operator.models import WorkspaceKind
 
 
 class ProtectionChange(Enum):
@@ -34,6 +40,11 @@ class ProtectionView:
     deleting: bool = False
     resource_version: str | None = None
     finalizers: tuple[str, ...] = ()
+
+
+def protects(kind: WorkspaceKind) -> bool:
+    """Whether the credential Secret of a workspace of this kind carries the finalizer."""
+    return kind is WorkspaceKind.TOKEN_WORKSPACE
 
 
 def protection_view(body: Mapping[str, Any] | None, workspace_uid: str) -> ProtectionView:
@@ -112,4 +123,5 @@ __all__ = [
     "protection_change",
     "protection_due",
     "protection_view",
+    "protects",
 ]

@@ -26,6 +26,7 @@ from apitoken_operator.credential_protection import (
     protection_change,
     protection_due,
     protection_view,
+    protects,
 )
 from apitoken_operator.execute import Event, ManagementApi, service_tokens
 from apitoken_operator.execute_credential import (
@@ -151,7 +152,7 @@ async def run_workspace(
         # never touch the finalizer, so only a Secret the run just wrote needs a second look.
         written = outcome.observation.secret is not secret
         view = protection_view(secret_body, ws.uid)
-        if sync_protection and protection_due(view, deleting, written=written):
+        if sync_protection and protects(kind) and protection_due(view, deleting, written=written):
             await sync_credential_protection(
                 rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
             )
@@ -187,6 +188,8 @@ async def sync_credential_protection(
     in step (see `credential_protection`), from a live read of the Secret. For a workspace being
     deleted that no ApiToken uses any more this lets the Secret go (garbage collection or the
     namespace's deletion then removes it)."""
+    if not protects(kind):
+        return
     cred_ns, cred_name = credential_secret_location(kind, namespace, name, rt.credential_policy)
     view = protection_view(await get_secret(rt.kube, cred_ns, cred_name), uid)
     users = None

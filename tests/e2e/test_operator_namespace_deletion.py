@@ -132,8 +132,9 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
     running_operator: RunningOperator,
 ) -> None:
     """The credential of a ClusterTokenWorkspace lives in the operator's namespace: it is not
-    deleted with the ApiTokens' namespace, stays protected while the workspace lives, and goes
-    with the workspace."""
+    deleted with the ApiTokens' namespace, so it needs (and gets) no finalizer, which would
+    only keep the operator's namespace from being deleted once the operator is gone. It goes
+    with the workspace, and the operator's own token with it."""
     running_operator.wait_ready()
     name = f"ctw-{namespace}"[:63]
     credential = f"ctokws-{name}-credential"
@@ -164,7 +165,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
         assert secret_data(kube, namespace, "tok") is not None
         held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
         assert held.metadata is not None
-        assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
+        assert CREDENTIAL_FINALIZER not in (held.metadata.finalizers or [])
         credential_id = status_of(kube.get(ClusterTokenWorkspace, name))["credentialTokenId"]
 
         kube.delete(Namespace, namespace)
@@ -176,16 +177,19 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
 
         kube.delete(ClusterTokenWorkspace, name)
 
-        def released() -> bool:
-            # Garbage collection then removes it (it may take a while to see a new kind).
+        def retired() -> bool:
+            return (service_admin.token(credential_id) or {}).get("status") == "disabled"
+
+        eventually("the operator's own token to be disabled with its workspace", retired, 30)
+
+        def workspace_gone() -> bool:
             try:
-                held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
+                kube.get(ClusterTokenWorkspace, name)
             except ApiError as error:
                 return error.status.code == 404
-            return CREDENTIAL_FINALIZER not in ((held.metadata and held.metadata.finalizers) or [])
+            return False
 
-        eventually("the credential Secret to be let go with its workspace", released, 60)
-        assert (service_admin.token(credential_id) or {}).get("status") == "disabled"
+        eventually("the workspace's finalizer to be released", workspace_gone, 30)
         found = leaks(kube, namespace, running_operator, service_admin.service)
         assert not found, found
     finally:

@@ -15,7 +15,9 @@ from apitoken_operator.credential_protection import (
     protection_change,
     protection_due,
     protection_view,
+    protects,
 )
+from apitoken_operator.models import WorkspaceKind
 
 pytestmark = pytest.mark.unit
 
@@ -163,3 +165,10 @@ def test_finalizer_patch_is_guarded_by_the_resource_version(
 ) -> None:
     view = protection_view(body(finalizers=finalizers), WS_UID)
     assert finalizer_patch(view, change) == [GUARD, *expected]
+
+
+def test_only_a_token_workspace_credential_is_protected() -> None:
+    # A ClusterTokenWorkspace's credential lives in the operator's namespace, not with the
+    # ApiTokens: a finalizer there would only block deleting that namespace.
+    assert protects(WorkspaceKind.TOKEN_WORKSPACE)
+    assert not protects(WorkspaceKind.CLUSTER_TOKEN_WORKSPACE)
