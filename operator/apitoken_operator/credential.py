@@ -342,6 +342,13 @@ def credential_tokens_to_retire(
     return (*others, current_token_id) if current_token_id else tuple(others)
 
 
+def retirement_waits(reason: str | None) -> bool:
+    """Whether disabling the operator's own tokens at a workspace's deletion, having failed for
+    `reason`, is worth waiting for: only while the service cannot be reached or fails. A refused
+    or missing credential will not get better; the deletion goes on without."""
+    return reason in (reasons.SERVICE_UNREACHABLE, reasons.SERVICE_ERROR)
+
+
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
     status = ws.status
     if status.failed_attempts <= 0 or status.last_failure_time is None:

@@ -18,6 +18,7 @@ from apitoken_operator.credential import (
     credential_secret_location,
     credential_secret_ref,
     credential_tokens_to_retire,
+    retirement_waits,
 )
 from apitoken_operator.credential_protection import (
     ProtectionChange,
@@ -233,8 +234,7 @@ async def retire_credential(
     bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
     if not run.usable or not bearer or secret is None:
         ready = run.outcome.decision.status.condition("Ready")
-        reason = ready.reason if ready is not None else None
-        waits = reason in (reasons.SERVICE_UNREACHABLE, reasons.SERVICE_ERROR)
+        waits = retirement_waits(ready.reason if ready is not None else None)
         return CredentialRetirement(not waits, run.message or "no working credential")
     api = management_api(rt, spec, bearer)
     try:
@@ -246,8 +246,7 @@ async def retire_credential(
             except NotFound:
                 pass
     except ServiceError as exc:
-        # Refused (the credential no longer works): nothing more the operator can do.
-        return CredentialRetirement(not exc.retryable, exc.message)
+        return CredentialRetirement(not retirement_waits(exc.reason), exc.message)
     log.info(
         "workspace deleted: disabled the operator's own token(s) %s",
         ", ".join(retired),

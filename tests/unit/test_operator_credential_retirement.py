@@ -4,7 +4,8 @@ the calls before it)."""
 
 import pytest
 
-from apitoken_operator.credential import credential_tokens_to_retire
+from apitoken_operator import reasons
+from apitoken_operator.credential import credential_tokens_to_retire, retirement_waits
 from apitoken_operator.reconcile import ServiceToken
 
 pytestmark = pytest.mark.unit
@@ -37,3 +38,20 @@ def test_credential_tokens_to_retire(
     current: str | None, tagged: list[ServiceToken], expected: tuple[str, ...]
 ) -> None:
     assert credential_tokens_to_retire(current, tagged) == expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "waits"),
+    [
+        (reasons.SERVICE_UNREACHABLE, True),
+        (reasons.SERVICE_ERROR, True),
+        # Nothing a retry would fix: the deletion goes on without disabling.
+        (reasons.UNAUTHORIZED, False),
+        (reasons.REFRESH_TOKEN_REJECTED, False),
+        (reasons.CREDENTIALS_MISSING, False),
+        (reasons.BAD_REQUEST, False),
+        (None, False),
+    ],
+)
+def test_retirement_waits_only_for_the_service(reason: str | None, waits: bool) -> None:
+    assert retirement_waits(reason) is waits
