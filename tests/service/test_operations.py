@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -211,3 +212,11 @@ async def test_unexpected_errors_answer_500_and_log_only_the_exception_type(
     log = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert '"error": "RuntimeError"' in log
     assert secret not in log
+
+
+async def test_startup_objects_are_kept_out_of_full_collections(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        # A full collection now scans only what requests leave behind.
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
