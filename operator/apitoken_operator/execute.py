@@ -11,17 +11,21 @@ the clients in `service_client`, so this module imports neither kopf nor lightku
 Invariant 2 (one writer per token; refresh and persist are one critical section) lives here:
 `TokenLocks` serialises everything done for one ApiToken UID, and after a refresh the new values
 are written to the Secret before anything else, retried from memory, never by refreshing again.
-If every write attempt fails, the service's grace period for the previous refresh token lets the
-next run present it again and get the same new token.
+If every write attempt of a run fails, the values stay in memory (`Backlog`, kept beside the
+lock) and the next run writes them before it decides anything, so the service never sees the
+old refresh token again. Only a restart of the operator loses them; then the service's grace
+period for the previous refresh token lets the next run present it again and get the same new
+token.
 """
 
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from apitoken_operator.models import ApiTokenStatus
 from apitoken_operator.names import KEY_REFRESH_TOKEN
 from apitoken_operator.reconcile import (
     Decision,
@@ -39,6 +43,7 @@ from apitoken_operator.reconcile import (
     decide,
     failed_state,
     issued_state,
+    may_write_held_values,
     refreshed_state,
     retired_state,
 )
@@ -116,20 +121,43 @@ class WriteRetry:
 DEFAULT_RETRY = WriteRetry()
 
 
+@dataclass(frozen=True)
+class Unwritten:
+    """Values a run got from the service and could not write to the Secret, with the status
+    and events that go with them."""
+
+    manifest: dict[str, Any] = field(repr=False)
+    status: ApiTokenStatus
+    events: tuple[Event, ...] = ()
+
+
+@dataclass
+class Backlog:
+    """What one ApiToken's runs could not write yet; used only under the token's lock."""
+
+    pending: Unwritten | None = None
+
+
 class TokenLocks:
-    """One asyncio.Lock per ApiToken UID: handlers, timers and daemons take it for any work."""
+    """One asyncio.Lock per ApiToken UID: handlers, timers and daemons take it for any work.
+    Beside each lock, the token's `Backlog` of values not yet written."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
+        self._backlogs: dict[str, Backlog] = {}
 
     def for_uid(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
+
+    def backlog(self, uid: str) -> Backlog:
+        return self._backlogs.setdefault(uid, Backlog())
 
     def forget(self, uid: str) -> None:
         """After the ApiToken is gone (its finalizer released)."""
         lock = self._locks.get(uid)
         if lock is not None and not lock.locked():
             del self._locks[uid]
+            self._backlogs.pop(uid, None)
 
 
 Clock = Callable[[], datetime]
@@ -165,8 +193,10 @@ class _Run:
         clock: Clock,
         retry: WriteRetry,
         sleep: Sleep,
+        backlog: Backlog | None = None,
     ) -> None:
         self.obs = obs
+        self.backlog = backlog
         self.ports = ports
         self.policy = policy
         self.clock = clock
@@ -181,6 +211,35 @@ class _Run:
         token = dataclasses.replace(self.obs.token, status=status)
         secret = observe(manifest) if manifest is not None else self.obs.secret
         self.obs = dataclasses.replace(self.obs, token=token, secret=secret)
+
+    async def _persist(
+        self, manifest: dict[str, Any], status: ApiTokenStatus, events: tuple[Event, ...] = ()
+    ) -> None:
+        """Write values just obtained from the service; if every attempt fails, keep them in
+        the backlog for the next run instead of losing them."""
+        try:
+            await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+        except Exception:
+            if self.backlog is not None:
+                self.backlog.pending = Unwritten(manifest, status, events)
+            raise
+        self._set(manifest, status)
+        self.events.extend(events)
+
+    async def write_backlog(self) -> None:
+        """Write what an earlier run could not, before anything else is decided; values no
+        longer wanted (the ApiToken is being deleted or disabled, the Secret is not ours) are
+        dropped, and the sweep retires a token they held."""
+        pending = self.backlog.pending if self.backlog is not None else None
+        if self.backlog is None or pending is None:
+            return
+        if not may_write_held_values(self.obs):
+            self.backlog.pending = None
+            return
+        await write_secret(self.ports.secrets, pending.manifest, self.retry, self.sleep)
+        self.backlog.pending = None
+        self._set(pending.manifest, pending.status)
+        self.events.extend(pending.events)
 
     def _management(self) -> ManagementApi:
         if self.ports.management is None:
@@ -199,13 +258,10 @@ class _Run:
             obtained_at=self.clock(),
         )
         manifest, status = issued_state(self.obs, issued)
-        # If this write fails for good, the token is tagged with our UID and the next run's
-        # sweep retires it.
-        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-        self._set(manifest, status)
-        self.events.append(
-            Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
-        )
+        # If the values cannot be written, the backlog keeps them; should they be dropped, the
+        # token is tagged with our UID and a later run's sweep retires it.
+        event = Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
+        await self._persist(manifest, status, (event,))
 
     async def _refresh(self, action: Refresh) -> None:
         secret = self.obs.secret
@@ -214,8 +270,7 @@ class _Run:
             raise InvalidGrant("the Secret holds no refresh token")
         result = await self.ports.token_endpoint.refresh(refresh_token)
         manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
-        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-        self._set(manifest, status)
+        await self._persist(manifest, status)
         del action  # routine: no event
 
     async def _import(self, action: ImportToken) -> None:
@@ -237,9 +292,8 @@ class _Run:
             imported_digest=action.digest,
         )
         manifest, status = issued_state(self.obs, issued)
-        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-        self._set(manifest, status)
-        self.events.append(Event("Normal", "Imported", "imported the hand-made refresh token"))
+        event = Event("Normal", "Imported", "imported the hand-made refresh token")
+        await self._persist(manifest, status, (event,))
 
     async def _retire(self, action: RetireToken) -> None:
         if action.workspace is None:
@@ -309,12 +363,15 @@ async def reconcile_once(
     retry: WriteRetry = DEFAULT_RETRY,
     sleep: Sleep = asyncio.sleep,
     rounds: int = 3,
+    backlog: Backlog | None = None,
 ) -> Outcome:
-    """Decide and run the actions in order, stopping at the first service failure; repeat on
-    the new observation (a re-issue is followed by retiring the old token) for at most
-    `rounds` rounds. Kubernetes write errors after retries propagate (Kopf retries)."""
-    run = _Run(obs, ports, policy, clock, retry, sleep)
-    decision = decide(obs, clock(), policy)
+    """Write the backlog left by an earlier run, if any; then decide and run the actions in
+    order, stopping at the first service failure; repeat on the new observation (a re-issue is
+    followed by retiring the old token) for at most `rounds` rounds. Kubernetes write errors
+    after retries propagate (Kopf retries); values obtained in that run stay in `backlog`."""
+    run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
+    await run.write_backlog()
+    decision = decide(run.obs, clock(), policy)
     for _ in range(rounds):
         if not decision.actions or not await run.run(decision) or run.released:
             break
@@ -332,6 +389,7 @@ async def reconcile_once(
 
 
 __all__ = [
+    "Backlog",
     "Event",
     "ImportReader",
     "ManagementApi",
@@ -340,6 +398,7 @@ __all__ = [
     "RefreshApi",
     "SecretWriter",
     "TokenLocks",
+    "Unwritten",
     "WriteRetry",
     "reconcile_once",
     "service_tokens",

@@ -885,6 +885,15 @@ def refreshed_state(
     return manifest, status
 
 
+def may_write_held_values(obs: Observation) -> bool:
+    """Whether values an earlier run could not write may still go to the Secret: not once the
+    ApiToken is being deleted or disabled, and never over a Secret it does not manage."""
+    token = obs.token
+    if token.deleting or token.spec.disabled:
+        return False
+    return obs.secret is None or not _foreign(obs.secret, token.uid)
+
+
 def retired_state(obs: Observation, token_id: str) -> ApiTokenStatus:
     """The status after a token was disabled or deleted (or found gone) at the service."""
     status = obs.token.status
@@ -910,7 +919,8 @@ def failed_state(
     return _with(
         status,
         failed_refresh_attempts=status.failed_refresh_attempts + 1,
-        last_failure_time=_whole(now),
+        # Rounded up, not down: the backoff is measured from it and must not come early.
+        last_failure_time=_whole_up(now),
         last_failure_reason=reason,
         last_failure_message=message,
         imported_token_digest=consumed_import_digest or status.imported_token_digest,
@@ -923,6 +933,11 @@ def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:
 
 def _whole(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
+
+
+def _whole_up(moment: datetime) -> datetime:
+    whole = _whole(moment)
+    return whole if whole == moment else whole + timedelta(seconds=1)
 
 
 def _whole_or_none(moment: datetime | None) -> datetime | None:

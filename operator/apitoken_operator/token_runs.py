@@ -144,7 +144,12 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     )
     obs = Observation(view, secret, ws_view, listed, import_digest)
     outcome = await reconcile_once(
-        obs, ports, policy=rt.timing, clock=rt.clock, retry=rt.write_retry
+        obs,
+        ports,
+        policy=rt.timing,
+        clock=rt.clock,
+        retry=rt.write_retry,
+        backlog=rt.locks.backlog(uid),
     )
     final = outcome.decision.status
     patch = status_patch(view.status, final)

@@ -1,0 +1,318 @@
+"""Faults the token service and the apiserver really produce, end to end.
+
+A fault-injecting HTTP proxy (tests/support/faults.py) sits between the operator and the token
+service: it answers the ApiToken's refreshes with 503, or lets them hang past the operator's
+HTTP timeout, and records when each was presented. Retries come at the operator's capped
+exponential backoff; Ready stays True while the Secret's access token is valid and turns False
+once it expired; all recovers when traffic passes again.
+
+A ValidatingAdmissionPolicy makes the real apiserver refuse updates of the managed Secret while
+a refresh happens: the rotated values are written from memory once writes are allowed again, and
+the service sees exactly one refresh with the old refresh token, also after the operator's
+in-memory write retries ran out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from lightkube import Client
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+
+from apitoken_operator.backoff import backoff_delay
+from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from apitoken_operator.schedule import stable_fraction
+from localkube import Cluster
+from support.faults import FaultProxy, Mode, Presented, secret_writes_denied
+from support.operator import (
+    RunningOperator,
+    ServiceAdmin,
+    Workspace,
+    api_token,
+    condition,
+    eventually,
+    ready_token,
+    reason,
+    secret_data,
+    start_operator,
+    status_of,
+)
+from support.tokenservice import RunningTokenService, start_token_service
+
+pytestmark = pytest.mark.e2e
+
+# Access tokens live 12 s and are refreshed at about half their life: a fault that starts right
+# after a refresh leaves about 6 s of retries before the access token expires.
+ACCESS_TOKEN_TTL = 12
+BACKOFF_BASE = timedelta(seconds=1)
+BACKOFF_CAP = timedelta(seconds=4)
+HTTP_TIMEOUT = timedelta(seconds=1)
+# In-memory Secret write retries: 4 attempts 1 s, 2 s and 4 s apart (7 s in all).
+WRITE_ATTEMPTS = 4
+WRITE_FIRST_DELAY = timedelta(seconds=1)
+WRITE_BUDGET = WRITE_FIRST_DELAY * (2 ** (WRITE_ATTEMPTS - 1) - 1)
+
+
+@pytest.fixture(scope="module")
+def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
+    with start_token_service(
+        tmp_path_factory.mktemp("tokenservice-faults"), access_token_ttl=ACCESS_TOKEN_TTL
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def running_operator(
+    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
+    with start_operator(
+        tmp_path_factory.mktemp("operator-faults"),
+        cluster.kubeconfig,
+        env={
+            "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
+            "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
+            "APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s",
+            "APITOKEN_OPERATOR_SECRET_WRITE_ATTEMPTS": str(WRITE_ATTEMPTS),
+            "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "1s",
+        },
+        wait=False,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(e2e_service: RunningTokenService) -> Iterator[FaultProxy]:
+    with FaultProxy(e2e_service.base_url) as running:
+        yield running
+
+
+@pytest.fixture
+def proxied(
+    kube: Client, workspace: Workspace, service_admin: ServiceAdmin, proxy: FaultProxy
+) -> Iterator[str]:
+    """A Ready TokenWorkspace "proxied" reaching the token service through the proxy; the
+    namespace. The proxy passes everything again afterwards."""
+    ns = workspace.namespace
+    value = service_admin.new_bootstrap_value(f"operator-proxied-{ns}")
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name="bootstrap-proxied", namespace=ns),
+            stringData={"refresh_token": value},
+        )
+    )
+    kube.create(
+        TokenWorkspace(
+            metadata=ObjectMeta(name="proxied", namespace=ns),
+            spec={
+                "url": proxy.url,
+                "workspace": service_admin.service.workspace,
+                "credentialsSecretRef": {"name": "bootstrap-proxied"},
+            },
+        )
+    )
+    eventually(
+        "the proxied TokenWorkspace to be Ready",
+        lambda: condition(kube.get(TokenWorkspace, "proxied", namespace=ns), "Ready") == "True",
+    )
+    try:
+        yield ns
+    finally:
+        proxy.mode = Mode.PASS
+
+
+def get(kube: Client, namespace: str) -> Any:
+    return kube.get(ApiToken, "tok", namespace=namespace)
+
+
+def ready(kube: Client, namespace: str) -> Any:
+    obj = get(kube, namespace)
+    return obj if condition(obj, "Ready") == "True" else None
+
+
+def refresh_token(kube: Client, namespace: str) -> str:
+    data = secret_data(kube, namespace, "tok")
+    assert data is not None and "refresh_token" in data
+    return data["refresh_token"]
+
+
+def just_refreshed(kube: Client, namespace: str) -> str:
+    """Wait for the operator's next refresh; the new refresh token. The next one is then about
+    half an access token's life away, so a fault set up now catches it."""
+    before = refresh_token(kube, namespace)
+
+    def changed() -> str | None:
+        now = refresh_token(kube, namespace)
+        return now if now != before else None
+
+    return eventually("a refresh", changed, timeout=ACCESS_TOKEN_TTL + 5)
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def assert_backoff(presented: list[Presented], uid: str, *, call_time: timedelta) -> None:
+    """Consecutive failed presentations are the backoff apart (plus the failed call's own
+    time): the delay doubles from the base up to the cap, with the operator's stable jitter.
+    (The last failure is left out: traffic passed again while it was under way.)"""
+    failed = [p for p in presented if p.status != 200]
+    assert len(failed) >= 5, presented
+    expected: list[float] = []
+    seen: list[float] = []
+    for attempt, (this, following) in enumerate(itertools.pairwise(failed), 1):
+        delay = backoff_delay(
+            attempt,
+            base=BACKOFF_BASE,
+            cap=BACKOFF_CAP,
+            jitter=stable_fraction(uid, str(attempt)),
+        )
+        expected.append(round((call_time + delay).total_seconds(), 2))
+        seen.append(round(following.at - this.at, 2))
+    # Never earlier than planned; late by at most a second (the failure time is recorded in
+    # whole seconds, rounded up) and the run's own work.
+    for want, got in zip(expected, seen, strict=True):
+        assert want - 0.1 <= got <= want + 2.0, (expected, seen)
+    # Growing, then capped.
+    assert expected[2] > expected[0]
+    assert max(expected) <= (call_time + BACKOFF_CAP).total_seconds()
+
+
+def ride_out_a_fault(
+    kube: Client, proxy: FaultProxy, namespace: str, mode: Mode
+) -> tuple[Any, list[Presented]]:
+    """Fault the ApiToken's refreshes until the access token expired and five retries failed;
+    check the conditions on the way; pass traffic again. The ApiToken as it was after expiry,
+    and the refreshes presenting the refresh token the fault caught."""
+    r0 = just_refreshed(kube, namespace)
+    proxy.target(r0)
+    proxy.mode = mode
+
+    def failed() -> tuple[Any, datetime] | None:
+        obj = get(kube, namespace)
+        seen_at = datetime.now(UTC)
+        return (obj, seen_at) if status_of(obj).get("failedRefreshAttempts", 0) >= 1 else None
+
+    obj, seen_at = eventually("a failed refresh", failed, timeout=ACCESS_TOKEN_TTL + 5)
+    status = status_of(obj)
+    expires = when(status["accessTokenExpiresAt"])
+    assert seen_at < expires, "the failure was seen only after expiry: widen the window"
+    # Ready holds while the access token in the Secret is valid; Reconciling says why.
+    assert condition(obj, "Ready") == "True"
+    assert condition(obj, "Reconciling") == "True"
+    assert reason(obj, "Reconciling") in (status["lastFailureReason"], "Refreshing")
+
+    def expired() -> Any:
+        obj = get(kube, namespace)
+        return obj if condition(obj, "Ready") == "False" else None
+
+    obj = eventually("Ready=False after expiry", expired, timeout=ACCESS_TOKEN_TTL + 5)
+    assert datetime.now(UTC) >= expires
+    eventually("five failed retries", lambda: len(proxy.presented(r0)) >= 6, timeout=40)
+    # Still refused: the Secret was not touched meanwhile.
+    assert refresh_token(kube, namespace) == r0
+    proxy.mode = Mode.PASS
+    recovered = eventually(
+        "Ready again",
+        lambda: ready(kube, namespace),
+        timeout=20,
+    )
+    assert status_of(recovered).get("failedRefreshAttempts", 0) == 0
+    assert "lastFailureReason" not in status_of(recovered)
+    assert refresh_token(kube, namespace) != r0
+    assert [p.status for p in proxy.presented(r0)].count(200) == 1
+    return obj, proxy.presented(r0)
+
+
+def test_5xx_is_retried_with_capped_exponential_backoff(
+    kube: Client, proxied: str, proxy: FaultProxy, service_admin: ServiceAdmin
+) -> None:
+    ns = proxied
+    created = api_token(kube, ns, workspace="proxied", refreshPercent=50)
+    ready_token(kube, ns)
+    expired, presented = ride_out_a_fault(kube, proxy, ns, Mode.FAIL)
+    status = status_of(expired)
+    assert reason(expired) == "ServiceError"
+    assert status["lastFailureReason"] == "ServiceError"
+    assert "503" in status["lastFailureMessage"]
+    assert_backoff(presented, created.metadata.uid, call_time=timedelta(0))
+    token = service_admin.token(status["tokenId"])
+    assert token is not None and token["status"] == "active"
+
+
+def test_timeouts_are_retried_with_capped_exponential_backoff(
+    kube: Client, proxied: str, proxy: FaultProxy
+) -> None:
+    ns = proxied
+    created = api_token(kube, ns, workspace="proxied", refreshPercent=50)
+    ready_token(kube, ns)
+    expired, presented = ride_out_a_fault(kube, proxy, ns, Mode.HANG)
+    status = status_of(expired)
+    assert reason(expired) == "ServiceUnreachable"
+    assert "timed out" in status["lastFailureMessage"]
+    assert_backoff(presented, created.metadata.uid, call_time=HTTP_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret writes refused by the apiserver.
+
+
+def refused_writes(operator: RunningOperator, namespace: str) -> int:
+    """Writes of Secret tok the apiserver refused, from the operator's request log."""
+    path = f"/namespaces/{namespace}/secrets/tok?"
+    return sum(
+        1
+        for line in operator.logs().splitlines()
+        if "HTTP Request: PATCH" in line and path in line and "422 Unprocessable" in line
+    )
+
+
+@pytest.mark.parametrize("denied_for", ["a retry", "longer than the retries"])
+def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
+    kube: Client,
+    proxied: str,
+    proxy: FaultProxy,
+    running_operator: RunningOperator,
+    service_admin: ServiceAdmin,
+    denied_for: str,
+) -> None:
+    ns = proxied
+    api_token(kube, ns, workspace="proxied", refreshPercent=50)
+    token_id = status_of(ready_token(kube, ns))["tokenId"]
+    r0 = just_refreshed(kube, ns)
+    proxy.target(r0)
+    # Longer than the in-memory retries: the next runs must still write, not refresh again.
+    hold = 1.5 if denied_for == "a retry" else WRITE_BUDGET.total_seconds() + 6
+    with secret_writes_denied(kube, ns, "tok"):
+        refreshed = eventually(
+            "the refresh", lambda: [p for p in proxy.presented(r0) if p.status], timeout=20
+        )
+        assert refreshed[0].status == 200
+        time.sleep(hold)
+        assert refresh_token(kube, ns) == r0, "a write got through the admission policy"
+    assert refused_writes(running_operator, ns) >= 1
+    exhausted = f"ApiToken {ns}/tok: run failed (ApiError: 422 Invalid)" in running_operator.logs()
+    assert exhausted == (denied_for != "a retry")
+
+    def rotated() -> str | None:
+        value = refresh_token(kube, ns)
+        return value if value != r0 else None
+
+    written = eventually("the rotated refresh token in the Secret", rotated, timeout=20)
+    # Exactly one refresh with the old refresh token reached the service: the values were kept.
+    assert [p.status for p in proxy.presented(r0)] == [200]
+    # The rotated refresh token works: the operator's next refresh with it succeeds.
+    eventually(
+        "a refresh with the rotated refresh token",
+        lambda: [p for p in proxy.presented(written) if p.status == 200],
+        timeout=ACCESS_TOKEN_TTL + 10,
+    )
+    obj = eventually("Ready", lambda: ready(kube, ns))
+    assert status_of(obj)["tokenId"] == token_id  # not re-issued
+    token = service_admin.token(token_id)
+    assert token is not None and token["status"] == "active"  # no replay was taken for theft
