@@ -100,11 +100,15 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
     created = api_token(kube, ns)
     first_token = status_of(ready_token(kube, ns))["tokenId"]
 
+    ready_seen: list[str | None] = []
+
     def renewed() -> str | None:
+        ready_seen.append(condition(kube.get(ApiToken, "tok", namespace=ns), "Ready"))
         tid = status_of(ws(kube, ns)).get("credentialTokenId")
         return str(tid) if tid and tid != bootstrap_id else None
 
     new_id = eventually("the operator to renew its credential", renewed, timeout=60)
+    assert set(ready_seen) == {"True"}, ready_seen  # Ready all along, polled 4 times a second
     # The credential Secret holds the new token, of the operator's own, for the set lifetime.
     secret = credential_secret(kube, workspace)
     assert secret.metadata is not None and secret.metadata.annotations is not None
