@@ -2,7 +2,9 @@
 from a workspace (its spec, whether the operator's credential works, the clients).
 
 The run is idempotent and cheap when nothing is due (three GETs), so ApiToken runs call it too:
-they then always act with a fresh credential, whatever the workspace daemon's timing.
+they then always act with a fresh credential, whatever the workspace daemon's timing. It also
+keeps the credential Secret's finalizer in step (`credential_protection`); a workspace's
+deletion disables the operator's own tokens there (`retire_credential`) before letting go.
 """
 
 import logging
