@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -115,7 +115,7 @@ class TokenEndpoint:
             return self._too_large()
         service = runtime.require_service()
         try:
-            presented = _refresh_token_of(_parse_form(content_type, body))
+            presented = _refresh_token_of(parse_form(content_type, body))
             now = runtime.clock()
             result = await service.refresh(presented, now)
         except RefreshTokenReplayed as exc:
@@ -151,19 +151,34 @@ class TokenEndpoint:
         )
 
 
-def _parse_form(content_type: bytes, body: bytes) -> dict[str, str]:
+def parse_form(content_type: bytes, body: bytes) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body as a dict; a repeated parameter is refused
+    (RFC 6749 section 3.2: parameters must not be included more than once)."""
     if content_type.split(b";", 1)[0].strip().lower() != _FORM:
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("the body is not a valid form") from None
     form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise InvalidRequest(f"parameter {key!r} is repeated")
-        form[key] = value
+    try:
+        for field in body.split(b"&"):
+            if not field:
+                continue
+            raw_key, _, raw_value = field.partition(b"=")
+            key = form_decode(raw_key)
+            if key in form:
+                raise InvalidRequest(f"parameter {key!r} is repeated")
+            form[key] = form_decode(raw_value)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not a valid form") from None
     return form
+
+
+def form_decode(raw: bytes) -> str:
+    """One name or value of a urlencoded form (WHATWG URL standard): `+` is a space, `%XX` a
+    byte, and the bytes are UTF-8. parse_qsl does the same for a whole query, at several times
+    the cost of this for the two or three fields a grant has; unlike it, invalid UTF-8 raises
+    instead of being replaced."""
+    if b"%" in raw or b"+" in raw:
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    return raw.decode("utf-8")
 
 
 def _refresh_token_of(form: dict[str, str]) -> str:
