@@ -5,8 +5,8 @@ round trip and one commit (with its WAL flush) per batch instead of per refresh.
 its own condition (the presented digest is current, the token active and unexpired at that
 request's time), so the outcome per refresh is the one its own statement would have had; a
 token presented twice in a batch is rotated once and the later request is answered as a retry.
-If the statement fails, each refresh of the batch runs on its own, so a failure belongs to its
-request alone.
+If a constraint refuses the statement, each refresh of the batch runs on its own, so the failure
+belongs to its request alone; any other failure (a lost connection) fails the whole batch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from apitoken_service.storage.pg_connections import PgConnections
 
@@ -60,11 +62,15 @@ class BatchedRotations:
         task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[_Pending]) -> None:
-        outcomes: list[Row | BaseException | None]
+        outcomes: list[Row | BaseException | None] = []
         try:
-            outcomes = await self._together(batch) if len(batch) > 1 else []
-        except Exception:
-            outcomes = []
+            if len(batch) > 1:
+                outcomes = await self._together(batch)
+        except asyncpg.IntegrityConstraintViolationError:
+            pass  # one row's constraint: each on its own below, so the failure is its alone
+        except Exception as exc:
+            # A lost connection, a timeout, ...: it would fail each statement alike.
+            outcomes = [exc] * len(batch)
         if not outcomes:
             outcomes = [await self._alone(p, s, n) for p, s, n, _ in batch]
         for (_, _, _, future), outcome in zip(batch, outcomes, strict=True):

@@ -12,7 +12,8 @@ the disk:
   their own; left to the loop's connection, they stalled every request behind them.
 
 Writers in other processes are waited for by SQLite's busy timeout, which stays short: their
-transactions are single statements or one small batch.
+transactions are single statements or one small batch. If a constraint refuses one statement of a
+batch, the statements run again one by one; any other error fails the whole batch.
 """
 
 from __future__ import annotations
@@ -148,11 +149,15 @@ class DirectSqlite:
                 rows = [self._one(sql, params) for sql, params, _ in batch]
                 self._conn.execute("COMMIT")
                 return list(rows)
-            except Exception:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                # Nothing of the batch was kept: each statement again on its own, so that a
-                # failure belongs to its request alone.
+            except sqlite3.IntegrityError:
+                # A constraint refused one statement; nothing of the batch was kept. Each
+                # statement again on its own, so that the failure belongs to its request alone.
+                self._rollback()
+            except Exception as exc:
+                # Locked, I/O error, ...: it would fail each statement alike; no retries (each
+                # would wait out the busy timeout again).
+                self._rollback()
+                return [exc] * len(batch)
         outcomes: list[Row | Exception | None] = []
         for sql, params, _ in batch:
             try:
@@ -160,6 +165,10 @@ class DirectSqlite:
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     async def close(self) -> None:
         self._checkpointer.close()
