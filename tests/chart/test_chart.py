@@ -3,7 +3,9 @@ control plane with the real helm binary (hack/build-binaries.sh builds it)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
+from apitoken_operator.settings import OperatorSettings
 from localkube import Cluster
 
 pytestmark = pytest.mark.chart
@@ -170,6 +173,17 @@ def test_schema_rejects(helm: Helm, setting: str, message: str) -> None:
     assert done.returncode != 0
     assert "values don't meet the specifications of the schema" in done.stderr
     assert message in done.stderr
+
+
+def test_schema_settings_are_the_operator_settings() -> None:
+    """Every APITOKEN_OPERATOR_* setting can be set through values, and nothing else can
+    (the namespace is the release's)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    keys = set(schema["properties"]["settings"]["properties"])
+    snake = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() for key in keys}
+    assert snake == set(OperatorSettings.model_fields) - {"namespace"}
+    documented = (CHART / "values.yaml").read_text()
+    assert all(f"# {key}:" in documented for key in keys)
 
 
 def test_service_monitor_needs_service(helm: Helm) -> None:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,21 @@ def test_both_packages_import_from_their_folders() -> None:
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
         assert Path(spec.origin).parent.parent.name == folder
+
+
+def test_every_operator_module_has_a_layer_in_the_import_contracts() -> None:
+    """A new module must say which layer it belongs to, or import-linter would not check it.
+    Only the Kopf layer (handlers, cli) may import everything."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    layered = {
+        module
+        for contract in config["tool"]["importlinter"]["contracts"]
+        for module in contract.get("source_modules", [])
+    }
+    modules = {
+        f"apitoken_operator.{path.stem}"
+        for path in (root / "operator" / "apitoken_operator").glob("*.py")
+        if path.stem not in {"__init__", "cli", "handlers"}
+    }
+    assert modules - layered == set()
