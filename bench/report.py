@@ -151,7 +151,9 @@ def render(results: Results) -> str:
         "",
         "- **Service**: `apitoken-service serve --database URL --host 127.0.0.1 --port P` as a "
         "subprocess, default settings except the per-address rate limit on `/oauth2/token` "
-        "(off: every virtual client comes from 127.0.0.1). `apitoken-service init` creates the "
+        "(off: every virtual client comes from 127.0.0.1); so the access log is the default "
+        "one (every failed grant, one successful grant in 100, see docs/token-service.md) and "
+        "goes to a file. `apitoken-service init` creates the "
         "workspace and its admin; the admin creates one API token per virtual client through "
         "`POST /api/v1/workspaces/bench/tokens` before the clock starts.",
         "- **Chained refreshes**: each refresh rotates the refresh token, so every virtual "
