@@ -4,11 +4,16 @@ Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoev
 the run (a Kopf handler, the daemon, a wake-up from the Secret watch), so there is one writer
 per token. The ApiToken and its Secret are read with live GETs; for provider apitoken the
 tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
+
+When the Secret cannot be written with values just obtained from the service (they stay in the
+token's backlog, see `execute`), the failure is recorded in status before the error goes up to
+Kopf's retry: Reconciling says so at once, and Ready turns False once the access token the
+Secret still holds expired.
 """
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -32,7 +37,13 @@ from apitoken_operator.models import (
     WorkspaceKind,
     status_patch,
 )
-from apitoken_operator.reconcile import Observation, ServiceToken, WorkspaceView
+from apitoken_operator.reconcile import (
+    Observation,
+    ServiceToken,
+    WorkspaceView,
+    decide,
+    failed_state,
+)
 from apitoken_operator.runtime import Runtime
 from apitoken_operator.secret_builder import salted_digest
 from apitoken_operator.service_client import RefreshResult
@@ -41,6 +52,9 @@ from apitoken_operator.views import api_token_view, invalid_spec_status, observe
 from apitoken_operator.workspace_runs import management_for, workspace_access, workspace_key
 
 log = logging.getLogger(__name__)
+
+# A Secret write refused or failing after its in-memory retries (belongs in `reasons`).
+SECRET_WRITE_FAILED = "SecretWriteFailed"
 
 
 @dataclass(frozen=True)
@@ -143,14 +157,20 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         management_for=lambda key: management_for(rt, key, namespace),
     )
     obs = Observation(view, secret, ws_view, listed, import_digest)
-    outcome = await reconcile_once(
-        obs,
-        ports,
-        policy=rt.timing,
-        clock=rt.clock,
-        retry=rt.write_retry,
-        backlog=rt.locks.backlog(uid),
-    )
+    backlog = rt.locks.backlog(uid)
+    try:
+        outcome = await reconcile_once(
+            obs,
+            ports,
+            policy=rt.timing,
+            clock=rt.clock,
+            retry=rt.write_retry,
+            backlog=backlog,
+        )
+    except Exception as exc:
+        if backlog.pending is not None:
+            await _record_write_failure(rt, obs, spec.secret_name, exc)
+        raise
     final = outcome.decision.status
     patch = status_patch(view.status, final)
     if patch and not outcome.finalizer_released:
@@ -172,6 +192,29 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+async def _record_write_failure(
+    rt: Runtime, obs: Observation, secret_name: str, exc: Exception
+) -> None:
+    """Put a failed write of kept values in status (the status subresource is not a Secret,
+    so this write usually works). Only the error's code and reason are named, never its
+    message: an apiserver may echo what it was sent, and a Secret write carries token values."""
+    token = obs.token
+    status = getattr(exc, "status", None)
+    code, why = getattr(status, "code", None), getattr(status, "reason", None)
+    detail = f"{code} {why}" if code else type(exc).__name__
+    message = (
+        f"writing Secret {secret_name} failed ({detail}); the values just obtained are kept "
+        "in memory and written again, without another refresh"
+    )
+    now = rt.clock()
+    failed = failed_state(obs, SECRET_WRITE_FAILED, message, now)
+    decision = decide(replace(obs, token=replace(token, status=failed)), now, rt.timing)
+    patch = status_patch(token.status, decision.status)
+    if patch:
+        await patch_status(rt.kube, "ApiToken", token.name, token.namespace, patch)
+    rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=SECRET_WRITE_FAILED).inc()
 
 
 async def _list_tokens(
