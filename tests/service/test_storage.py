@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import sqlite3
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from apitoken_service.settings import Settings
 from apitoken_service.signing import add_first_signing_key, load_key_ring, load_service_secrets
 from apitoken_service.startup import open_service, resolve_kek
 from apitoken_service.storage import migrations
+from apitoken_service.storage.records import TokenRecord
 from apitoken_service.storage.schema import metadata
 from apitoken_service.storage.sql import SqlStorage, create_engine
 from support.tokenservice import ApiSession
@@ -235,3 +239,45 @@ async def test_rotations_sent_together_each_rotate_their_own_token(
         found = await storage.find_refresh(successor)
         assert found is not None and found.token_id == token["id"]
         assert found.rotated_at_ms == now_ms
+
+
+async def test_sqlite_write_lock_held_elsewhere_does_not_stall_the_event_loop(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "locked.db"
+    storage = SqlStorage(create_engine(parse_database_url(f"sqlite:///{path}")))
+    await storage.migrate()
+    now = clock()
+    await storage.ensure_workspace("acme", now)
+    token = TokenRecord(
+        id="tk_locked",
+        workspace="acme",
+        owner="alice",
+        name="locked",
+        external_ref=None,
+        status="active",
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+        last_used_at=None,
+        disabled_at=None,
+        disabled_reason=None,
+    )
+    presented, successor = secrets.token_bytes(32), secrets.token_bytes(32)
+    await storage.insert_token(token, presented)
+    other_process = sqlite3.connect(path, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")  # holds SQLite's write lock
+        rotation = asyncio.ensure_future(storage.rotate_refresh(presented, successor, 1))
+
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        # The loop ran other work meanwhile (SQLite's busy handler would have slept on it).
+        assert time.monotonic() - started < 1.0
+        assert not rotation.done()
+
+        other_process.execute("COMMIT")
+        rotated = await asyncio.wait_for(rotation, timeout=5)
+        assert rotated is not None and rotated.token_id == "tk_locked"
+    finally:
+        other_process.close()
+        await storage.close()
