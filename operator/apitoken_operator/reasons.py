@@ -50,6 +50,8 @@ NOT_FOUND: Final = "NotFound"
 REFRESH_TOKEN_REJECTED: Final = "RefreshTokenRejected"
 WORKSPACE_NOT_READY: Final = "WorkspaceNotReady"
 ACCESS_TOKEN_EXPIRED: Final = "AccessTokenExpired"
+# A Secret write still refused after its in-memory retries (the values stay in memory).
+SECRET_WRITE_FAILED: Final = "SecretWriteFailed"
 CLEANUP_PENDING: Final = "CleanupPending"
 
 # Workspace conditions.

@@ -54,7 +54,6 @@ from apitoken_operator.workspace_runs import management_for, workspace_access, w
 log = logging.getLogger(__name__)
 
 # A Secret write refused or failing after its in-memory retries (belongs in `reasons`).
-SECRET_WRITE_FAILED = "SecretWriteFailed"
 
 
 @dataclass(frozen=True)
@@ -209,12 +208,12 @@ async def _record_write_failure(
         "in memory and written again, without another refresh"
     )
     now = rt.clock()
-    failed = failed_state(obs, SECRET_WRITE_FAILED, message, now)
+    failed = failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
     decision = decide(replace(obs, token=replace(token, status=failed)), now, rt.timing)
     patch = status_patch(token.status, decision.status)
     if patch:
         await patch_status(rt.kube, "ApiToken", token.name, token.namespace, patch)
-    rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=SECRET_WRITE_FAILED).inc()
+    rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.SECRET_WRITE_FAILED).inc()
 
 
 async def _list_tokens(
