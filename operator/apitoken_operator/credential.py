@@ -214,9 +214,7 @@ def decide_credential(
         return finish([], signal, True)
 
     secret = obs.secret
-    if secret is not None and (
-        not secret.managed or any(owner != ws.uid for owner in secret.owner_uids)
-    ):
+    if secret is not None and _foreign(secret, ws.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {namespace}/{secret_name} exists and is not this workspace's credential",
@@ -329,6 +327,17 @@ def decide_credential(
         requeue=min(requeue) if requeue else None,
         state=status,
     )
+
+
+def _foreign(secret: ObservedSecret, uid: str) -> bool:
+    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
+
+
+def may_write_held_credential(obs: CredentialObservation) -> bool:
+    """Whether a credential an earlier run could not write may still go to the Secret: never
+    over a Secret that is not this workspace's credential. (A workspace being deleted still
+    gets it: its deletion disables the operator's own tokens with it.)"""
+    return obs.secret is None or not _foreign(obs.secret, obs.workspace.uid)
 
 
 def credential_tokens_to_retire(

@@ -20,14 +20,15 @@ token.
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from apitoken_operator.models import ApiTokenStatus
+from apitoken_operator.models import ApiTokenStatus, TokenWorkspaceStatus
 from apitoken_operator.names import KEY_REFRESH_TOKEN
 from apitoken_operator.reconcile import (
+    Action,
     Decision,
     Generate,
     ImportToken,
@@ -127,13 +128,18 @@ class Unwritten:
     and events that go with them."""
 
     manifest: dict[str, Any] = field(repr=False)
-    status: ApiTokenStatus
+    status: ApiTokenStatus | TokenWorkspaceStatus  # the latter for a workspace's credential
     events: tuple[Event, ...] = ()
+    # A workspace credential's tokens to disable once these values are written (the token a
+    # renewal or a new bootstrap value replaced): never before, or the workspace would be left
+    # with no working credential.
+    retire_token_ids: tuple[str, ...] = ()
 
 
 @dataclass
 class Backlog:
-    """What one ApiToken's runs could not write yet; used only under the token's lock."""
+    """What one ApiToken's (or workspace credential's) runs could not write yet; used only
+    under its lock."""
 
     pending: Unwritten | None = None
 
@@ -161,6 +167,7 @@ class TokenLocks:
 
 
 Clock = Callable[[], datetime]
+A = TypeVar("A")
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -177,6 +184,23 @@ async def write_secret(
                 raise
             await sleep(delay)
             delay *= 2
+
+
+async def run_actions(
+    actions: Sequence[A],
+    dispatch: Callable[[A], Awaitable[None]],
+    failed: Callable[[ServiceError], None],
+) -> bool:
+    """Run `actions` in order through `dispatch`; at the first service failure let `failed`
+    record it and return False (the rest wait for the backoff). Other errors (a Secret write
+    that kept failing) propagate. Shared by the ApiToken and workspace credential runs."""
+    for action in actions:
+        try:
+            await dispatch(action)
+        except ServiceError as exc:
+            failed(exc)
+            return False
+    return True
 
 
 def _import_token_id(digest: str) -> str:
@@ -320,38 +344,37 @@ class _Run:
             Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
         )
 
+    async def _dispatch(self, action: Action) -> None:
+        match action:
+            case Generate(reason=reason):
+                await self._issue(reason, "Generated")
+            case Reissue(reason=reason):
+                await self._issue(reason, "Reissued")
+            case Refresh():
+                await self._refresh(action)
+            case ImportToken():
+                await self._import(action)
+            case RetireToken():
+                await self._retire(action)
+            case WriteSecret(manifest=manifest):
+                await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+                self._set(manifest, self.obs.token.status)
+            case RemoveFinalizer():
+                self.released = True
+
+    def _failed(self, exc: ServiceError) -> None:
+        status = failed_state(
+            self.obs,
+            exc.reason,
+            exc.message,
+            self.clock(),
+            consumed_import_digest=self._fail_import,
+        )
+        self._set(None, status)
+        self.events.append(Event("Warning", "Failed", exc.message))
+
     async def run(self, decision: Decision) -> bool:
-        """Run the actions in order; False when one failed (the rest wait for the backoff)."""
-        for action in decision.actions:
-            try:
-                match action:
-                    case Generate(reason=reason):
-                        await self._issue(reason, "Generated")
-                    case Reissue(reason=reason):
-                        await self._issue(reason, "Reissued")
-                    case Refresh():
-                        await self._refresh(action)
-                    case ImportToken():
-                        await self._import(action)
-                    case RetireToken():
-                        await self._retire(action)
-                    case WriteSecret(manifest=manifest):
-                        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-                        self._set(manifest, self.obs.token.status)
-                    case RemoveFinalizer():
-                        self.released = True
-            except ServiceError as exc:
-                status = failed_state(
-                    self.obs,
-                    exc.reason,
-                    exc.message,
-                    self.clock(),
-                    consumed_import_digest=self._fail_import,
-                )
-                self._set(None, status)
-                self.events.append(Event("Warning", "Failed", exc.message))
-                return False
-        return True
+        return await run_actions(decision.actions, self._dispatch, self._failed)
 
 
 async def reconcile_once(
@@ -401,6 +424,7 @@ __all__ = [
     "Unwritten",
     "WriteRetry",
     "reconcile_once",
+    "run_actions",
     "service_tokens",
     "write_secret",
 ]

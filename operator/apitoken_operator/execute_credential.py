@@ -3,7 +3,10 @@
 Like `execute`, this imports neither kopf nor lightkube. The management API is built per call
 from the credential's current access token (`management_with`), so a renewal switches to the new
 token at once. Refresh and persist are one critical section here too: the rotated credential is
-written before anything else and the write is retried from memory.
+written before anything else and the write is retried from memory. Values no write attempt
+of a run could store stay in the workspace's `Backlog` (beside its lock, like an ApiToken's):
+the next run writes them before it decides anything, so the old refresh token is never presented
+again, and only then disables the token they replaced.
 """
 
 import asyncio
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apitoken_operator.credential import (
+    CredentialAction,
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
@@ -22,10 +26,12 @@ from apitoken_operator.credential import (
     credential_failed_state,
     credential_stored_state,
     decide_credential,
+    may_write_held_credential,
     token_claims,
 )
 from apitoken_operator.execute import (
     DEFAULT_RETRY,
+    Backlog,
     Clock,
     Event,
     ImportReader,
@@ -33,7 +39,9 @@ from apitoken_operator.execute import (
     RefreshApi,
     SecretWriter,
     Sleep,
+    Unwritten,
     WriteRetry,
+    run_actions,
     write_secret,
 )
 from apitoken_operator.models import TokenWorkspaceStatus
@@ -69,8 +77,10 @@ class _Run:
         clock: Clock,
         retry: WriteRetry,
         sleep: Sleep,
+        backlog: Backlog | None = None,
     ) -> None:
         self.obs = obs
+        self.backlog = backlog
         self.ports = ports
         self.policy = policy
         self.clock = clock
@@ -91,12 +101,46 @@ class _Run:
             raise ServiceError("the operator holds no access token for this workspace")
         return self.ports.management_with(bearer)
 
-    async def _store(self, issued: IssuedToken, digest: str | None = None) -> None:
+    async def _store(
+        self,
+        issued: IssuedToken,
+        digest: str | None = None,
+        events: tuple[Event, ...] = (),
+        retire: tuple[str, ...] = (),
+    ) -> None:
+        """Write a credential just obtained; if every attempt fails, keep it in the backlog,
+        with the tokens it replaces (`retire`), for the next run instead of losing it."""
         manifest, status = credential_stored_state(
             self.obs, issued, self.policy, bootstrap_digest=digest
         )
-        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+        try:
+            await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+        except Exception:
+            if self.backlog is not None:
+                self.backlog.pending = Unwritten(manifest, status, events, retire)
+            raise
         self._set(manifest, status)
+        self.events.extend(events)
+
+    async def write_backlog(self) -> None:
+        """Write what an earlier run could not, before anything else is decided (never over a
+        Secret that is not this workspace's credential), then disable the tokens it replaced."""
+        pending = self.backlog.pending if self.backlog is not None else None
+        if self.backlog is None or pending is None:
+            return
+        if not may_write_held_credential(self.obs):
+            self.backlog.pending = None
+            return
+        await write_secret(self.ports.secrets, pending.manifest, self.retry, self.sleep)
+        self.backlog.pending = None
+        assert isinstance(pending.status, TokenWorkspaceStatus)
+        self._set(pending.manifest, pending.status)
+        self.events.extend(pending.events)
+        replaced = [
+            RetireToken(token_id, RetireMode.DISABLE, "CredentialReplaced")
+            for token_id in pending.retire_token_ids
+        ]
+        await run_actions(replaced, self._dispatch, self._failed)
 
     async def _bootstrap(self, action: UseBootstrap) -> None:
         value = await self.ports.bootstrap.read()
@@ -111,16 +155,13 @@ class _Run:
         user, tid = token_claims(result.values.access_token)
         token_id = tid or "bootstrap-" + action.digest.removeprefix("sha256:")[:12]
         expires = result.refresh_token_expires_at
-        await self._store(
-            IssuedToken(token_id, result.values, expires, result.obtained_at), action.digest
-        )
-        self.events.append(
-            Event("Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}")
-        )
-        if action.retire_token_id and action.retire_token_id != token_id:
-            await self._retire(
-                RetireToken(action.retire_token_id, RetireMode.DISABLE, "CredentialReplaced")
-            )
+        old = action.retire_token_id
+        retire = (old,) if old and old != token_id else ()
+        event = Event("Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}")
+        issued = IssuedToken(token_id, result.values, expires, result.obtained_at)
+        await self._store(issued, action.digest, (event,), retire)
+        for replaced in retire:
+            await self._retire(RetireToken(replaced, RetireMode.DISABLE, "CredentialReplaced"))
 
     async def _refresh(self, action: RefreshCredential) -> None:
         secret = self.obs.secret
@@ -143,12 +184,13 @@ class _Run:
             created.refresh_token_expires_at,
             self.clock(),
         )
-        await self._store(issued)
-        self.events.append(
-            Event(
-                "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
-            )
+        event = Event(
+            "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
         )
+        # The RetireToken that follows in the decision disables the old token; should the write
+        # fail, the backlog carries that retirement to the run that writes the new one.
+        old = self.obs.secret.token_id if self.obs.secret is not None else None
+        await self._store(issued, events=(event,), retire=(old,) if old else ())
 
     async def _retire(self, action: RetireToken) -> None:
         api = self._api()  # the current (new) credential
@@ -160,33 +202,29 @@ class _Run:
         except NotFound:
             pass
 
+    async def _dispatch(self, action: CredentialAction) -> None:
+        match action:
+            case UseBootstrap():
+                await self._bootstrap(action)
+            case RefreshCredential():
+                await self._refresh(action)
+            case RenewCredential():
+                await self._renew(action)
+            case RetireToken():
+                await self._retire(action)
+            case WriteSecret(manifest=manifest):
+                await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
+                self._set(manifest, self.obs.workspace.status)
+
+    def _failed(self, exc: ServiceError) -> None:
+        status = credential_failed_state(
+            self.obs, exc.reason, exc.message, self.clock(), consumed_bootstrap_digest=self.consumed
+        )
+        self._set(None, status)
+        self.events.append(Event("Warning", "Failed", exc.message))
+
     async def run(self, decision: CredentialDecision) -> bool:
-        for action in decision.actions:
-            try:
-                match action:
-                    case UseBootstrap():
-                        await self._bootstrap(action)
-                    case RefreshCredential():
-                        await self._refresh(action)
-                    case RenewCredential():
-                        await self._renew(action)
-                    case RetireToken():
-                        await self._retire(action)
-                    case WriteSecret(manifest=manifest):
-                        await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-                        self._set(manifest, self.obs.workspace.status)
-            except ServiceError as exc:
-                status = credential_failed_state(
-                    self.obs,
-                    exc.reason,
-                    exc.message,
-                    self.clock(),
-                    consumed_bootstrap_digest=self.consumed,
-                )
-                self._set(None, status)
-                self.events.append(Event("Warning", "Failed", exc.message))
-                return False
-        return True
+        return await run_actions(decision.actions, self._dispatch, self._failed)
 
 
 async def reconcile_credential_once(
@@ -198,11 +236,15 @@ async def reconcile_credential_once(
     retry: WriteRetry = DEFAULT_RETRY,
     sleep: Sleep = asyncio.sleep,
     rounds: int = 3,
+    backlog: Backlog | None = None,
 ) -> CredentialOutcome:
-    """Decide and run, for at most `rounds` rounds, then decide on the result: its status is
-    the one to write, `usable` says whether ApiTokens can use the management API now."""
-    run = _Run(obs, ports, policy, clock, retry, sleep)
-    decision = decide_credential(obs, clock(), policy)
+    """Write the backlog left by an earlier run, if any; then decide and run, for at most
+    `rounds` rounds, then decide on the result: its status is the one to write, `usable` says
+    whether ApiTokens can use the management API now. Kubernetes write errors after retries
+    propagate; a credential obtained in that run stays in `backlog`."""
+    run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
+    await run.write_backlog()
+    decision = decide_credential(run.obs, clock(), policy)
     for _ in range(rounds):
         if not decision.actions or not await run.run(decision):
             break

@@ -31,6 +31,14 @@ Body = dict[str, Any]
 OnWritten = Callable[[str, str, str], None]
 
 
+def error_detail(error: Exception) -> str:
+    """An API error's status code and reason, else the exception's type; never its message:
+    an apiserver may echo what it was sent, and a Secret write carries token values."""
+    status = error.status if isinstance(error, ApiError) else None
+    code, why = getattr(status, "code", None), getattr(status, "reason", None)
+    return f"{code} {why}" if code else type(error).__name__
+
+
 def _not_found(error: ApiError) -> bool:
     return error.status.code == 404
 

@@ -24,6 +24,7 @@ from apitoken_operator.kube_objects import (
     Body,
     SecretApplier,
     SecretValueReader,
+    error_detail,
     get_api_token,
     get_secret,
     namespace_labels,
@@ -52,8 +53,6 @@ from apitoken_operator.views import api_token_view, invalid_spec_status, observe
 from apitoken_operator.workspace_runs import management_for, workspace_access, workspace_key
 
 log = logging.getLogger(__name__)
-
-# A Secret write refused or failing after its in-memory retries (belongs in `reasons`).
 
 
 @dataclass(frozen=True)
@@ -197,15 +196,12 @@ async def _record_write_failure(
     rt: Runtime, obs: Observation, secret_name: str, exc: Exception
 ) -> None:
     """Put a failed write of kept values in status (the status subresource is not a Secret,
-    so this write usually works). Only the error's code and reason are named, never its
-    message: an apiserver may echo what it was sent, and a Secret write carries token values."""
+    so this write usually works). Only the error's code and reason are named (`error_detail`),
+    never its message."""
     token = obs.token
-    status = getattr(exc, "status", None)
-    code, why = getattr(status, "code", None), getattr(status, "reason", None)
-    detail = f"{code} {why}" if code else type(exc).__name__
     message = (
-        f"writing Secret {secret_name} failed ({detail}); the values just obtained are kept "
-        "in memory and written again, without another refresh"
+        f"writing Secret {secret_name} failed ({error_detail(exc)}); the values just obtained "
+        "are kept in memory and written again, without another refresh"
     )
     now = rt.clock()
     failed = failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)

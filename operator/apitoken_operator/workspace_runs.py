@@ -7,8 +7,9 @@ keeps the credential Secret's finalizer in step (`credential_protection`); a wor
 deletion disables the operator's own tokens there (`retire_credential`) before letting go.
 """
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,9 +18,11 @@ from apitoken_operator import names, reasons
 from apitoken_operator.conditions import Signal, summarize
 from apitoken_operator.credential import (
     CredentialObservation,
+    credential_failed_state,
     credential_secret_location,
     credential_secret_ref,
     credential_tokens_to_retire,
+    decide_credential,
     retirement_waits,
 )
 from apitoken_operator.credential_protection import (
@@ -31,7 +34,7 @@ from apitoken_operator.credential_protection import (
     protection_view,
     protects,
 )
-from apitoken_operator.execute import Event, ManagementApi, service_tokens
+from apitoken_operator.execute import Event, ManagementApi, WriteRetry, service_tokens
 from apitoken_operator.execute_credential import (
     CredentialOutcome,
     CredentialPorts,
@@ -42,6 +45,7 @@ from apitoken_operator.kube_objects import (
     SecretApplier,
     SecretValueReader,
     api_tokens_using,
+    error_detail,
     get_secret,
     get_workspace,
     patch_secret_metadata,
@@ -72,7 +76,9 @@ def workspace_key(kind: WorkspaceKind, namespace: str | None, name: str) -> str:
 @dataclass(frozen=True)
 class WorkspaceRun:
     body: Body
-    outcome: CredentialOutcome | None  # None for a spec that does not validate
+    # None for a spec that does not validate, or (for an ApiToken run) when the credential
+    # Secret could not be written
+    outcome: CredentialOutcome | None
     usable: bool
     message: str
 
@@ -103,6 +109,10 @@ def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedM
     return TimedManagement(inner, rt.metrics)
 
 
+class _WriteAgain(Exception):
+    """The credential Secret could not be written; its values are in the backlog."""
+
+
 async def run_workspace(
     rt: Runtime,
     kind: WorkspaceKind,
@@ -110,72 +120,152 @@ async def run_workspace(
     name: str,
     *,
     sync_protection: bool = True,
+    for_api_token: bool = False,
 ) -> WorkspaceRun | None:
     """Bring the operator's credential in this workspace up to date; None if it is gone.
     `sync_protection=False` leaves the credential Secret's finalizer as it is (the deletion
-    handler releases it itself, after it has retired the credential)."""
+    handler releases it itself, after it has retired the credential).
+
+    A credential that could not be written stays in the workspace's backlog, and every run,
+    whoever asks for it, first writes that under the lock (one writer). The lock is held for one
+    write attempt at a time, not through the whole retry budget: between attempts (spaced as
+    `rt.write_retry` says) ApiToken runs go on. An ApiToken run (`for_api_token`) makes one
+    attempt and, if it fails, goes on without the management API (refreshes need none) instead
+    of failing; the workspace's own runs retry and finally raise for Kopf's retry. The failure
+    is recorded in the workspace's status (SecretWriteFailed)."""
     key = workspace_key(kind, namespace, name)
-    async with rt.workspace_locks.for_uid(key):
-        body = await get_workspace(rt.kube, kind, name, namespace)
-        if body is None:
-            return None
+    retry = rt.write_retry
+    attempts = 1 if for_api_token else retry.attempts
+    delay = retry.first_delay.total_seconds()
+    for attempt in range(1, attempts + 1):
+        last = attempt == attempts
         try:
-            ws = workspace_object(kind, body)
-        except ValidationError as exc:
-            message = await _report_invalid_spec(rt, kind, namespace, name, body, exc)
-            return WorkspaceRun(body, None, False, message)
-        policy = rt.credential_policy
-        cred_ns, cred_name = credential_secret_ref(ws, policy)
-        secret_body = await get_secret(rt.kube, cred_ns, cred_name)
-        secret = observed_secret(secret_body)
-        ref = ws.spec.credentials_secret_ref
-        bootstrap: Any = _NoBootstrap()
-        digest = None
-        if ref is not None:
-            ref_ns = getattr(ref, "namespace", None) or ws.namespace or policy.operator_namespace
-            bootstrap = SecretValueReader(rt.kube, ref_ns, ref.name, ref.resolved_key)
-            value = await bootstrap.read()
-            digest = salted_digest(ws.uid, value) if value else None
-        spec = ws.spec
-        ports = CredentialPorts(
-            secrets=SecretApplier(rt.kube, rt.note_written),
-            token_endpoint=token_endpoint(rt, spec, count=False),
-            bootstrap=bootstrap,
-            management_with=lambda bearer: management_api(rt, spec, bearer),
-        )
-        obs = CredentialObservation(ws, secret, digest)
+            async with rt.workspace_locks.for_uid(key):
+                return await _run_locked(
+                    rt,
+                    kind,
+                    namespace,
+                    name,
+                    sync_protection=sync_protection,
+                    last=last,
+                    degrade=for_api_token,
+                )
+        except _WriteAgain:
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("the last attempt returns or raises")  # pragma: no cover
+
+
+async def _run_locked(
+    rt: Runtime,
+    kind: WorkspaceKind,
+    namespace: str | None,
+    name: str,
+    *,
+    sync_protection: bool,
+    last: bool,
+    degrade: bool,
+) -> WorkspaceRun | None:
+    key = workspace_key(kind, namespace, name)
+    body = await get_workspace(rt.kube, kind, name, namespace)
+    if body is None:
+        return None
+    try:
+        ws = workspace_object(kind, body)
+    except ValidationError as exc:
+        message = await _report_invalid_spec(rt, kind, namespace, name, body, exc)
+        return WorkspaceRun(body, None, False, message)
+    policy = rt.credential_policy
+    cred_ns, cred_name = credential_secret_ref(ws, policy)
+    secret_body = await get_secret(rt.kube, cred_ns, cred_name)
+    secret = observed_secret(secret_body)
+    ref = ws.spec.credentials_secret_ref
+    bootstrap: Any = _NoBootstrap()
+    digest = None
+    if ref is not None:
+        ref_ns = getattr(ref, "namespace", None) or ws.namespace or policy.operator_namespace
+        bootstrap = SecretValueReader(rt.kube, ref_ns, ref.name, ref.resolved_key)
+        value = await bootstrap.read()
+        digest = salted_digest(ws.uid, value) if value else None
+    spec = ws.spec
+    ports = CredentialPorts(
+        secrets=SecretApplier(rt.kube, rt.note_written),
+        token_endpoint=token_endpoint(rt, spec, count=False),
+        bootstrap=bootstrap,
+        management_with=lambda bearer: management_api(rt, spec, bearer),
+    )
+    obs = CredentialObservation(ws, secret, digest)
+    backlog = rt.workspace_locks.backlog(key)
+    try:
         outcome = await reconcile_credential_once(
-            obs, ports, policy=policy, clock=rt.clock, retry=rt.write_retry
+            obs, ports, policy=policy, clock=rt.clock, retry=_ONE_ATTEMPT, backlog=backlog
         )
-        patch = status_patch(ws.status, outcome.decision.status)
-        if patch:
-            await patch_status(rt.kube, kind.value, name, namespace, patch)
-        deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
-        # The Secret as read before the run says whether to look again; the credential writes
-        # never touch the finalizer, so only a Secret the run just wrote needs a second look.
-        written = outcome.observation.secret is not secret
-        view = protection_view(secret_body, ws.uid)
-        if sync_protection and protects(kind) and protection_due(view, deleting, written=written):
-            await sync_credential_protection(
-                rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
-            )
-        ready = outcome.decision.status.condition("Ready")
-        usable = outcome.decision.usable
-        for event in outcome.events:
-            if event.type == "Warning":
-                rt.metrics.reconcile_errors.labels(kind=kind.value, reason=event.reason).inc()
-        if rt.workspace_usable.get(key) != usable:
-            log.info(
-                "workspace credential usable=%s",
-                usable,
-                extra={"workspace": key, "reason": ready.reason if ready else None},
-            )
-            rt.workspace_usable[key] = usable
-            if usable:
-                for uid, ws_key in list(rt.token_workspaces.items()):
-                    if ws_key == key:
-                        rt.wake(uid)
-        return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
+    except Exception as exc:
+        if backlog.pending is None:
+            raise
+        if not last:
+            raise _WriteAgain from None
+        message = await _record_write_failure(rt, obs, cred_name, exc)
+        if not degrade:
+            raise
+        log.warning("credential Secret not written: %s", message, extra={"workspace": key})
+        rt.wake(ws.uid)  # the workspace's daemon retries the write soon
+        return WorkspaceRun(body, None, False, message)
+    patch = status_patch(ws.status, outcome.decision.status)
+    if patch:
+        await patch_status(rt.kube, kind.value, name, namespace, patch)
+    deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+    # The Secret as read before the run says whether to look again; the credential writes
+    # never touch the finalizer, so only a Secret the run just wrote needs a second look.
+    written = outcome.observation.secret is not secret
+    view = protection_view(secret_body, ws.uid)
+    if sync_protection and protects(kind) and protection_due(view, deleting, written=written):
+        await sync_credential_protection(
+            rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
+        )
+    ready = outcome.decision.status.condition("Ready")
+    usable = outcome.decision.usable
+    for event in outcome.events:
+        if event.type == "Warning":
+            rt.metrics.reconcile_errors.labels(kind=kind.value, reason=event.reason).inc()
+    if rt.workspace_usable.get(key) != usable:
+        log.info(
+            "workspace credential usable=%s",
+            usable,
+            extra={"workspace": key, "reason": ready.reason if ready else None},
+        )
+        rt.workspace_usable[key] = usable
+        if usable:
+            for uid, ws_key in list(rt.token_workspaces.items()):
+                if ws_key == key:
+                    rt.wake(uid)
+    return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
+
+
+# Under the lock a run makes one write attempt; `run_workspace` spaces the retries outside it.
+_ONE_ATTEMPT = WriteRetry(attempts=1)
+
+
+async def _record_write_failure(
+    rt: Runtime, obs: CredentialObservation, secret_name: str, exc: Exception
+) -> str:
+    """Put a failed write of a kept credential in the workspace's status (Reconciling says so;
+    Ready stays True while the access token the Secret holds is valid); the error's code and
+    reason only, never its message. Returns the message."""
+    ws = obs.workspace
+    message = (
+        f"writing credential Secret {secret_name} failed ({error_detail(exc)}); the credential "
+        "just obtained is kept in memory and written again, without another refresh"
+    )
+    now = rt.clock()
+    failed = credential_failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
+    failed_obs = replace(obs, workspace=replace(ws, status=failed))
+    decision = decide_credential(failed_obs, now, rt.credential_policy)
+    patch = status_patch(ws.status, decision.status)
+    if patch:
+        await patch_status(rt.kube, ws.kind.value, ws.name, ws.namespace, patch)
+    rt.metrics.reconcile_errors.labels(kind=ws.kind.value, reason=reasons.SECRET_WRITE_FAILED).inc()
+    return message
 
 
 async def sync_credential_protection(
@@ -307,7 +397,7 @@ async def workspace_access(
     rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str
 ) -> WorkspaceAccess:
     where = None if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE else namespace
-    run = await run_workspace(rt, kind, where, name)
+    run = await run_workspace(rt, kind, where, name, for_api_token=True)
     if run is None:
         return WorkspaceAccess(None, None, False, "not found", None, None)
     try:
