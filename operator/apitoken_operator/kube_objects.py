@@ -8,6 +8,7 @@ a JSON merge patch that holds only what changed.
 """
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from lightkube import ApiError, AsyncClient
@@ -78,9 +79,25 @@ async def get_workspace(
     return cast(Body, cast(Any, obj).to_dict())
 
 
-async def namespace_labels(client: AsyncClient, namespace: str) -> dict[str, str]:
-    ns = await client.get(Namespace, namespace)
-    return dict((ns.metadata.labels if ns.metadata else None) or {})
+@dataclass(frozen=True)
+class NamespaceState:
+    labels: dict[str, str]
+    # Being deleted (status.phase Terminating or a deletionTimestamp), or gone.
+    terminating: bool
+
+
+async def namespace_state(client: AsyncClient, namespace: str) -> NamespaceState:
+    try:
+        ns = await client.get(Namespace, namespace)
+    except ApiError as error:
+        if _not_found(error):
+            return NamespaceState({}, terminating=True)
+        raise
+    meta, status = ns.metadata, ns.status
+    terminating = bool(meta and meta.deletionTimestamp) or bool(
+        status and status.phase == "Terminating"
+    )
+    return NamespaceState(dict((meta.labels if meta else None) or {}), terminating)
 
 
 async def api_tokens_using(

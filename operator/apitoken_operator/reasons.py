@@ -49,6 +49,8 @@ BAD_REQUEST: Final = "BadRequest"
 NOT_FOUND: Final = "NotFound"
 REFRESH_TOKEN_REJECTED: Final = "RefreshTokenRejected"
 WORKSPACE_NOT_READY: Final = "WorkspaceNotReady"
+# The ApiToken's namespace is being deleted: no new token is issued (no Secret could hold it).
+NAMESPACE_TERMINATING: Final = "NamespaceTerminating"
 ACCESS_TOKEN_EXPIRED: Final = "AccessTokenExpired"
 # A Secret write still refused after its in-memory retries (the values stay in memory).
 SECRET_WRITE_FAILED: Final = "SecretWriteFailed"

@@ -106,6 +106,8 @@ class Observation:
     # salted_digest(uid, value) of the refresh token in spec.refreshTokenSecretRef; None when
     # that Secret or key is missing.
     import_digest: str | None = None
+    # The ApiToken's namespace is being deleted (or is gone): no Secret can be created there.
+    namespace_terminating: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +180,8 @@ Action = Generate | Reissue | ImportToken | Refresh | WriteSecret | RetireToken 
 _SERVICE_ACTIONS = (Generate, Reissue, ImportToken, Refresh, RetireToken)
 # Actions that need the management API and so the operator's workspace credential.
 _MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
+# Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
+_NEW_TOKEN_ACTIONS = (Generate, Reissue, ImportToken)
 
 
 @dataclass(frozen=True)
@@ -465,8 +469,39 @@ def _gate(
     *,
     management_ok: bool,
 ) -> tuple[tuple[Action, ...], _Verdict, datetime | None]:
-    """Hold back service calls during a backoff and management calls without a working
-    workspace credential; say so in Reconciling."""
+    """Hold back new tokens in a namespace being deleted, service calls during a backoff and
+    management calls without a working workspace credential; say so in Reconciling."""
+    if obs.namespace_terminating and any(isinstance(a, _NEW_TOKEN_ACTIONS) for a in actions):
+        # The namespace's deletion may remove the Secret a moment before the ApiToken is marked
+        # for deletion: a token issued now could not be written (creating a Secret in a
+        # terminating namespace is forbidden) and would only be disabled by the cleanup.
+        kept = [a for a in actions if not isinstance(a, _NEW_TOKEN_ACTIONS)]
+        signal = Signal(
+            reasons.NAMESPACE_TERMINATING,
+            f"namespace {obs.token.namespace} is being deleted: no new token is issued",
+        )
+        held, gated, retry = _gate_calls(
+            obs,
+            kept,
+            replace(verdict, reconciling=signal),
+            policy,
+            now,
+            management_ok=management_ok,
+        )
+        recheck = now + policy.recheck_interval
+        return held, gated, min(retry, recheck) if retry is not None else recheck
+    return _gate_calls(obs, actions, verdict, policy, now, management_ok=management_ok)
+
+
+def _gate_calls(
+    obs: Observation,
+    actions: Sequence[Action],
+    verdict: _Verdict,
+    policy: TimingPolicy,
+    now: datetime,
+    *,
+    management_ok: bool,
+) -> tuple[tuple[Action, ...], _Verdict, datetime | None]:
     actions = _dedupe(actions)
     status = obs.token.status
     retry_at = _retry_at(obs, policy)

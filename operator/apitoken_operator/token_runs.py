@@ -27,7 +27,7 @@ from apitoken_operator.kube_objects import (
     error_detail,
     get_api_token,
     get_secret,
-    namespace_labels,
+    namespace_state,
     patch_status,
 )
 from apitoken_operator.metrics import TimedManagement
@@ -116,9 +116,11 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     )
     access = await workspace_access(rt, kind, namespace, spec.workspace_name)
     postings = [Posting(access.body, e) for e in access.events if access.body is not None]
+    # Read on every run: its labels for allowedNamespaces, and whether it is being deleted.
+    ns_state = await namespace_state(rt.kube, namespace)
     labels: dict[str, str] = {}
     if isinstance(access.spec, ClusterTokenWorkspaceSpec) and access.spec.allowed_namespaces:
-        labels = await namespace_labels(rt.kube, namespace)
+        labels = ns_state.labels
     ws_view = WorkspaceView(
         kind=kind,
         name=spec.workspace_name,
@@ -154,7 +156,9 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         imports=imports,
         management_for=lambda key: management_for(rt, key, namespace),
     )
-    obs = Observation(view, secret, ws_view, listed, import_digest)
+    obs = Observation(
+        view, secret, ws_view, listed, import_digest, namespace_terminating=ns_state.terminating
+    )
     backlog = rt.locks.backlog(uid)
     try:
         outcome = await reconcile_once(

@@ -84,6 +84,13 @@ class FakeApiServer:
         return httpx2.Response(code, json={**body, "message": message})
 
 
+def kube_client(api: FakeApiServer) -> AsyncClient:
+    """The operator's lightkube client, talking to the fake apiserver."""
+    config = KubeConfig.from_one(cluster=KubeCluster(server="http://kube"), user=User())
+    # lightkube's client is the httpx2 fork; the token service's is httpx.
+    return AsyncClient(config, transport=httpx2.MockTransport(api.handle))
+
+
 class ClockedRuntime(Runtime):
     """A Runtime whose clock the test moves."""
 
@@ -111,9 +118,7 @@ class Cluster:
         clock = Clock()
         clock.now = utc_now().replace(microsecond=0)
         service = FakeService(clock)
-        config = KubeConfig.from_one(cluster=KubeCluster(server="http://kube"), user=User())
-        # lightkube's client is the httpx2 fork; the token service's is httpx.
-        kube = AsyncClient(config, transport=httpx2.MockTransport(api.handle))
+        kube = kube_client(api)
         bootstrap = base64.b64encode(service.seed().encode()).decode()
         api.put(
             f"/api/v1/namespaces/{OPERATOR_NS}/secrets/boot",
