@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.run import Results
+    from bench.run import BackendRuns, Results
 
 NOTES_MARKER = "<!-- Hand-written notes below this line survive `make bench`. -->"
 TARGET_SQLITE_RPS = 3000.0
@@ -73,7 +73,28 @@ def _targets(results: Results) -> list[str]:
             f"(open loop), {name} | {_n(p99, 2)} ms, {_errors(runs.open)} errors | "
             f"{_yes(p99 < TARGET_P99_MS and not runs.open['errors'])} |"
         )
+        if runs.closed_more_workers is not None and runs.open_more_workers is not None:
+            lines += _targets_more_workers(results, runs.more_workers, runs)
     return lines
+
+
+def _targets_more_workers(results: Results, workers: int, runs: BackendRuns) -> list[str]:
+    """The same SQLite targets for `serve --workers N` (the default is one worker)."""
+    assert runs.closed_more_workers is not None and runs.open_more_workers is not None
+    ceiling = results.signing["per_second"]
+    closed = runs.closed_more_workers["throughput"]
+    p99 = runs.open_more_workers["latency"]["p99_ms"]
+    share = closed / ceiling if ceiling else 0.0
+    label = f"SQLite, `serve --workers {workers}`"
+    return [
+        f"| ≥ {_n(TARGET_SQLITE_RPS)} refreshes/s, {label} | {_n(closed)}/s | "
+        f"{_yes(closed >= TARGET_SQLITE_RPS)} |",
+        f"| ≥ {TARGET_SHARE_OF_CEILING:.0%} of the signing ceiling, {label} | {share:.1%} | "
+        f"{_yes(share >= TARGET_SHARE_OF_CEILING)} |",
+        f"| p99 < {_n(TARGET_P99_MS)} ms at {_n(results.options.rate)} requests/s, {label} | "
+        f"{_n(p99, 2)} ms, {_errors(runs.open_more_workers)} errors | "
+        f"{_yes(p99 < TARGET_P99_MS and not runs.open_more_workers['errors'])} |",
+    ]
 
 
 def kept_notes(previous: str) -> str:
@@ -115,6 +136,10 @@ def render(results: Results) -> str:
             out.append(
                 _load_row(runs.version, f"open, {rate}/s (half of closed)", runs.open_sustainable)
             )
+        if runs.closed_more_workers is not None and runs.open_more_workers is not None:
+            label = f"{runs.version}, `serve --workers {runs.more_workers}`"
+            out.append(_load_row(label, closed_load, runs.closed_more_workers))
+            out.append(_load_row(label, open_load, runs.open_more_workers))
     out += [
         "",
         "Baselines, measured in the same run:",
@@ -171,6 +196,9 @@ def render(results: Results) -> str:
         "- **Open loop at half capacity**: the same at half the closed-loop throughput "
         "(rounded down to tens), on fresh token chains, when that is below the fixed rate: the "
         "latency of a service that keeps up with its load.",
+        f"- **More workers** (SQLite): the closed and open loops again with `serve --workers "
+        f"{options.more_workers}` on fresh token chains (`--more-workers`); the first rows "
+        "and targets are the default, one worker.",
         "- **Load generator**: a separate process (`bench/loadgen.py`, uvloop, a minimal "
         "HTTP/1.1 keep-alive client that parses only the status, Content-Length and the JSON "
         "body). Its ceiling is measured in the same run against a trivial endpoint "

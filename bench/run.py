@@ -44,6 +44,7 @@ class Options:
     output: Path | None
     profile: bool
     workers: int
+    more_workers: int
 
 
 def parse_options(argv: list[str]) -> Options:
@@ -61,6 +62,13 @@ def parse_options(argv: list[str]) -> Options:
         "--profile", action="store_true", help="also run the SQLite closed loop under cProfile"
     )
     parser.add_argument("--workers", type=int, default=1, help="service worker processes")
+    parser.add_argument(
+        "--more-workers",
+        type=int,
+        default=2,
+        help="also measure SQLite with this many worker processes (closed and open loop); "
+        "0 or 1 skips it",
+    )
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
@@ -76,6 +84,7 @@ def parse_options(argv: list[str]) -> Options:
         output=None if args.output == "-" else Path(args.output),
         profile=args.profile,
         workers=args.workers,
+        more_workers=args.more_workers,
     )
 
 
@@ -137,6 +146,10 @@ class BackendRuns:
     # Open loop at half the closed-loop throughput: latency when the service keeps up.
     open_sustainable: dict[str, Any] | None = None
     profile_top: str = ""
+    # The same closed and open loops with `serve --workers N` (SQLite only), if measured.
+    more_workers: int = 0
+    closed_more_workers: dict[str, Any] | None = None
+    open_more_workers: dict[str, Any] | None = None
 
 
 @dataclass
@@ -277,11 +290,72 @@ def measure_backend(
         open=opened,
         open_sustainable=opened_sustainable,
     )
+    if backend == "sqlite" and options.more_workers > max(1, options.workers):
+        runs.more_workers = options.more_workers
+        runs.closed_more_workers, runs.open_more_workers = measure_more_workers(
+            database_url, env, options, workdir, admin_access_token
+        )
     if profile_path is not None:
         runs.profile_top = profile_closed_loop(
             database_url, env, options, workdir, admin_access_token, profile_path
         )
     return runs
+
+
+def measure_more_workers(
+    database_url: str,
+    env: dict[str, str],
+    options: Options,
+    workdir: Path,
+    admin_access_token: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The closed and open loops again with `serve --workers N`, on fresh token chains."""
+    workers = options.more_workers
+    # Same issuer as the first run (not this port): the admin's access token names it.
+    port = free_loopback_port()
+    log_path = workdir / f"service-{workers}-workers.log"
+    with running_service(database_url, env, port, log_path, workers) as service:
+        closed_tokens = create_refresh_tokens(
+            service.base_url, admin_access_token, options.concurrency, f"closed-{workers}w"
+        )
+        open_tokens = create_refresh_tokens(
+            service.base_url, admin_access_token, options.open_tokens, f"open-{workers}w"
+        )
+        _log(f"sqlite, {workers} workers: closed loop, {options.concurrency} clients")
+        cpu_before = machine.process_cpu_seconds(service.pid)
+        closed = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=closed_tokens,
+                mode="closed",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                concurrency=options.concurrency,
+            ),
+            workdir,
+        )
+        closed["service_cpu_us_per_request"] = _per_request_us(
+            machine.process_cpu_seconds(service.pid) - cpu_before, closed["sent"]
+        )
+        _log(f"sqlite, {workers} workers: open loop, {options.rate:g}/s")
+        cpu_before = machine.process_cpu_seconds(service.pid)
+        opened = run_load(
+            LoadSpec(
+                host="127.0.0.1",
+                port=port,
+                tokens=open_tokens,
+                mode="open",
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                rate=options.rate,
+            ),
+            workdir,
+        )
+        opened["service_cpu_us_per_request"] = _per_request_us(
+            machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
+        )
+    return closed, opened
 
 
 def profile_closed_loop(
