@@ -197,6 +197,17 @@ class DirectSqlite:
     def _attempt(self, batch: list[_Pending]) -> list[Any]:
         """Each statement's result or exception; raises _Busy (nothing done) when another
         process holds the write lock."""
+        if len(batch) == 1:
+            # One statement is its own transaction (autocommit): no BEGIN and COMMIT to run.
+            sql, params, rowcount, _ = batch[0]
+            try:
+                return [self._write_one(sql, params, rowcount)]
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise _Busy from exc  # the statement did nothing; try it again later
+                return [exc]
+            except sqlite3.Error as exc:
+                return [exc]
         try:
             # The write lock up front: once it is ours, no statement below waits for it.
             self._writer.execute("BEGIN IMMEDIATE")
