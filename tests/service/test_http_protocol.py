@@ -26,6 +26,10 @@ async def test_writes_of_one_loop_iteration_leave_in_one_send_and_close_flushes(
         await asyncio.sleep(0)
         assert theirs.recv(1024) == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbody"
 
+        joined.writelines([b"in ", b"order"])
+        await asyncio.sleep(0)
+        assert theirs.recv(1024) == b"in order"
+
         joined.write(b"last words")
         joined.close()  # flushes before closing
         await asyncio.sleep(0)
