@@ -120,6 +120,8 @@ class WriteRetry:
 
 
 DEFAULT_RETRY = WriteRetry()
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,33 @@ class Unwritten:
 @dataclass
 class Backlog:
     """What one ApiToken's (or workspace credential's) runs could not write yet; used only
-    under its lock."""
+    under its lock. Both kinds of run write through it, so values obtained from the service
+    are either in the Secret or here."""
 
     pending: Unwritten | None = None
+
+    async def write(
+        self, secrets: SecretWriter, values: Unwritten, retry: WriteRetry, sleep: Sleep
+    ) -> None:
+        """Write values just obtained; if every attempt fails, keep them here and raise."""
+        try:
+            await write_secret(secrets, values.manifest, retry, sleep)
+        except Exception:
+            self.pending = values
+            raise
+
+    async def write_pending(
+        self, secrets: SecretWriter, retry: WriteRetry, sleep: Sleep, *, wanted: bool
+    ) -> Unwritten | None:
+        """Write what an earlier run could not (drop it instead if no longer `wanted`); the
+        values written, for the run to continue from, or None."""
+        pending = self.pending
+        if pending is None or not wanted:
+            self.pending = None
+            return None
+        await write_secret(secrets, pending.manifest, retry, sleep)
+        self.pending = None
+        return pending
 
 
 class TokenLocks:
@@ -166,9 +192,7 @@ class TokenLocks:
             self._backlogs.pop(uid, None)
 
 
-Clock = Callable[[], datetime]
 A = TypeVar("A")
-Sleep = Callable[[float], Awaitable[None]]
 
 
 async def write_secret(
@@ -220,7 +244,8 @@ class _Run:
         backlog: Backlog | None = None,
     ) -> None:
         self.obs = obs
-        self.backlog = backlog
+        # A run without a backlog (tests, one-off runs) keeps unwritten values in its own.
+        self.backlog = backlog if backlog is not None else Backlog()
         self.ports = ports
         self.policy = policy
         self.clock = clock
@@ -239,14 +264,10 @@ class _Run:
     async def _persist(
         self, manifest: dict[str, Any], status: ApiTokenStatus, events: tuple[Event, ...] = ()
     ) -> None:
-        """Write values just obtained from the service; if every attempt fails, keep them in
-        the backlog for the next run instead of losing them."""
-        try:
-            await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-        except Exception:
-            if self.backlog is not None:
-                self.backlog.pending = Unwritten(manifest, status, events)
-            raise
+        """Write values just obtained from the service; if every attempt fails, the backlog
+        keeps them for the next run instead of losing them."""
+        values = Unwritten(manifest, status, events)
+        await self.backlog.write(self.ports.secrets, values, self.retry, self.sleep)
         self._set(manifest, status)
         self.events.extend(events)
 
@@ -254,16 +275,13 @@ class _Run:
         """Write what an earlier run could not, before anything else is decided; values no
         longer wanted (the ApiToken is being deleted or disabled, the Secret is not ours) are
         dropped, and the sweep retires a token they held."""
-        pending = self.backlog.pending if self.backlog is not None else None
-        if self.backlog is None or pending is None:
-            return
-        if not may_write_held_values(self.obs):
-            self.backlog.pending = None
-            return
-        await write_secret(self.ports.secrets, pending.manifest, self.retry, self.sleep)
-        self.backlog.pending = None
-        self._set(pending.manifest, pending.status)
-        self.events.extend(pending.events)
+        wanted = may_write_held_values(self.obs)
+        written = await self.backlog.write_pending(
+            self.ports.secrets, self.retry, self.sleep, wanted=wanted
+        )
+        if written is not None:
+            self._set(written.manifest, written.status)
+            self.events.extend(written.events)
 
     def _management(self) -> ManagementApi:
         if self.ports.management is None:

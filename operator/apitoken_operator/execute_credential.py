@@ -80,7 +80,7 @@ class _Run:
         backlog: Backlog | None = None,
     ) -> None:
         self.obs = obs
-        self.backlog = backlog
+        self.backlog = backlog if backlog is not None else Backlog()
         self.ports = ports
         self.policy = policy
         self.clock = clock
@@ -113,32 +113,26 @@ class _Run:
         manifest, status = credential_stored_state(
             self.obs, issued, self.policy, bootstrap_digest=digest
         )
-        try:
-            await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-        except Exception:
-            if self.backlog is not None:
-                self.backlog.pending = Unwritten(manifest, status, events, retire)
-            raise
+        values = Unwritten(manifest, status, events, retire)
+        await self.backlog.write(self.ports.secrets, values, self.retry, self.sleep)
         self._set(manifest, status)
         self.events.extend(events)
 
     async def write_backlog(self) -> None:
         """Write what an earlier run could not, before anything else is decided (never over a
         Secret that is not this workspace's credential), then disable the tokens it replaced."""
-        pending = self.backlog.pending if self.backlog is not None else None
-        if self.backlog is None or pending is None:
+        wanted = may_write_held_credential(self.obs)
+        written = await self.backlog.write_pending(
+            self.ports.secrets, self.retry, self.sleep, wanted=wanted
+        )
+        if written is None:
             return
-        if not may_write_held_credential(self.obs):
-            self.backlog.pending = None
-            return
-        await write_secret(self.ports.secrets, pending.manifest, self.retry, self.sleep)
-        self.backlog.pending = None
-        assert isinstance(pending.status, TokenWorkspaceStatus)
-        self._set(pending.manifest, pending.status)
-        self.events.extend(pending.events)
+        assert isinstance(written.status, TokenWorkspaceStatus)
+        self._set(written.manifest, written.status)
+        self.events.extend(written.events)
         replaced = [
             RetireToken(token_id, RetireMode.DISABLE, "CredentialReplaced")
-            for token_id in pending.retire_token_ids
+            for token_id in written.retire_token_ids
         ]
         await run_actions(replaced, self._dispatch, self._failed)
 

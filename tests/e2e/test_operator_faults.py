@@ -9,7 +9,8 @@ once it expired; all recovers when traffic passes again.
 A ValidatingAdmissionPolicy makes the real apiserver refuse updates of the managed Secret while
 a refresh happens: the rotated values are written from memory once writes are allowed again, and
 the service sees exactly one refresh with the old refresh token, also after the operator's
-in-memory write retries ran out.
+in-memory write retries ran out. The same for a workspace's own credential Secret, while an
+ApiToken of the workspace keeps refreshing.
 """
 
 from __future__ import annotations
@@ -332,3 +333,93 @@ def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
     assert "lastFailureReason" not in status_of(obj)
     token = service_admin.token(token_id)
     assert token is not None and token["status"] == "active"  # no replay was taken for theft
+
+
+def credential_refresh_token(kube: Client, namespace: str) -> str:
+    data = secret_data(kube, namespace, CREDENTIAL)
+    assert data is not None and "refresh_token" in data
+    return data["refresh_token"]
+
+
+CREDENTIAL = "proxied-apitoken-credential"
+
+
+def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
+    kube: Client,
+    proxied: str,
+    proxy: FaultProxy,
+    running_operator: RunningOperator,
+    service_admin: ServiceAdmin,
+) -> None:
+    """The workspace's own credential Secret refused past the in-memory retries: the refreshed
+    credential is kept and written once writes are allowed, with exactly one refresh of the old
+    refresh token at the service; the failure shows in the workspace's status; an ApiToken of
+    the workspace keeps refreshing meanwhile (the workspace lock is not held through the
+    retries, and its runs go on without the management API)."""
+    ns = proxied
+    api_token(kube, ns, workspace="proxied", refreshPercent=50)
+    ready_token(kube, ns)
+    credential_id = status_of(kube.get(TokenWorkspace, "proxied", namespace=ns))[
+        "credentialTokenId"
+    ]
+    before = credential_refresh_token(kube, ns)
+
+    def credential_refreshed() -> str | None:
+        now = credential_refresh_token(kube, ns)
+        return now if now != before else None
+
+    # Right after a credential refresh, so the next one comes while writes are refused.
+    c0 = eventually("a credential refresh", credential_refreshed, timeout=ACCESS_TOKEN_TTL + 5)
+    with secret_writes_denied(kube, ns, CREDENTIAL):
+        refreshed = eventually(
+            "the credential's refresh",
+            lambda: [p for p in proxy.presented(c0) if p.status],
+            timeout=ACCESS_TOKEN_TTL + 5,
+        )
+        assert refreshed[0].status == 200
+
+        def reported() -> Any:
+            obj = kube.get(TokenWorkspace, "proxied", namespace=ns)
+            failed = status_of(obj).get("lastFailureReason") == "SecretWriteFailed"
+            return obj if failed else None
+
+        obj = eventually(
+            "the write failure in the workspace's status",
+            reported,
+            timeout=WRITE_BUDGET.total_seconds() + 15,
+        )
+        assert "kept in memory" in status_of(obj)["lastFailureMessage"]
+        assert "refused by the test" not in str(status_of(obj))  # no error text in status
+        # The ApiToken is not held up: it refreshes while the credential cannot be written.
+        r0 = refresh_token(kube, ns)
+        eventually(
+            "an ApiToken refresh meanwhile",
+            lambda: refresh_token(kube, ns) != r0,
+            timeout=ACCESS_TOKEN_TTL + 5,
+        )
+        assert credential_refresh_token(kube, ns) == c0, "a write got through the policy"
+
+    def rotated() -> str | None:
+        value = credential_refresh_token(kube, ns)
+        return value if value != c0 else None
+
+    written = eventually("the rotated credential in the Secret", rotated, timeout=20)
+    # Exactly one refresh with the old refresh token reached the service: the values were kept.
+    assert [p.status for p in proxy.presented(c0)] == [200]
+    eventually(
+        "a refresh with the rotated credential",
+        lambda: [p for p in proxy.presented(written) if p.status == 200],
+        timeout=ACCESS_TOKEN_TTL + 10,
+    )
+    ws = eventually(
+        "the workspace Ready",
+        lambda: (
+            o
+            if condition(o := kube.get(TokenWorkspace, "proxied", namespace=ns), "Ready") == "True"
+            and "lastFailureReason" not in status_of(o)
+            else None
+        ),
+    )
+    assert status_of(ws)["credentialTokenId"] == credential_id
+    token = service_admin.token(credential_id)
+    assert token is not None and token["status"] == "active"  # no replay taken for theft
