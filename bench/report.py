@@ -148,7 +148,9 @@ def render(results: Results) -> str:
         "Errors | Service CPU (µs/req) | Generator CPU (µs/req) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         f"| JWT signing ceiling: pyjwt EdDSA (Ed25519), service claims, one process | "
-        f"sign-only loop, 3 s | {_n(results.signing['per_second'])} | | | | | | "
+        f"sign-only loop, {int(results.signing['samples'])} samples of 3 s, median (range "
+        f"{_n(results.signing['low'])} to {_n(results.signing['high'])}) | "
+        f"{_n(results.signing['per_second'])} | | | | | | "
         f"{int(results.signing['signatures']):,} | 0 | | |",
         f"| For comparison, not the target's baseline: Ed25519 through the service's own JWS "
         f"assembly (`KeyRing.sign`), same claims, one process | sign-only loop, 3 s | "
@@ -207,7 +209,9 @@ def render(results: Results) -> str:
         "- **Signing ceiling**: `bench/signing.py` signs the service's claims (`iss`, `sub`, "
         "`aud`, `ws`, `tid`, `jti`, `iat`, `exp`, `kid` header) with pyjwt EdDSA over an "
         "Ed25519 key in a tight loop in one process: the most refresh grants one Python "
-        "process could answer if signing were its only work. The targets use this pyjwt "
+        "process could answer if signing were its only work. It is sampled for 3 s before the "
+        "runs and after each backend's runs, and the targets use the median: on this shared "
+        "machine one sample can differ from the next by a third. The targets use this pyjwt "
         "loop; the service builds the same JWS itself (the constant header encoded once per "
         "key, then Ed25519), which the second signing row measures for comparison.",
         "- **Databases**: SQLite is a file in a temporary folder (the service's own settings: "
