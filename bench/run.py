@@ -174,31 +174,45 @@ def measure_generator(options: Options, workdir: Path, results: Results) -> None
     with trivial_server() as port:
         tokens = [f"apt_trivial_{i}" for i in range(max(options.concurrency, options.open_tokens))]
         _log(f"load generator alone, closed loop, {options.concurrency} clients")
-        results.generator_closed = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=tokens,
-                mode="closed",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                concurrency=options.concurrency,
-            ),
-            workdir,
-        )
+        results.generator_closed = run_load(closed_spec(port, tokens, options), workdir)
         _log(f"load generator alone, open loop, {options.rate:g}/s")
         results.generator_open = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=tokens[: options.open_tokens],
-                mode="open",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                rate=options.rate,
-            ),
-            workdir,
+            open_spec(port, tokens[: options.open_tokens], options, options.rate), workdir
         )
+
+
+def closed_spec(port: int, tokens: list[str], options: Options) -> LoadSpec:
+    return LoadSpec(
+        host="127.0.0.1",
+        port=port,
+        tokens=tokens,
+        mode="closed",
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        concurrency=options.concurrency,
+    )
+
+
+def open_spec(port: int, tokens: list[str], options: Options, rate: float) -> LoadSpec:
+    return LoadSpec(
+        host="127.0.0.1",
+        port=port,
+        tokens=tokens,
+        mode="open",
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        rate=rate,
+    )
+
+
+def measured_load(service_pid: int, spec: LoadSpec, workdir: Path) -> dict[str, Any]:
+    """`run_load`, with the service's CPU time per request (all its processes) added."""
+    cpu_before = machine.process_cpu_seconds(service_pid)
+    result = run_load(spec, workdir)
+    result["service_cpu_us_per_request"] = _per_request_us(
+        machine.process_cpu_seconds(service_pid) - cpu_before, result["sent"]
+    )
+    return result
 
 
 def measure_backend(
@@ -219,44 +233,16 @@ def measure_backend(
             service.base_url, admin_access_token, options.open_tokens, "open"
         )
         _log(f"{backend}: closed loop, {options.concurrency} clients")
-        cpu_before = machine.process_cpu_seconds(service.pid)
         main_before = machine.main_thread_cpu_seconds(service.pid)
-        closed = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=closed_tokens,
-                mode="closed",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                concurrency=options.concurrency,
-            ),
-            workdir,
-        )
-        closed["service_cpu_us_per_request"] = _per_request_us(
-            machine.process_cpu_seconds(service.pid) - cpu_before, closed["sent"]
-        )
+        closed = measured_load(service.pid, closed_spec(port, closed_tokens, options), workdir)
         if options.workers == 1:
             # The event loop's thread against the rest (database driver and threadpool threads).
             closed["service_main_thread_cpu_us_per_request"] = _per_request_us(
                 machine.main_thread_cpu_seconds(service.pid) - main_before, closed["sent"]
             )
         _log(f"{backend}: open loop, {options.rate:g}/s")
-        cpu_before = machine.process_cpu_seconds(service.pid)
-        opened = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=open_tokens,
-                mode="open",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                rate=options.rate,
-            ),
-            workdir,
-        )
-        opened["service_cpu_us_per_request"] = _per_request_us(
-            machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
+        opened = measured_load(
+            service.pid, open_spec(port, open_tokens, options, options.rate), workdir
         )
         sustainable = sustainable_rate(closed["throughput"])
         opened_sustainable: dict[str, Any] | None = None
@@ -265,21 +251,8 @@ def measure_backend(
                 service.base_url, admin_access_token, options.open_tokens, "sustainable"
             )
             _log(f"{backend}: open loop at half the closed-loop throughput, {sustainable:g}/s")
-            cpu_before = machine.process_cpu_seconds(service.pid)
-            opened_sustainable = run_load(
-                LoadSpec(
-                    host="127.0.0.1",
-                    port=port,
-                    tokens=chains,
-                    mode="open",
-                    duration_s=options.duration_s,
-                    warmup_s=options.warmup_s,
-                    rate=sustainable,
-                ),
-                workdir,
-            )
-            opened_sustainable["service_cpu_us_per_request"] = _per_request_us(
-                machine.process_cpu_seconds(service.pid) - cpu_before, opened_sustainable["sent"]
+            opened_sustainable = measured_load(
+                service.pid, open_spec(port, chains, options, sustainable), workdir
             )
     failures = {*closed["errors"], *opened["errors"]} - {"unfinished at the time limit"}
     if failures:
@@ -323,38 +296,10 @@ def measure_more_workers(
             service.base_url, admin_access_token, options.open_tokens, f"open-{workers}w"
         )
         _log(f"sqlite, {workers} workers: closed loop, {options.concurrency} clients")
-        cpu_before = machine.process_cpu_seconds(service.pid)
-        closed = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=closed_tokens,
-                mode="closed",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                concurrency=options.concurrency,
-            ),
-            workdir,
-        )
-        closed["service_cpu_us_per_request"] = _per_request_us(
-            machine.process_cpu_seconds(service.pid) - cpu_before, closed["sent"]
-        )
+        closed = measured_load(service.pid, closed_spec(port, closed_tokens, options), workdir)
         _log(f"sqlite, {workers} workers: open loop, {options.rate:g}/s")
-        cpu_before = machine.process_cpu_seconds(service.pid)
-        opened = run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=open_tokens,
-                mode="open",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                rate=options.rate,
-            ),
-            workdir,
-        )
-        opened["service_cpu_us_per_request"] = _per_request_us(
-            machine.process_cpu_seconds(service.pid) - cpu_before, opened["sent"]
+        opened = measured_load(
+            service.pid, open_spec(port, open_tokens, options, options.rate), workdir
         )
     return closed, opened
 
@@ -378,18 +323,7 @@ def profile_closed_loop(
         )
         _log("profiling: closed loop under cProfile")
         os.kill(service.pid, signal.SIGUSR1)  # profile the load only, not start-up and seeding
-        run_load(
-            LoadSpec(
-                host="127.0.0.1",
-                port=port,
-                tokens=tokens,
-                mode="closed",
-                duration_s=options.duration_s,
-                warmup_s=options.warmup_s,
-                concurrency=options.concurrency,
-            ),
-            workdir,
-        )
+        run_load(closed_spec(port, tokens, options), workdir)
         os.kill(service.pid, signal.SIGUSR2)
     return report.profile_summary(str(profile_path))
 
