@@ -23,8 +23,6 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Secret
 
 from apitoken_operator.backoff import backoff_delay
 from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
@@ -37,6 +35,7 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
+    create_workspace,
     eventually,
     ready_token,
     reason,
@@ -100,26 +99,14 @@ def proxied(
     """A Ready TokenWorkspace "proxied" reaching the token service through the proxy; the
     namespace. The proxy passes everything again afterwards."""
     ns = workspace.namespace
-    value = service_admin.new_bootstrap_value(f"operator-proxied-{ns}")
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name="bootstrap-proxied", namespace=ns),
-            stringData={"refresh_token": value},
-        )
-    )
-    kube.create(
-        TokenWorkspace(
-            metadata=ObjectMeta(name="proxied", namespace=ns),
-            spec={
-                "url": proxy.url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": "bootstrap-proxied"},
-            },
-        )
-    )
-    eventually(
-        "the proxied TokenWorkspace to be Ready",
-        lambda: condition(kube.get(TokenWorkspace, "proxied", namespace=ns), "Ready") == "True",
+    create_workspace(
+        kube,
+        ns,
+        url=proxy.url,
+        service_workspace=service_admin.service.workspace,
+        bootstrap_value=service_admin.new_bootstrap_value(f"operator-proxied-{ns}"),
+        name="proxied",
+        bootstrap_secret="bootstrap-proxied",
     )
     try:
         yield ns

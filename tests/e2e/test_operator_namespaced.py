@@ -12,7 +12,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 
-from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from apitoken_operator.kube_resources import ApiToken
 from localkube import Cluster
 from support.controlplane import namespace_name
 from support.operator import (
@@ -20,6 +20,7 @@ from support.operator import (
     ServiceAdmin,
     api_token,
     condition,
+    create_workspace,
     eventually,
     release_leftovers,
     secret_data,
@@ -59,21 +60,14 @@ def test_only_the_given_namespace_is_served(
     running_operator: RunningOperator,
 ) -> None:
     for ns in (served, namespace):
-        kube.create(
-            Secret(
-                metadata=ObjectMeta(name="bootstrap", namespace=ns),
-                stringData={"refresh_token": service_admin.new_bootstrap_value(f"op-{ns}")},
-            )
-        )
-        kube.create(
-            TokenWorkspace(
-                metadata=ObjectMeta(name="main", namespace=ns),
-                spec={
-                    "url": service_admin.service.base_url,
-                    "workspace": service_admin.service.workspace,
-                    "credentialsSecretRef": {"name": "bootstrap"},
-                },
-            )
+        # Not waited for: the operator serves only one of the two namespaces.
+        create_workspace(
+            kube,
+            ns,
+            url=service_admin.service.base_url,
+            service_workspace=service_admin.service.workspace,
+            bootstrap_value=service_admin.new_bootstrap_value(f"op-{ns}"),
+            wait_ready=False,
         )
         api_token(kube, ns)
     try:

@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from lightkube import Client
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from apitoken_operator.kube_resources import ApiToken
 from localkube import Cluster
 from support.operator import (
     SEEN_VALUES,
@@ -31,6 +30,7 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
+    create_workspace,
     events_of,
     eventually,
     ready_token,
@@ -234,28 +234,14 @@ def second_workspace(
             refresh_token=credential["refreshToken"],
         )
         SEEN_VALUES.add(bootstrap := admin.new_bootstrap_value(f"operator-{namespace}"))
-        kube.create(
-            Secret(
-                metadata=ObjectMeta(name="bootstrap-second", namespace=namespace),
-                stringData={"refresh_token": bootstrap},
-            )
-        )
-        kube.create(
-            TokenWorkspace(
-                metadata=ObjectMeta(name="second", namespace=namespace),
-                spec={
-                    "url": service.base_url,
-                    "workspace": name,
-                    "credentialsSecretRef": {"name": "bootstrap-second"},
-                },
-            )
-        )
-        eventually(
-            "the second TokenWorkspace to be Ready",
-            lambda: (
-                condition(kube.get(TokenWorkspace, "second", namespace=namespace), "Ready")
-                == "True"
-            ),
+        create_workspace(
+            kube,
+            namespace,
+            url=service.base_url,
+            service_workspace=name,
+            bootstrap_value=bootstrap,
+            name="second",
+            bootstrap_secret="bootstrap-second",
         )
         yield admin
 

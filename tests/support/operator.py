@@ -46,6 +46,7 @@ __all__ = [
     "Workspace",
     "api_token",
     "condition",
+    "create_workspace",
     "dump",
     "e2e_service",
     "events_of",
@@ -323,6 +324,46 @@ class Workspace:
     bootstrap_secret: str
 
 
+def create_workspace(
+    kube: Client,
+    namespace: str,
+    *,
+    url: str,
+    service_workspace: str,
+    bootstrap_value: str,
+    name: str = "main",
+    bootstrap_secret: str = "bootstrap",
+    wait_ready: bool = True,
+) -> Workspace:
+    """A bootstrap Secret holding `bootstrap_value` and a TokenWorkspace using it; with
+    `wait_ready`, returns once the operator reports the workspace Ready."""
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name=bootstrap_secret, namespace=namespace),
+            stringData={"refresh_token": bootstrap_value},
+        )
+    )
+    kube.create(
+        TokenWorkspace(
+            metadata=ObjectMeta(name=name, namespace=namespace),
+            spec={
+                "url": url,
+                "workspace": service_workspace,
+                "credentialsSecretRef": {"name": bootstrap_secret},
+            },
+        )
+    )
+    if wait_ready:
+        eventually(
+            f"the TokenWorkspace {name} to be Ready",
+            lambda: (
+                condition(kube.get(TokenWorkspace, name, namespace=namespace), "Ready") == "True"
+            ),
+            timeout=30,
+        )
+    return Workspace(namespace, name, bootstrap_secret)
+
+
 def release_leftovers(kube: Client, namespace: str) -> None:
     """Let the operator release every ApiToken of the namespace before it goes."""
     leftovers = list(kube.list(ApiToken, namespace=namespace))
@@ -356,30 +397,13 @@ def workspace(
     """A bootstrap Secret and a Ready TokenWorkspace "main" in the test's namespace.
     (The operator is requested before the service so both start at the same time.)"""
     running_operator.wait_ready()
-    value = service_admin.new_bootstrap_value(f"operator-{namespace}")
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name="bootstrap", namespace=namespace),
-            stringData={"refresh_token": value},
-        )
+    yield create_workspace(
+        kube,
+        namespace,
+        url=service_admin.service.base_url,
+        service_workspace=service_admin.service.workspace,
+        bootstrap_value=service_admin.new_bootstrap_value(f"operator-{namespace}"),
     )
-    kube.create(
-        TokenWorkspace(
-            metadata=ObjectMeta(name="main", namespace=namespace),
-            spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": "bootstrap"},
-            },
-        )
-    )
-    ws = Workspace(namespace, "main", "bootstrap")
-    eventually(
-        "the TokenWorkspace to be Ready",
-        lambda: condition(kube.get(TokenWorkspace, "main", namespace=namespace), "Ready") == "True",
-        timeout=30,
-    )
-    yield ws
     found = leaks(kube, namespace, running_operator, service_admin.service)
     release_leftovers(kube, namespace)
     assert not found, found
