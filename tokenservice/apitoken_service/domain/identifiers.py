@@ -10,6 +10,7 @@ from apitoken_service.clock import to_millis
 
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"
 WORKSPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_TOKEN_ID = re.compile(r"tk_[0-9a-f]{28}")
 _USER = re.compile(USER_PATTERN)
 _WORKSPACE = re.compile(WORKSPACE_PATTERN)
 
@@ -25,3 +26,9 @@ def valid_user(user: str) -> bool:
 
 def valid_workspace(workspace: str) -> bool:
     return _WORKSPACE.fullmatch(workspace) is not None
+
+
+def quote_token_id(token_id: str) -> str:
+    """A token id for a message: quoted when it has the shape of one, else a placeholder, so
+    that a value pasted into the path (an access token, say) never comes back in an error."""
+    return repr(token_id) if _TOKEN_ID.fullmatch(token_id) else "with that id"

@@ -20,7 +20,7 @@ from apitoken_service.domain.errors import (
     RefreshTokenReplayed,
     Unauthenticated,
 )
-from apitoken_service.domain.identifiers import new_token_id
+from apitoken_service.domain.identifiers import new_token_id, quote_token_id
 from apitoken_service.domain.rules import can_see
 from apitoken_service.signing import KeyRing, ServiceSecrets
 from apitoken_service.storage.protocol import Storage
@@ -155,7 +155,9 @@ class TokenService:
             return self.keys.current.verify(
                 value, issuer=self.policy.issuer, audience=self.policy.audience, now=now
             )
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:
+            # Every way a presented token can be wrong (malformed, unknown key, bad signature,
+            # expired) is an invalid token, never an error of the service.
             return None
 
     async def authenticate(self, bearer: str | None, workspace: str, now: datetime) -> Caller:
@@ -228,7 +230,7 @@ class TokenService:
         token = await self.storage.get_token(caller.workspace, token_id)
         # Another member's token answers exactly like a missing one: existence is not revealed.
         if token is None or not can_see(caller.user, caller.is_admin, token):
-            raise NotFound(f"no token {token_id!r} in this workspace")
+            raise NotFound(f"no token {quote_token_id(token_id)} in this workspace")
         return token
 
     async def list_tokens(
@@ -317,7 +319,7 @@ class TokenService:
         self._require_admin(caller)
         member = await self.storage.get_member(caller.workspace, user)
         if member is None:
-            raise NotFound(f"{user!r} is not a member of this workspace")
+            raise NotFound("no such member in this workspace")
         if member.role == "admin" and await self.storage.count_admins(caller.workspace) <= 1:
             raise Conflict("cannot remove the workspace's last admin")
         await self.storage.remove_member(caller.workspace, user)

@@ -1,0 +1,115 @@
+"""Issue 9: the defects found by attacking the service, each kept fixed by a test."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import jwt
+from support.tokenservice import ApiSession
+
+pytestmark = pytest.mark.service
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(admin: ApiSession) -> dict[str, object]:
+    return jwt.decode(admin.access_token, options={"verify_signature": False})
+
+
+def _foreign_tokens(admin: ApiSession) -> list[str]:
+    """Tokens whose key this service does not publish: none, a made-up kid, a foreign key."""
+    claims = _claims(admin)
+    alg_none = _b64(b'{"alg":"none"}') + "." + _b64(b"{}") + "."
+    foreign = Ed25519PrivateKey.generate()
+    return [
+        alg_none,
+        jwt.encode(claims, foreign, algorithm="EdDSA", headers={"kid": "nope"}),
+        jwt.encode(claims, foreign, algorithm="EdDSA"),
+        _b64(json.dumps({"alg": "EdDSA", "kid": ["x"]}).encode()) + ".e30.sig",
+    ]
+
+
+# -- 1: an unknown or missing kid is an invalid token, not a 500 -------------------------------
+
+
+async def test_unknown_kid_is_401_on_management_routes(admin: ApiSession) -> None:
+    for token in _foreign_tokens(admin):
+        for method, path in (("GET", "/tokens"), ("GET", "/members"), ("POST", "/tokens")):
+            response = await admin.http.request(
+                method, admin.path(path), headers={"authorization": f"Bearer {token}"}, json={}
+            )
+            assert response.status_code == 401, (path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_unknown_kid_introspects_inactive(admin: ApiSession) -> None:
+    for token in _foreign_tokens(admin):
+        response = await admin.http.post(
+            "/oauth2/introspect", data={"token": token}, headers=admin.headers
+        )
+        assert response.status_code == 200 and response.json() == {"active": False}
+        as_caller = await admin.http.post(
+            "/oauth2/introspect",
+            data={"token": token},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert as_caller.status_code == 401
+
+
+# -- 8: error bodies quote only values of a known shape ----------------------------------------
+
+
+async def test_errors_do_not_echo_unknown_values(admin: ApiSession) -> None:
+    secret = admin.access_token
+    for method, path in (
+        ("GET", f"/tokens/{secret}"),
+        ("POST", f"/tokens/{secret}/disable"),
+        ("DELETE", f"/tokens/{secret}"),
+        ("DELETE", f"/members/{secret}"),
+    ):
+        response = await admin.http.request(method, admin.path(path), headers=admin.headers)
+        assert response.status_code == 404, response.text
+        assert secret not in response.text and secret[:20] not in response.text
+    repeated = await admin.http.post(
+        "/oauth2/token",
+        content=f"grant_type=refresh_token&refresh_token=x&{secret}=1&{secret}=2",
+        headers=FORM,
+    )
+    assert repeated.status_code == 400 and secret not in repeated.text
+    for route in ("/oauth2/revoke", "/oauth2/introspect"):
+        response = await admin.http.post(
+            route, content=f"token=x&{secret}=1&{secret}=2", headers={**FORM, **admin.headers}
+        )
+        assert response.status_code == 400 and secret not in response.text
+
+
+async def test_errors_quote_ids_of_the_known_shape(admin: ApiSession) -> None:
+    missing = "tk_0123456789ab0123456789abcdef"
+    response = await admin.http.get(admin.path(f"/tokens/{missing}"), headers=admin.headers)
+    assert response.status_code == 404 and missing in response.json()["detail"]
+    repeated = await admin.http.post(
+        "/oauth2/token", content="grant_type=refresh_token&grant_type=x", headers=FORM
+    )
+    assert "'grant_type' is repeated" in repeated.json()["error_description"]
+
+
+async def test_one_form_parser_for_token_revoke_and_introspect(admin: ApiSession) -> None:
+    """%FF is not UTF-8: all three endpoints refuse it alike (one parser, RFC 6749 appendix B)."""
+    for route in ("/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"):
+        response = await admin.http.post(
+            route, content="grant_type=refresh_token&token=%FF&refresh_token=%FF",
+            headers={**FORM, **admin.headers},
+        )  # fmt: skip
+        assert response.status_code == 400, route
+        assert response.json() == {
+            "error": "invalid_request",
+            "error_description": "the body is not a valid form",
+        }
