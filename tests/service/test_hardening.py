@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import quote, unquote
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import jwt
 from support.tokenservice import ApiSession
 
 pytestmark = pytest.mark.service
@@ -113,3 +114,58 @@ async def test_one_form_parser_for_token_revoke_and_introspect(admin: ApiSession
             "error": "invalid_request",
             "error_description": "the body is not a valid form",
         }
+
+
+# -- 3: control characters are refused in names, and never reach SQL elsewhere ---------------
+
+HOSTILE = ["a\x00b", "a\x1bb", "a\x7fb", "evil\u202etxt.exe", "a\u2066b"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+async def test_control_characters_in_names_are_422_naming_the_field(
+    admin: ApiSession, value: str
+) -> None:
+    for body, field in (
+        ({"name": value, "lifetimeDays": 1}, "name"),
+        ({"name": "ok", "lifetimeDays": 1, "externalRef": value}, "externalRef"),
+    ):
+        response = await admin.http.post(admin.path("/tokens"), json=body, headers=admin.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == field
+        assert "control characters" in response.json()["detail"]
+    listed = await admin.http.get(
+        admin.path("/tokens"), params={"owner": "*"}, headers=admin.headers
+    )
+    assert [t["name"] for t in listed.json()["items"]] == ["init"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+async def test_control_characters_in_ids_owners_and_cursors_are_not_found(
+    admin: ApiSession, value: str
+) -> None:
+    await admin.create_token("kept", 1)
+    for params in ({"owner": value}, {"externalRef": value}, {"owner": "*", "externalRef": value}):
+        response = await admin.http.get(admin.path("/tokens"), params=params, headers=admin.headers)
+        assert response.status_code == 200 and response.json()["items"] == [], params
+    cursor = _b64(value.encode())
+    value = quote(value, safe="")
+    for path in ("/tokens", "/members"):
+        response = await admin.http.get(
+            admin.path(path), params={"cursor": cursor}, headers=admin.headers
+        )
+        assert response.status_code == 422 and response.json()["detail"].startswith("cursor:")
+    for method, path in (
+        ("GET", f"/tokens/{value}"),
+        ("GET", f"/tokens/tk_{value}"),
+        ("POST", f"/tokens/{value}/disable"),
+        ("DELETE", f"/tokens/{value}"),
+        ("DELETE", f"/members/{value}"),
+    ):
+        response = await admin.http.request(method, admin.path(path), headers=admin.headers)
+        assert response.status_code == 404, (path, response.text)
+    bulk = await admin.http.post(
+        admin.path("/tokens/bulk"),
+        json={"action": "disable", "ids": [unquote(value)]},
+        headers=admin.headers,
+    )
+    assert bulk.status_code == 200 and bulk.json()["results"][0]["result"] == "notFound"

@@ -56,6 +56,9 @@ def _message(error: dict[str, Any]) -> str:
         return "must be a JSON string"
     if kind == "missing":
         return "is required"
+    if kind == "value_error":
+        # The service's own validators (schemas.py) say what is wrong, never quoting the value.
+        return str(error.get("ctx", {}).get("error", "is not valid"))
     # pydantic's messages name the rule, not the input.
     return str(error.get("msg", "is not valid"))
 

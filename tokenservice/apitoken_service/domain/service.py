@@ -20,7 +20,13 @@ from apitoken_service.domain.errors import (
     RefreshTokenReplayed,
     Unauthenticated,
 )
-from apitoken_service.domain.identifiers import new_token_id, quote_token_id
+from apitoken_service.domain.identifiers import (
+    has_forbidden_characters,
+    new_token_id,
+    quote_token_id,
+    valid_token_id,
+    valid_user,
+)
 from apitoken_service.domain.rules import can_see
 from apitoken_service.signing import KeyRing, ServiceSecrets
 from apitoken_service.storage.protocol import Storage
@@ -227,7 +233,12 @@ class TokenService:
         )
 
     async def get_token(self, caller: Caller, token_id: str) -> TokenRecord:
-        token = await self.storage.get_token(caller.workspace, token_id)
+        # An id that no token can have is not looked up (a NUL would fail in PostgreSQL).
+        token = (
+            await self.storage.get_token(caller.workspace, token_id)
+            if valid_token_id(token_id)
+            else None
+        )
         # Another member's token answers exactly like a missing one: existence is not revealed.
         if token is None or not can_see(caller.user, caller.is_admin, token):
             raise NotFound(f"no token {quote_token_id(token_id)} in this workspace")
@@ -248,6 +259,10 @@ class TokenService:
             owner = caller.user
         if owner != caller.user and not caller.is_admin:
             raise Forbidden("only workspace admins can list other members' tokens")
+        if (owner != "*" and not valid_user(owner)) or (
+            external_ref is not None and has_forbidden_characters(external_ref)
+        ):
+            return [], None  # no token has such an owner or reference: nothing to look up
         query = TokenQuery(
             workspace=caller.workspace,
             owner=None if owner == "*" else owner,
@@ -317,7 +332,7 @@ class TokenService:
 
     async def remove_member(self, caller: Caller, user: str) -> None:
         self._require_admin(caller)
-        member = await self.storage.get_member(caller.workspace, user)
+        member = await self.storage.get_member(caller.workspace, user) if valid_user(user) else None
         if member is None:
             raise NotFound("no such member in this workspace")
         if member.role == "admin" and await self.storage.count_admins(caller.workspace) <= 1:
