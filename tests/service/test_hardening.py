@@ -169,3 +169,33 @@ async def test_control_characters_in_ids_owners_and_cursors_are_not_found(
         headers=admin.headers,
     )
     assert bulk.status_code == 200 and bulk.json()["results"][0]["result"] == "notFound"
+
+
+# -- 9: a body over the limit is 413 whether it has a Content-Length or is chunked ----------
+
+
+def _chunks(data: bytes) -> object:
+    async def stream():  # type: ignore[no-untyped-def]
+        for start in range(0, len(data), 8192):
+            yield data[start : start + 8192]
+
+    return stream()
+
+
+async def test_oversized_body_is_413_with_or_without_content_length(admin: ApiSession) -> None:
+    big = json.dumps({"name": "x" * 100_000, "lifetimeDays": 1}).encode()
+    form = b"token=" + b"x" * 100_000
+    for path, body, headers in (
+        (admin.path("/tokens"), big, {"content-type": "application/json"}),
+        (admin.path("/tokens/bulk"), big, {"content-type": "application/json"}),
+        ("/oauth2/revoke", form, FORM),
+        ("/oauth2/introspect", form, FORM),
+        ("/oauth2/token", form, FORM),
+    ):
+        for content in (body, _chunks(body)):
+            response = await admin.http.post(
+                path, content=content, headers={**headers, **admin.headers}  # type: ignore[arg-type]
+            )
+            assert response.status_code == 413, (path, response.text)
+            assert response.json()["title"] == "Content too large"
+            assert response.headers["content-type"] == "application/problem+json"

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from apitoken_service.domain.errors import DomainError, Unauthenticated
 
 PROBLEM_JSON = "application/problem+json"
+CONTENT_TOO_LARGE = "Content too large"
 
 
 class _ProblemBody(BaseModel):
@@ -91,7 +92,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
+        title = CONTENT_TOO_LARGE if exc.status_code == 413 else str(exc.detail)
+        return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(DomainError, on_domain)

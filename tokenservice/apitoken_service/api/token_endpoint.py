@@ -16,9 +16,13 @@ import time
 from starlette.types import Message, Receive, Scope, Send
 
 from apitoken_service.api.deps import Runtime
-from apitoken_service.api.middleware import RequestRecorder, log_unhandled_error
+from apitoken_service.api.middleware import (
+    RequestRecorder,
+    log_unhandled_error,
+    too_large_detail,
+)
 from apitoken_service.api.oauth_form import parse_form
-from apitoken_service.api.problems import problem
+from apitoken_service.api.problems import CONTENT_TOO_LARGE, problem
 from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.domain.errors import (
     InvalidRequest,
@@ -145,9 +149,7 @@ class TokenEndpoint:
                 return body
 
     def _too_large(self) -> _Answer:
-        return _problem(
-            413, "Content too large", f"request bodies are limited to {self._max_bytes} bytes"
-        )
+        return _problem(413, CONTENT_TOO_LARGE, too_large_detail(self._max_bytes))
 
 
 def _refresh_token_of(form: dict[str, str]) -> str:
