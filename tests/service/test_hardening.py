@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from support.tokenservice import ApiSession
 
+from .conftest import FakeClock
+
 pytestmark = pytest.mark.service
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -194,8 +196,37 @@ async def test_oversized_body_is_413_with_or_without_content_length(admin: ApiSe
     ):
         for content in (body, _chunks(body)):
             response = await admin.http.post(
-                path, content=content, headers={**headers, **admin.headers}  # type: ignore[arg-type]
+                path,
+                content=content,
+                headers={**headers, **admin.headers},  # type: ignore[arg-type]
             )
             assert response.status_code == 413, (path, response.text)
             assert response.json()["title"] == "Content too large"
             assert response.headers["content-type"] == "application/problem+json"
+
+
+# -- 7: introspection answers from the same rule as the management API -----------------------
+
+
+async def test_removed_member_access_token_is_inactive_and_refused(
+    admin: ApiSession, member: ApiSession, clock: FakeClock
+) -> None:
+    bob_access = member.access_token
+    alive = await admin.http.post(
+        "/oauth2/introspect", data={"token": bob_access}, headers=admin.headers
+    )
+    assert alive.json()["active"] is True
+    removed = await admin.http.delete(admin.path("/members/bob"), headers=admin.headers)
+    assert removed.status_code == 204
+    for readded in (False, True):
+        introspected = await admin.http.post(
+            "/oauth2/introspect", data={"token": bob_access}, headers=admin.headers
+        )
+        assert introspected.json() == {"active": False}, readded
+        refused = await admin.http.get(admin.path("/tokens"), headers=member.headers)
+        assert refused.status_code == 401
+        if not readded:
+            # Added again (a second later): the earlier access token stays refused.
+            clock.advance(1)
+            again = await admin.add_member("bob")
+            assert (await admin.http.get(admin.path("/tokens"), headers=again.headers)).is_success

@@ -175,10 +175,20 @@ class TokenService:
             raise Unauthenticated("the access token is not valid")
         if claims.get("ws") != workspace:
             raise Unauthenticated("the access token belongs to another workspace")
-        member = await self.storage.get_member(workspace, str(claims["sub"]))
+        member = await self._member_behind(claims)
         if member is None:
             raise Unauthenticated("the access token's user is not a member of this workspace")
         return Caller(workspace, member.user, member.role, str(claims["tid"]))
+
+    async def _member_behind(self, claims: dict[str, Any]) -> MemberRecord | None:
+        """The one authorization rule of an access token, for the API and introspection: its
+        user is a member of its workspace, and was one when it was issued (a member removed
+        and added again does not get their earlier tokens back)."""
+        member = await self.storage.get_member(str(claims["ws"]), str(claims["sub"]))
+        iat = claims["iat"]
+        if member is None or not isinstance(iat, int) or iat < int(member.created_at.timestamp()):
+            return None
+        return member
 
     async def authenticate_bearer(self, bearer: str | None, now: datetime) -> Caller:
         """The caller behind a Bearer access token, in the token's own workspace."""
@@ -527,6 +537,10 @@ class TokenService:
                 "iss": self.policy.issuer,
             }
         claims = self.verify_access_token(presented, now)
-        if claims is None or claims.get("ws") != caller.workspace:
+        if (
+            claims is None
+            or claims.get("ws") != caller.workspace
+            or await self._member_behind(claims) is None
+        ):
             return inactive
         return {"active": True, "token_type": "Bearer", "username": claims["sub"], **claims}
