@@ -106,14 +106,14 @@ def app_from_environment() -> FastAPI:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from apitoken_service.http_protocol import JoinedWritesHttpToolsProtocol
+    from apitoken_service.http_protocol import LimitedHeadHttpToolsProtocol
 
     settings = Settings()  # fail fast on bad settings, before forking workers
     configure_logging(settings.log_level)
     uvicorn.run(
         "apitoken_service.cli:app_from_environment",
         factory=True,
-        http=JoinedWritesHttpToolsProtocol,
+        http=LimitedHeadHttpToolsProtocol,
         host=args.host,
         port=args.port,
         workers=args.workers,
