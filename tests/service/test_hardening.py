@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from urllib.parse import quote, unquote
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from apitoken_service.api.app import create_app
+from apitoken_service.domain.service import TokenService
+from apitoken_service.settings import Settings
 from support.tokenservice import ApiSession
 
-from .conftest import FakeClock
+from .conftest import BASE_URL, FakeClock
 
 pytestmark = pytest.mark.service
 
@@ -230,3 +236,38 @@ async def test_removed_member_access_token_is_inactive_and_refused(
             clock.advance(1)
             again = await admin.add_member("bob")
             assert (await admin.http.get(admin.path("/tokens"), headers=again.headers)).is_success
+
+
+# -- 4: with a grace of 0, overlapping refreshes do not disable the token --------------------
+
+
+@contextlib.asynccontextmanager
+async def _service_with(
+    settings: Settings, clock: FakeClock, **changes: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, TokenService]]:
+    application = create_app(settings.model_copy(update=changes), clock=clock)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            yield client, application.state.runtime.require_service()
+
+
+async def test_grace_zero_answers_overlapping_refreshes_as_retries(
+    settings: Settings, clock: FakeClock
+) -> None:
+    async with _service_with(settings, clock, rotation_grace_seconds=0) as (http, service):
+        issued = await service.bootstrap("acme", "alice", 30, clock())
+        grant = {"grant_type": "refresh_token", "refresh_token": issued.refresh_token}
+        results = []
+        for _ in range(20):  # each one 40 ms after the other: all within the rotation's second
+            results.append(await http.post("/oauth2/token", data=grant))
+            clock.advance(0.04)
+        assert [r.status_code for r in results] == [200] * 20
+        assert len({r.json()["refresh_token"] for r in results}) == 1
+        successor = results[0].json()["refresh_token"]
+        nxt = await http.post("/oauth2/token", data={**grant, "refresh_token": successor})
+        assert nxt.status_code == 200
+        # Later than the overlap window, an earlier refresh token is a replay, as before.
+        clock.advance(2)
+        replay = await http.post("/oauth2/token", data=grant)
+        assert replay.status_code == 400 and "disabled" in replay.json()["error_description"]

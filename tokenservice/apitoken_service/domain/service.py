@@ -46,6 +46,8 @@ log = logging.getLogger("apitoken_service.domain")
 # successors of the presented token (two HMACs each, on the failure path only) and looks for
 # one of them among current tokens. Beyond this many, an old token is simply unknown.
 REPLAY_DETECTION_ROTATIONS = 100
+# Refreshes of one token this close to its rotation overlapped it: retries, whatever the grace.
+CONCURRENT_REFRESH_WINDOW_MS = 1000
 
 
 def _usable(state: RefreshState | None, now_ms: int) -> RefreshState:
@@ -134,7 +136,12 @@ class TokenService:
         self._rotation_key = service_secrets.rotation_key
         self.policy = policy
         self._ttl_seconds = int(policy.access_token_ttl.total_seconds())
-        self._grace_ms = int(policy.rotation_grace.total_seconds() * 1000)
+        # A grace of 0 still answers refreshes that overlap the rotation (their successor was
+        # written moments ago) as retries: else the losers of a race count as a replay and
+        # disable the token, the winner's new refresh token included.
+        self._grace_ms = max(
+            int(policy.rotation_grace.total_seconds() * 1000), CONCURRENT_REFRESH_WINDOW_MS
+        )
 
     # -- access tokens -----------------------------------------------------------------------
 
