@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apitoken_service.api.app import create_app
-from apitoken_service.domain.service import TokenService
 from apitoken_service.settings import Settings
+from apitoken_service.startup import OpenedService, open_service
 from support.tokenservice import ApiSession
 
 from .conftest import BASE_URL, FakeClock
@@ -244,19 +244,19 @@ async def test_removed_member_access_token_is_inactive_and_refused(
 @contextlib.asynccontextmanager
 async def _service_with(
     settings: Settings, clock: FakeClock, **changes: object
-) -> AsyncIterator[tuple[httpx.AsyncClient, TokenService]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, OpenedService]]:
     application = create_app(settings.model_copy(update=changes), clock=clock)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            yield client, application.state.runtime.require_service()
+            yield client, application.state.runtime.require_opened()
 
 
 async def test_grace_zero_answers_overlapping_refreshes_as_retries(
     settings: Settings, clock: FakeClock
 ) -> None:
-    async with _service_with(settings, clock, rotation_grace_seconds=0) as (http, service):
-        issued = await service.bootstrap("acme", "alice", 30, clock())
+    async with _service_with(settings, clock, rotation_grace_seconds=0) as (http, opened):
+        issued = await opened.service.bootstrap("acme", "alice", 30, clock())
         grant = {"grant_type": "refresh_token", "refresh_token": issued.refresh_token}
         results = []
         for _ in range(20):  # each one 40 ms after the other: all within the rotation's second
@@ -271,3 +271,38 @@ async def test_grace_zero_answers_overlapping_refreshes_as_retries(
         clock.advance(2)
         replay = await http.post("/oauth2/token", data=grant)
         assert replay.status_code == 400 and "disabled" in replay.json()["error_description"]
+
+
+# -- 5: a rotation keeps the old key published for the serving lifetime, not its own --------
+
+
+@pytest.mark.parametrize(("serving_ttl", "command_ttl"), [(7200, 3600), (2, 3600)])
+async def test_rotation_unpublishes_the_old_key_after_the_serving_lifetime(
+    settings: Settings, clock: FakeClock, serving_ttl: int, command_ttl: int
+) -> None:
+    async with _service_with(settings, clock, access_token_ttl_seconds=serving_ttl) as (
+        http,
+        opened,
+    ):
+        issued = await opened.service.bootstrap("acme", "alice", 30, clock())
+        old_kid = jwt.get_unverified_header(issued.access_token.value)["kid"]
+        # `apitoken-service rotate-signing-key`, run with its own (default) lifetime.
+        command = await open_service(
+            settings.model_copy(update={"access_token_ttl_seconds": command_ttl}), clock
+        )
+        try:
+            await command.rotate_signing_key(clock)
+        finally:
+            await command.close()
+        await opened.reload_keys(clock)
+
+        async def published() -> list[str]:
+            keys = (await http.get("/.well-known/jwks.json")).json()["keys"]
+            return [k["kid"] for k in keys]
+
+        headers = {"authorization": f"Bearer {issued.access_token.value}"}
+        clock.advance(serving_ttl - 1)  # the old access token is still valid: so is its key
+        assert old_kid in await published()
+        assert (await http.get("/api/v1/workspaces/acme/tokens", headers=headers)).is_success
+        clock.advance(62)  # expired, plus the minute of slack: the key is gone
+        assert old_kid not in await published()

@@ -132,7 +132,7 @@ async def _init(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--lifetime-days: between 1 and 365")
     from apitoken_service.startup import open_service
 
-    opened = await open_service(Settings(), utc_now)
+    opened = await open_service(Settings(), utc_now, signs=True)
     try:
         issued = await opened.service.bootstrap(
             args.workspace, args.admin, args.lifetime_days, utc_now()

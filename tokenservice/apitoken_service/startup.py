@@ -62,9 +62,13 @@ class OpenedService:
     service: TokenService
     storage: SqlStorage
     kek: KeyEncryptionKey
+    # The access-token lifetime recorded with the signing key when serving; None for commands.
+    signs_for: timedelta | None = None
 
     async def reload_keys(self, clock: Clock) -> None:
-        self.service.keys.current = await load_key_ring(self.storage, self.kek, clock())
+        self.service.keys.current = await load_key_ring(
+            self.storage, self.kek, clock(), self.signs_for
+        )
 
     async def rotate_signing_key(self, clock: Clock) -> str:
         """Sign with a new key from now on (here at once, on other replicas at their reload)."""
@@ -86,7 +90,10 @@ class OpenedService:
         await self.storage.close()
 
 
-async def open_service(settings: Settings, clock: Clock) -> OpenedService:
+async def open_service(settings: Settings, clock: Clock, *, signs: bool = False) -> OpenedService:
+    """The service over its database; `signs` for a process that issues access tokens (serve,
+    init), whose lifetime is then recorded with the signing key (see rotate_signing_key)."""
+    signs_for = timedelta(seconds=settings.access_token_ttl_seconds) if signs else None
     target = parse_database_url(settings.database_url)
     kek = resolve_kek(settings, target)
     storage = SqlStorage(create_engine(target))
@@ -94,7 +101,7 @@ async def open_service(settings: Settings, clock: Clock) -> OpenedService:
         version = await storage.migrate()
         now = clock()
         service_secrets = await load_service_secrets(storage, kek, now)
-        ring = await load_key_ring(storage, kek, now)
+        ring = await load_key_ring(storage, kek, now, signs_for)
     except BaseException:
         await storage.close()
         raise
@@ -107,4 +114,4 @@ async def open_service(settings: Settings, clock: Clock) -> OpenedService:
         },
     )
     service = TokenService(storage, KeyRingHolder(ring), service_secrets, policy_of(settings))
-    return OpenedService(service, storage, kek)
+    return OpenedService(service, storage, kek, signs_for)

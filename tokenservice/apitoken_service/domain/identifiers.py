@@ -10,7 +10,8 @@ from apitoken_service.clock import to_millis
 
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"
 WORKSPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-_TOKEN_ID = re.compile(r"tk_[0-9a-f]{28}")
+# What a token id may look like (the column holds 40 characters); new ones are new_token_id's.
+_TOKEN_ID = re.compile(r"tk_[A-Za-z0-9_-]{1,37}")
 # C0 controls (NUL among them: PostgreSQL text cannot hold it), DEL, and the bidirectional
 # overrides and isolates that make a name display as something else (CVE-2021-42574).
 _FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]")

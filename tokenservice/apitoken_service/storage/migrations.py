@@ -102,10 +102,17 @@ def _v3_forget_previous_digests(conn: Connection) -> None:
     conn.execute(text("UPDATE tokens SET previous_digest = NULL"))
 
 
+def _v4_signing_key_token_ttl(conn: Connection) -> None:
+    """The longest access-token lifetime a key signed with, recorded by the serving replicas:
+    a rotation keeps a retired key published that long, not the rotating command's own TTL."""
+    conn.execute(text("ALTER TABLE signing_keys ADD COLUMN token_ttl_seconds BIGINT"))
+
+
 STEPS: Sequence[Step] = (
     _v1_initial,
     _v2_disable_reason_and_external_ref_index,
     _v3_forget_previous_digests,
+    _v4_signing_key_token_ttl,
 )
 LATEST = len(STEPS)
 # Arbitrary constant naming this service's advisory lock in PostgreSQL.

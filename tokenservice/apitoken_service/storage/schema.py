@@ -74,4 +74,5 @@ signing_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("retired_at", BigInteger, nullable=True),
     Column("publish_until", BigInteger, nullable=True),
+    Column("token_ttl_seconds", BigInteger, nullable=True),
 )

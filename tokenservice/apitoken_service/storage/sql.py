@@ -297,6 +297,7 @@ class SqlStorage:
                 created_at=from_millis(row.created_at),
                 retired_at=_dt(row.retired_at),
                 publish_until=_dt(row.publish_until),
+                token_ttl_seconds=row.token_ttl_seconds,
             )
             for row in rows
         ]
@@ -327,7 +328,17 @@ class SqlStorage:
                     created_at=to_millis(key.created_at),
                     retired_at=None,
                     publish_until=None,
+                    token_ttl_seconds=key.token_ttl_seconds,
                 )
+            )
+
+    async def record_token_ttl(self, kid: str, ttl_seconds: int) -> None:
+        column = signing_keys.c.token_ttl_seconds
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid, or_(column.is_(None), column < ttl_seconds))
+                .values(token_ttl_seconds=ttl_seconds)
             )
 
     # -- workspaces and members --------------------------------------------------------------
