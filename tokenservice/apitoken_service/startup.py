@@ -17,7 +17,7 @@ from apitoken_service.key_encryption import (
     generate_key_file,
     load_key_file,
 )
-from apitoken_service.settings import Settings
+from apitoken_service.settings import IssuerMismatch, Settings
 from apitoken_service.signing import load_key_ring, load_service_secrets, rotate_signing_key
 from apitoken_service.storage.sql import SqlStorage, create_engine
 
@@ -47,9 +47,38 @@ def resolve_kek(settings: Settings, target: DatabaseTarget) -> KeyEncryptionKey:
     return load_key_file(path)
 
 
-def policy_of(settings: Settings) -> TokenPolicy:
+ISSUER_SETTING = "issuer"
+
+
+def choose_issuer(recorded: str | None, explicit: str | None, fallback: str) -> str:
+    """The issuer is recorded with the keys by the first `init` (or `serve`); later runs use
+    it, and refuse an explicit one that differs, which would refuse every token issued so far."""
+    if recorded is None:
+        return explicit if explicit is not None else fallback
+    if explicit is not None and explicit != recorded:
+        raise IssuerMismatch(
+            f"--issuer {explicit} differs from the issuer recorded in the database, {recorded}: "
+            "every access token issued so far names that one. Leave out --issuer (and "
+            "APITOKEN_SERVICE_ISSUER) to use it; a different issuer needs a new database"
+        )
+    return recorded
+
+
+async def resolve_issuer(storage: SqlStorage, settings: Settings) -> str:
+    explicit = settings.issuer if "issuer" in settings.model_fields_set else None
+    fallback = settings.address_issuer or settings.issuer
+    recorded = await storage.get_setting(ISSUER_SETTING)
+    issuer = choose_issuer(recorded, explicit, fallback)
+    if recorded is None:
+        await storage.add_setting(ISSUER_SETTING, issuer)
+        # A replica that started at the same moment may have recorded another one first.
+        issuer = choose_issuer(await storage.get_setting(ISSUER_SETTING), explicit, fallback)
+    return issuer
+
+
+def policy_of(settings: Settings, issuer: str) -> TokenPolicy:
     return TokenPolicy(
-        issuer=settings.issuer,
+        issuer=issuer,
         audience=settings.audience,
         access_token_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         rotation_grace=timedelta(seconds=settings.rotation_grace_seconds),
@@ -102,6 +131,8 @@ async def open_service(settings: Settings, clock: Clock, *, signs: bool = False)
         now = clock()
         service_secrets = await load_service_secrets(storage, kek, now)
         ring = await load_key_ring(storage, kek, now, signs_for)
+        # Commands that sign nothing (migrate, rotate-signing-key) neither need nor record it.
+        issuer = await resolve_issuer(storage, settings) if signs else settings.issuer
     except BaseException:
         await storage.close()
         raise
@@ -113,5 +144,7 @@ async def open_service(settings: Settings, clock: Clock, *, signs: bool = False)
             "signingKey": ring.signer_kid,
         },
     )
-    service = TokenService(storage, KeyRingHolder(ring), service_secrets, policy_of(settings))
+    service = TokenService(
+        storage, KeyRingHolder(ring), service_secrets, policy_of(settings, issuer)
+    )
     return OpenedService(service, storage, kek, signs_for)

@@ -108,11 +108,24 @@ def _v4_signing_key_token_ttl(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE signing_keys ADD COLUMN token_ttl_seconds BIGINT"))
 
 
+def _v5_service_settings(conn: Connection) -> None:
+    """Choices made once for a database, such as the issuer `init` put in the first tokens."""
+    md = MetaData()
+    Table(
+        "service_settings",
+        md,
+        Column("name", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    md.create_all(conn)
+
+
 STEPS: Sequence[Step] = (
     _v1_initial,
     _v2_disable_reason_and_external_ref_index,
     _v3_forget_previous_digests,
     _v4_signing_key_token_ttl,
+    _v5_service_settings,
 )
 LATEST = len(STEPS)
 # Arbitrary constant naming this service's advisory lock in PostgreSQL.

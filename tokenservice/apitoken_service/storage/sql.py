@@ -34,7 +34,14 @@ from apitoken_service.storage.records import (
     TokenQuery,
     TokenRecord,
 )
-from apitoken_service.storage.schema import members, service_keys, signing_keys, tokens, workspaces
+from apitoken_service.storage.schema import (
+    members,
+    service_keys,
+    service_settings,
+    signing_keys,
+    tokens,
+    workspaces,
+)
 from apitoken_service.storage.sqlite_direct import DirectSqlite, sqlite_pragmas
 
 
@@ -282,6 +289,20 @@ class SqlStorage:
                 )
         except IntegrityError:
             pass  # another replica stored its key first; callers re-read
+
+    async def get_setting(self, name: str) -> str | None:
+        async with self._auto.connect() as conn:
+            found = await conn.scalar(
+                select(service_settings.c.value).where(service_settings.c.name == name)
+            )
+        return None if found is None else str(found)
+
+    async def add_setting(self, name: str, value: str) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(service_settings.insert().values(name=name, value=value))
+        except IntegrityError:
+            pass  # set already; callers re-read
 
     async def signing_keys(self) -> list[SigningKeyRecord]:
         async with self._auto.connect() as conn:
