@@ -11,9 +11,11 @@ from urllib.parse import quote, unquote
 import httpx
 import jwt
 import pytest
+import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apitoken_service.api.app import create_app
+from apitoken_service.domain.service import TokenService
 from apitoken_service.settings import Settings
 from apitoken_service.startup import OpenedService, open_service
 from support.tokenservice import ApiSession
@@ -306,3 +308,44 @@ async def test_rotation_unpublishes_the_old_key_after_the_serving_lifetime(
         assert (await http.get("/api/v1/workspaces/acme/tokens", headers=headers)).is_success
         clock.advance(62)  # expired, plus the minute of slack: the key is gone
         assert old_kid not in await published()
+
+
+# -- 6: revocation and introspection are rate limited; unknown tokens take the fast path -----
+
+
+async def test_revoke_and_introspect_share_the_token_rate_limit(
+    settings: Settings, clock: FakeClock
+) -> None:
+    limits = {"token_rate_limit_per_second": 0.001, "token_rate_limit_burst": 3}
+    for route in ("/oauth2/revoke", "/oauth2/introspect"):
+        async with _service_with(settings, clock, **limits) as (http, opened):
+            issued = await opened.service.bootstrap("acme", "alice", 30, clock())
+            bearer = {"authorization": f"Bearer {issued.access_token.value}"}
+            answers = [
+                await http.post(route, data={"token": "apit_rt_" + "x" * 43}, headers=bearer)
+                for _ in range(4)
+            ]
+            assert [a.status_code for a in answers] == [200, 200, 200, 429], route
+            assert answers[3].json()["error"] == "temporarily_unavailable"
+            assert int(answers[3].headers["retry-after"]) >= 1
+
+
+async def test_an_unknown_refresh_token_uses_only_prebuilt_fast_path_statements(
+    admin: ApiSession, service: TokenService
+) -> None:
+    executed: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        executed.append(statement)
+
+    engine = service.storage.engine.sync_engine  # type: ignore[attr-defined]
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        for route, field in (("/oauth2/token", "refresh_token"), ("/oauth2/revoke", "token")):
+            unknown = "apit_rt_" + "u" * 43
+            await admin.http.post(
+                route, data={"grant_type": "refresh_token", field: unknown}, headers=admin.headers
+            )
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    assert executed == []  # the general engine path (a fresh 100-item IN per call) is not used

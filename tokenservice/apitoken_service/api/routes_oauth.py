@@ -6,13 +6,14 @@ route here describes it in the OpenAPI.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import JSONResponse, Response
 
-from apitoken_service.api.deps import NowDep, ServiceDep
+from apitoken_service.api.deps import NowDep, Runtime, RuntimeDep, ServiceDep
 from apitoken_service.api.oauth_form import FORM_MEDIA_TYPE, parse_form
 from apitoken_service.api.schemas import OAuthErrorBody, TokenResponse
 from apitoken_service.domain.errors import (
@@ -43,6 +44,24 @@ _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": OAuthErrorBody, "description": "RFC 6749 section 5.2 error"},
     429: {"model": OAuthErrorBody, "description": "Rate limited; see Retry-After"},
 }
+
+
+class RateLimited(OAuthError):
+    error = "temporarily_unavailable"
+    status = 429
+
+
+def rate_limited(request: Request, runtime: Runtime) -> JSONResponse | None:
+    """The token endpoint's per-client limit, shared by revocation and introspection: an
+    unknown token costs a chain walk (domain/service.py), so none of the three is free."""
+    client = request.client
+    wait = runtime.rate_limiter.acquire(client.host if client else "", time.monotonic())
+    if wait <= 0:
+        return None
+    return oauth_error(
+        RateLimited("too many token requests from this client; retry later"),
+        {"Retry-After": runtime.rate_limiter.retry_after_header(wait)},
+    )
 
 
 def oauth_error(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -94,7 +113,11 @@ async def token() -> Response:
         },
     ),
 )
-async def revoke(request: Request, service: ServiceDep, now: NowDep) -> Response:
+async def revoke(
+    request: Request, runtime: RuntimeDep, service: ServiceDep, now: NowDep
+) -> Response:
+    if (limited := rate_limited(request, runtime)) is not None:
+        return limited
     try:
         form = await read_form(request)
         presented = form.get("token")
@@ -121,10 +144,13 @@ _bearer = HTTPBearer(auto_error=False)
 )
 async def introspect(
     request: Request,
+    runtime: RuntimeDep,
     service: ServiceDep,
     now: NowDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Response:
+    if (limited := rate_limited(request, runtime)) is not None:
+        return limited
     try:
         caller = await service.authenticate_bearer(
             None if credentials is None else credentials.credentials, now

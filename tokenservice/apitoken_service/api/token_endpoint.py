@@ -23,7 +23,7 @@ from apitoken_service.api.middleware import (
 )
 from apitoken_service.api.oauth_form import parse_form
 from apitoken_service.api.problems import CONTENT_TOO_LARGE, problem
-from apitoken_service.api.routes_oauth import TOKEN_PATH
+from apitoken_service.api.routes_oauth import TOKEN_PATH, RateLimited
 from apitoken_service.domain.errors import (
     InvalidRequest,
     OAuthError,
@@ -42,11 +42,6 @@ _GRANTED = (
     b'{"access_token":"%s","token_type":"Bearer","expires_in":%d,'
     b'"refresh_token":"%s","refresh_token_expires_in":%d}'
 )
-
-
-class _RateLimited(OAuthError):
-    error = "temporarily_unavailable"
-    status = 429
 
 
 class _TooLarge(Exception):
@@ -109,7 +104,7 @@ class TokenEndpoint:
         wait = runtime.rate_limiter.acquire(client[0] if client else "", time.monotonic())
         if wait > 0:
             return _error(
-                _RateLimited("too many token requests from this client; retry later"),
+                RateLimited("too many token requests from this client; retry later"),
                 [(b"retry-after", runtime.rate_limiter.retry_after_header(wait).encode())],
             )
         try:

@@ -125,6 +125,13 @@ _FIND_REFRESH_PAIR = select(*_REFRESH_COLUMNS).where(
         tokens.c.refresh_digest == bindparam("second"),
     )
 )
+# A walk along a refresh token's rotation chain (domain/service.py): a prebuilt statement of
+# CHAIN_DIGESTS parameters (shorter lists repeat their last digest), answered on the fast
+# path like the pair above. Built per call, the IN list cost several times a whole refresh.
+CHAIN_DIGESTS = 100
+_FIND_REFRESH_CHAIN = select(*_REFRESH_COLUMNS).where(
+    tokens.c.refresh_digest.in_([bindparam(f"d{i}") for i in range(CHAIN_DIGESTS)])
+)
 # The common refresh in one round trip: the presented token is the current one of an active,
 # unexpired token. The WHERE clause is the compare-and-swap that decides concurrent refreshes.
 _ROTATE = (
@@ -540,14 +547,11 @@ class SqlStorage:
         if len(digests) <= 2:
             params = {"first": digests[0], "second": digests[-1]}
             return _refresh_state(await self._first(_FIND_REFRESH_PAIR, params))
-        # A walk along an old token's chain: rare, so the general engine path is fine.
-        async with self._auto.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*_REFRESH_COLUMNS).where(tokens.c.refresh_digest.in_(list(digests)))
-                )
-            ).first()
-        return _refresh_state(None if row is None else tuple(row))
+        if len(digests) > CHAIN_DIGESTS:
+            raise ValueError(f"at most {CHAIN_DIGESTS} digests")
+        padded = [*digests, *[digests[-1]] * (CHAIN_DIGESTS - len(digests))]
+        params = {f"d{i}": value for i, value in enumerate(padded)}
+        return _refresh_state(await self._first(_FIND_REFRESH_CHAIN, params))
 
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
