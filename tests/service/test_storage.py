@@ -22,7 +22,12 @@ from apitoken_service.clock import to_millis
 from apitoken_service.database_url import parse_database_url
 from apitoken_service.key_encryption import KeyEncryptionError
 from apitoken_service.settings import Settings
-from apitoken_service.signing import add_first_signing_key, load_key_ring, load_service_secrets
+from apitoken_service.signing import (
+    add_first_signing_key,
+    load_key_ring,
+    load_service_secrets,
+    new_signing_key,
+)
 from apitoken_service.startup import open_service, resolve_kek
 from apitoken_service.storage import migrations
 from apitoken_service.storage.records import TokenRecord
@@ -45,7 +50,16 @@ async def test_an_older_schema_upgrades_without_losing_tokens(
     assert await migrations.migrate(old.engine, target=1) == 1
     now = clock()
     service_secrets = await load_service_secrets(old, kek, now)
-    await load_key_ring(old, kek, now)
+    key = new_signing_key(kek, now)
+    async with old.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO signing_keys (kid, algorithm, sealed_private_key, public_jwk,"
+                " created_at) VALUES (:kid, :alg, :sealed, :jwk, :now)"
+            ),
+            {"kid": key.kid, "alg": key.algorithm, "sealed": key.sealed_private_key,
+             "jwk": key.public_jwk, "now": to_millis(now)},
+        )  # fmt: skip
     refresh = refresh_tokens.new_refresh_token()
     async with old.engine.begin() as conn:
         await conn.execute(
@@ -83,7 +97,7 @@ async def test_an_older_schema_upgrades_without_losing_tokens(
         assert result.refresh_token.startswith("apit_rt_")
         async with opened.storage.engine.connect() as conn:
             version = await conn.scalar(select(migrations.schema_version.c.version))
-        assert version == migrations.LATEST == 3
+        assert version == migrations.LATEST == 5
     finally:
         await opened.close()
 

@@ -17,7 +17,7 @@ from apitoken_service.domain.identifiers import valid_user, valid_workspace
 from apitoken_service.domain.rules import MAX_LIFETIME_DAYS, MIN_LIFETIME_DAYS
 from apitoken_service.key_encryption import KeyEncryptionError, generate_key_file
 from apitoken_service.logs import configure_logging
-from apitoken_service.settings import Settings
+from apitoken_service.settings import IssuerMismatch, Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -91,7 +91,7 @@ def _export(args: argparse.Namespace) -> None:
     if getattr(args, "no_access_log", False):
         os.environ[_ENV + "ACCESS_LOG"] = "false"
     if args.command == "serve" and args.issuer is None and _ENV + "ISSUER" not in os.environ:
-        os.environ[_ENV + "ISSUER"] = f"http://{args.host}:{args.port}"
+        os.environ[_ENV + "ADDRESS_ISSUER"] = f"http://{args.host}:{args.port}"
 
 
 def app_from_environment() -> FastAPI:
@@ -106,14 +106,14 @@ def app_from_environment() -> FastAPI:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from apitoken_service.http_protocol import JoinedWritesHttpToolsProtocol
+    from apitoken_service.http_protocol import LimitedHeadHttpToolsProtocol
 
     settings = Settings()  # fail fast on bad settings, before forking workers
     configure_logging(settings.log_level)
     uvicorn.run(
         "apitoken_service.cli:app_from_environment",
         factory=True,
-        http=JoinedWritesHttpToolsProtocol,
+        http=LimitedHeadHttpToolsProtocol,
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -132,7 +132,7 @@ async def _init(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--lifetime-days: between 1 and 365")
     from apitoken_service.startup import open_service
 
-    opened = await open_service(Settings(), utc_now)
+    opened = await open_service(Settings(), utc_now, signs=True)
     try:
         issued = await opened.service.bootstrap(
             args.workspace, args.admin, args.lifetime_days, utc_now()
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_migrate())
         elif args.command == "rotate-signing-key":
             sys.stdout.write(json.dumps({"kid": asyncio.run(_rotate())}) + "\n")
-    except (DatabaseUrlError, KeyEncryptionError) as exc:
+    except (DatabaseUrlError, KeyEncryptionError, IssuerMismatch) as exc:
         raise SystemExit(f"apitoken-service: {exc}") from None
     return 0
 

@@ -22,12 +22,18 @@ class RateLimiter:
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens >= 1.0:
-            if len(self._buckets) >= self._MAX_KEYS and key not in self._buckets:
-                self._buckets.clear()  # bounded memory; forgetting buckets only lets bursts through
-            self._buckets[key] = (tokens - 1.0, now)
+            self._put(key, tokens - 1.0, now)
             return 0.0
-        self._buckets[key] = (tokens, now)
+        self._put(key, tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def _put(self, key: str, tokens: float, now: float) -> None:
+        """Keeps the buckets in least-recently-used order; at the bound, forgets the one idle
+        longest. (Clearing them all, as before, let a client with many addresses reset the
+        bucket of every throttled one.)"""
+        if self._buckets.pop(key, None) is None and len(self._buckets) >= self._MAX_KEYS:
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = (tokens, now)
 
     @staticmethod
     def retry_after_header(wait: float) -> str:

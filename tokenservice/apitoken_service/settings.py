@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite:///apitoken-service.db"
 
 
+class IssuerMismatch(RuntimeError):
+    """An explicit issuer differs from the one recorded in the database (startup.py)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APITOKEN_SERVICE_", extra="forbid")
 
@@ -20,6 +24,10 @@ class Settings(BaseSettings):
     issuer: str = Field(
         default="http://127.0.0.1:8080",
         description="`iss` of access tokens and base of the advertised endpoint URLs",
+    )
+    address_issuer: str | None = Field(
+        default=None,
+        description="set by `serve` from --host/--port: the issuer when none is recorded or given",
     )
     audience: str = Field(default="apitoken-api", description="`aud` of access tokens")
     access_token_ttl_seconds: int = Field(default=3600, ge=1, le=86_400)

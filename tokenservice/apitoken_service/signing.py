@@ -8,6 +8,7 @@ request. A rotated key stays in the JWKS until every token it signed has expired
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -148,7 +149,9 @@ class KeyRing:
         if verifier is None or (
             verifier.publish_until is not None and verifier.publish_until <= now
         ):
-            raise jwt.InvalidKeyError("unknown signing key")
+            # An InvalidTokenError, not jwt.InvalidKeyError (a PyJWTError only): a token signed
+            # by a key this service does not publish is an invalid token, not a failure.
+            raise jwt.InvalidSignatureError("unknown signing key")
         claims: dict[str, Any] = jwt.decode(
             token,
             verifier.public_key,
@@ -202,20 +205,37 @@ async def add_first_signing_key(storage: Storage, kek: KeyEncryptionKey, now: da
     await storage.add_signing_key(first, retire_others_at=None, publish_until=None)
 
 
-async def load_key_ring(storage: Storage, kek: KeyEncryptionKey, now: datetime) -> KeyRing:
+async def load_key_ring(
+    storage: Storage, kek: KeyEncryptionKey, now: datetime, signs_for: timedelta | None = None
+) -> KeyRing:
+    """The key ring; `signs_for` is the access-token lifetime of a serving replica, recorded
+    with the key it signs with (so that a rotation knows how long that key's tokens live)."""
     records = await storage.signing_keys()
     if not records:
         await add_first_signing_key(storage, kek, now)
         records = await storage.signing_keys()
-    return KeyRing.from_records(records, kek)
+    ring = KeyRing.from_records(records, kek)
+    if signs_for is not None:
+        ttl = int(signs_for.total_seconds())
+        signer = next(r for r in records if r.kid == ring.signer_kid)
+        if signer.token_ttl_seconds is None or signer.token_ttl_seconds < ttl:
+            await storage.record_token_ttl(signer.kid, ttl)
+    return ring
 
 
 async def rotate_signing_key(
     storage: Storage, kek: KeyEncryptionKey, now: datetime, access_token_ttl: timedelta
 ) -> str:
-    """Start signing with a new key; the old ones stay published until their tokens expired."""
-    record = new_signing_key(kek, now)
+    """Start signing with a new key; the old ones stay published until their tokens expired:
+    for the longest lifetime the serving replicas recorded with them, or, when none has (no
+    replica served with them yet), `access_token_ttl`."""
+    active = [r for r in await storage.signing_keys() if r.retired_at is None]
+    recorded = [r.token_ttl_seconds for r in active if r.token_ttl_seconds is not None]
+    lifetime = timedelta(seconds=max(recorded)) if recorded else access_token_ttl
+    record = dataclasses.replace(
+        new_signing_key(kek, now), token_ttl_seconds=int(lifetime.total_seconds())
+    )
     # A minute of slack for clocks that disagree between replicas and resource servers.
-    publish_until = now + access_token_ttl + timedelta(seconds=60)
+    publish_until = now + lifetime + timedelta(seconds=60)
     await storage.add_signing_key(record, retire_others_at=now, publish_until=publish_until)
     return record.kid

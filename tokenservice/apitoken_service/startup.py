@@ -17,7 +17,7 @@ from apitoken_service.key_encryption import (
     generate_key_file,
     load_key_file,
 )
-from apitoken_service.settings import Settings
+from apitoken_service.settings import IssuerMismatch, Settings
 from apitoken_service.signing import load_key_ring, load_service_secrets, rotate_signing_key
 from apitoken_service.storage.sql import SqlStorage, create_engine
 
@@ -47,9 +47,38 @@ def resolve_kek(settings: Settings, target: DatabaseTarget) -> KeyEncryptionKey:
     return load_key_file(path)
 
 
-def policy_of(settings: Settings) -> TokenPolicy:
+ISSUER_SETTING = "issuer"
+
+
+def choose_issuer(recorded: str | None, explicit: str | None, fallback: str) -> str:
+    """The issuer is recorded with the keys by the first `init` (or `serve`); later runs use
+    it, and refuse an explicit one that differs, which would refuse every token issued so far."""
+    if recorded is None:
+        return explicit if explicit is not None else fallback
+    if explicit is not None and explicit != recorded:
+        raise IssuerMismatch(
+            f"--issuer {explicit} differs from the issuer recorded in the database, {recorded}: "
+            "every access token issued so far names that one. Leave out --issuer (and "
+            "APITOKEN_SERVICE_ISSUER) to use it; a different issuer needs a new database"
+        )
+    return recorded
+
+
+async def resolve_issuer(storage: SqlStorage, settings: Settings) -> str:
+    explicit = settings.issuer if "issuer" in settings.model_fields_set else None
+    fallback = settings.address_issuer or settings.issuer
+    recorded = await storage.get_setting(ISSUER_SETTING)
+    issuer = choose_issuer(recorded, explicit, fallback)
+    if recorded is None:
+        await storage.add_setting(ISSUER_SETTING, issuer)
+        # A replica that started at the same moment may have recorded another one first.
+        issuer = choose_issuer(await storage.get_setting(ISSUER_SETTING), explicit, fallback)
+    return issuer
+
+
+def policy_of(settings: Settings, issuer: str) -> TokenPolicy:
     return TokenPolicy(
-        issuer=settings.issuer,
+        issuer=issuer,
         audience=settings.audience,
         access_token_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         rotation_grace=timedelta(seconds=settings.rotation_grace_seconds),
@@ -62,9 +91,13 @@ class OpenedService:
     service: TokenService
     storage: SqlStorage
     kek: KeyEncryptionKey
+    # The access-token lifetime recorded with the signing key when serving; None for commands.
+    signs_for: timedelta | None = None
 
     async def reload_keys(self, clock: Clock) -> None:
-        self.service.keys.current = await load_key_ring(self.storage, self.kek, clock())
+        self.service.keys.current = await load_key_ring(
+            self.storage, self.kek, clock(), self.signs_for
+        )
 
     async def rotate_signing_key(self, clock: Clock) -> str:
         """Sign with a new key from now on (here at once, on other replicas at their reload)."""
@@ -86,7 +119,10 @@ class OpenedService:
         await self.storage.close()
 
 
-async def open_service(settings: Settings, clock: Clock) -> OpenedService:
+async def open_service(settings: Settings, clock: Clock, *, signs: bool = False) -> OpenedService:
+    """The service over its database; `signs` for a process that issues access tokens (serve,
+    init), whose lifetime is then recorded with the signing key (see rotate_signing_key)."""
+    signs_for = timedelta(seconds=settings.access_token_ttl_seconds) if signs else None
     target = parse_database_url(settings.database_url)
     kek = resolve_kek(settings, target)
     storage = SqlStorage(create_engine(target))
@@ -94,7 +130,9 @@ async def open_service(settings: Settings, clock: Clock) -> OpenedService:
         version = await storage.migrate()
         now = clock()
         service_secrets = await load_service_secrets(storage, kek, now)
-        ring = await load_key_ring(storage, kek, now)
+        ring = await load_key_ring(storage, kek, now, signs_for)
+        # Commands that sign nothing (migrate, rotate-signing-key) neither need nor record it.
+        issuer = await resolve_issuer(storage, settings) if signs else settings.issuer
     except BaseException:
         await storage.close()
         raise
@@ -106,5 +144,7 @@ async def open_service(settings: Settings, clock: Clock) -> OpenedService:
             "signingKey": ring.signer_kid,
         },
     )
-    service = TokenService(storage, KeyRingHolder(ring), service_secrets, policy_of(settings))
-    return OpenedService(service, storage, kek)
+    service = TokenService(
+        storage, KeyRingHolder(ring), service_secrets, policy_of(settings, issuer)
+    )
+    return OpenedService(service, storage, kek, signs_for)

@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> TokenServiceApp
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        opened = await open_service(settings, clock)
+        opened = await open_service(settings, clock, signs=True)
         runtime.opened = opened
         # What is loaded by now (FastAPI, pydantic, SQLAlchemy, the app) lives as long as the
         # service: kept out of the cyclic collector's scans, a full collection costs

@@ -6,14 +6,15 @@ route here describes it in the OpenAPI.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import JSONResponse, Response
 
-from apitoken_service.api.deps import NowDep, ServiceDep
+from apitoken_service.api.deps import NowDep, Runtime, RuntimeDep, ServiceDep
+from apitoken_service.api.oauth_form import FORM_MEDIA_TYPE, parse_form
 from apitoken_service.api.schemas import OAuthErrorBody, TokenResponse
 from apitoken_service.domain.errors import (
     InvalidRequest,
@@ -24,7 +25,6 @@ from apitoken_service.domain.errors import (
 router = APIRouter(tags=["oauth2"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_FORM = "application/x-www-form-urlencoded"
 
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any
         "requestBody": {
             "required": True,
             "content": {
-                _FORM: {
+                FORM_MEDIA_TYPE: {
                     "schema": {"type": "object", "required": required, "properties": properties}
                 }
             },
@@ -46,6 +46,24 @@ _OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class RateLimited(OAuthError):
+    error = "temporarily_unavailable"
+    status = 429
+
+
+def rate_limited(request: Request, runtime: Runtime) -> JSONResponse | None:
+    """The token endpoint's per-client limit, shared by revocation and introspection: an
+    unknown token costs a chain walk (domain/service.py), so none of the three is free."""
+    client = request.client
+    wait = runtime.rate_limiter.acquire(client.host if client else "", time.monotonic())
+    if wait <= 0:
+        return None
+    return oauth_error(
+        RateLimited("too many token requests from this client; retry later"),
+        {"Retry-After": runtime.rate_limiter.retry_after_header(wait)},
+    )
+
+
 def oauth_error(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         {"error": exc.error, "error_description": exc.description},
@@ -55,19 +73,8 @@ def oauth_error(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONR
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != _FORM:
-        raise InvalidRequest(f"the body must be {_FORM}")
-    try:
-        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("the body is not a valid form") from None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise InvalidRequest(f"parameter {key!r} is repeated")
-        form[key] = value
-    return form
+    content_type = request.headers.get("content-type", "").encode("latin-1")
+    return parse_form(content_type, await request.body())
 
 
 TOKEN_PATH = "/oauth2/token"
@@ -106,7 +113,11 @@ async def token() -> Response:
         },
     ),
 )
-async def revoke(request: Request, service: ServiceDep, now: NowDep) -> Response:
+async def revoke(
+    request: Request, runtime: RuntimeDep, service: ServiceDep, now: NowDep
+) -> Response:
+    if (limited := rate_limited(request, runtime)) is not None:
+        return limited
     try:
         form = await read_form(request)
         presented = form.get("token")
@@ -133,10 +144,13 @@ _bearer = HTTPBearer(auto_error=False)
 )
 async def introspect(
     request: Request,
+    runtime: RuntimeDep,
     service: ServiceDep,
     now: NowDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Response:
+    if (limited := rate_limited(request, runtime)) is not None:
+        return limited
     try:
         caller = await service.authenticate_bearer(
             None if credentials is None else credentials.credentials, now

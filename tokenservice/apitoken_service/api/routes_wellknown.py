@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import JSONResponse
 
-from apitoken_service.api.deps import NowDep, RuntimeDep, ServiceDep
+from apitoken_service.api.deps import NowDep, ServiceDep
 
 router = APIRouter(tags=["discovery"])
 
@@ -21,8 +21,8 @@ async def jwks(service: ServiceDep, now: NowDep) -> JSONResponse:
 
 
 @router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
-async def metadata(runtime: RuntimeDep) -> dict[str, Any]:
-    issuer = runtime.settings.issuer
+async def metadata(service: ServiceDep) -> dict[str, Any]:
+    issuer = service.policy.issuer
     return {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth2/token",

@@ -102,10 +102,30 @@ def _v3_forget_previous_digests(conn: Connection) -> None:
     conn.execute(text("UPDATE tokens SET previous_digest = NULL"))
 
 
+def _v4_signing_key_token_ttl(conn: Connection) -> None:
+    """The longest access-token lifetime a key signed with, recorded by the serving replicas:
+    a rotation keeps a retired key published that long, not the rotating command's own TTL."""
+    conn.execute(text("ALTER TABLE signing_keys ADD COLUMN token_ttl_seconds BIGINT"))
+
+
+def _v5_service_settings(conn: Connection) -> None:
+    """Choices made once for a database, such as the issuer `init` put in the first tokens."""
+    md = MetaData()
+    Table(
+        "service_settings",
+        md,
+        Column("name", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    md.create_all(conn)
+
+
 STEPS: Sequence[Step] = (
     _v1_initial,
     _v2_disable_reason_and_external_ref_index,
     _v3_forget_previous_digests,
+    _v4_signing_key_token_ttl,
+    _v5_service_settings,
 )
 LATEST = len(STEPS)
 # Arbitrary constant naming this service's advisory lock in PostgreSQL.

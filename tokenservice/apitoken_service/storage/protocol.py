@@ -37,6 +37,13 @@ class Storage(Protocol):
         """Insert a key; with `retire_others_at`, retire every other active key in the same
         transaction, published until `publish_until`."""
 
+    async def get_setting(self, name: str) -> str | None: ...
+    async def add_setting(self, name: str, value: str) -> None:
+        """Store the setting unless it is set already (a concurrent replica won)."""
+
+    async def record_token_ttl(self, kid: str, ttl_seconds: int) -> None:
+        """Raise the key's recorded access-token lifetime to `ttl_seconds` (never lower it)."""
+
     # Workspaces and members.
     async def ensure_workspace(self, workspace: str, now: datetime) -> None: ...
     async def workspace_exists(self, workspace: str) -> bool: ...

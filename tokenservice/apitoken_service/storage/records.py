@@ -77,3 +77,5 @@ class SigningKeyRecord:
     created_at: datetime
     retired_at: datetime | None
     publish_until: datetime | None
+    # The longest access-token lifetime a serving replica signed with this key (schema 4).
+    token_ttl_seconds: int | None = None

@@ -64,6 +64,13 @@ service_keys = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+service_settings = Table(
+    "service_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 signing_keys = Table(
     "signing_keys",
     metadata,
@@ -74,4 +81,5 @@ signing_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("retired_at", BigInteger, nullable=True),
     Column("publish_until", BigInteger, nullable=True),
+    Column("token_ttl_seconds", BigInteger, nullable=True),
 )

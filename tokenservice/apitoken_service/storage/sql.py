@@ -34,7 +34,14 @@ from apitoken_service.storage.records import (
     TokenQuery,
     TokenRecord,
 )
-from apitoken_service.storage.schema import members, service_keys, signing_keys, tokens, workspaces
+from apitoken_service.storage.schema import (
+    members,
+    service_keys,
+    service_settings,
+    signing_keys,
+    tokens,
+    workspaces,
+)
 from apitoken_service.storage.sqlite_direct import DirectSqlite, sqlite_pragmas
 
 
@@ -117,6 +124,13 @@ _FIND_REFRESH_PAIR = select(*_REFRESH_COLUMNS).where(
         tokens.c.refresh_digest == bindparam("first"),
         tokens.c.refresh_digest == bindparam("second"),
     )
+)
+# A walk along a refresh token's rotation chain (domain/service.py): a prebuilt statement of
+# CHAIN_DIGESTS parameters (shorter lists repeat their last digest), answered on the fast
+# path like the pair above. Built per call, the IN list cost several times a whole refresh.
+CHAIN_DIGESTS = 100
+_FIND_REFRESH_CHAIN = select(*_REFRESH_COLUMNS).where(
+    tokens.c.refresh_digest.in_([bindparam(f"d{i}") for i in range(CHAIN_DIGESTS)])
 )
 # The common refresh in one round trip: the presented token is the current one of an active,
 # unexpired token. The WHERE clause is the compare-and-swap that decides concurrent refreshes.
@@ -283,6 +297,20 @@ class SqlStorage:
         except IntegrityError:
             pass  # another replica stored its key first; callers re-read
 
+    async def get_setting(self, name: str) -> str | None:
+        async with self._auto.connect() as conn:
+            found = await conn.scalar(
+                select(service_settings.c.value).where(service_settings.c.name == name)
+            )
+        return None if found is None else str(found)
+
+    async def add_setting(self, name: str, value: str) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(service_settings.insert().values(name=name, value=value))
+        except IntegrityError:
+            pass  # set already; callers re-read
+
     async def signing_keys(self) -> list[SigningKeyRecord]:
         async with self._auto.connect() as conn:
             rows = (
@@ -297,6 +325,7 @@ class SqlStorage:
                 created_at=from_millis(row.created_at),
                 retired_at=_dt(row.retired_at),
                 publish_until=_dt(row.publish_until),
+                token_ttl_seconds=row.token_ttl_seconds,
             )
             for row in rows
         ]
@@ -327,7 +356,17 @@ class SqlStorage:
                     created_at=to_millis(key.created_at),
                     retired_at=None,
                     publish_until=None,
+                    token_ttl_seconds=key.token_ttl_seconds,
                 )
+            )
+
+    async def record_token_ttl(self, kid: str, ttl_seconds: int) -> None:
+        column = signing_keys.c.token_ttl_seconds
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid, or_(column.is_(None), column < ttl_seconds))
+                .values(token_ttl_seconds=ttl_seconds)
             )
 
     # -- workspaces and members --------------------------------------------------------------
@@ -508,14 +547,11 @@ class SqlStorage:
         if len(digests) <= 2:
             params = {"first": digests[0], "second": digests[-1]}
             return _refresh_state(await self._first(_FIND_REFRESH_PAIR, params))
-        # A walk along an old token's chain: rare, so the general engine path is fine.
-        async with self._auto.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*_REFRESH_COLUMNS).where(tokens.c.refresh_digest.in_(list(digests)))
-                )
-            ).first()
-        return _refresh_state(None if row is None else tuple(row))
+        if len(digests) > CHAIN_DIGESTS:
+            raise ValueError(f"at most {CHAIN_DIGESTS} digests")
+        padded = [*digests, *[digests[-1]] * (CHAIN_DIGESTS - len(digests))]
+        params = {f"d{i}": value for i, value in enumerate(padded)}
+        return _refresh_state(await self._first(_FIND_REFRESH_CHAIN, params))
 
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
