@@ -34,7 +34,16 @@ from apitoken_service.storage.records import (
     TokenQuery,
     TokenRecord,
 )
-from apitoken_service.storage.schema import members, service_keys, signing_keys, tokens, workspaces
+from apitoken_service.storage.schema import (
+    invitations,
+    members,
+    passwords,
+    service_keys,
+    sessions,
+    signing_keys,
+    tokens,
+    workspaces,
+)
 from apitoken_service.storage.sqlite_direct import DirectSqlite, sqlite_pragmas
 
 
@@ -383,6 +392,11 @@ class SqlStorage:
 
     async def remove_member(self, workspace: str, user: str) -> bool:
         async with self._engine.begin() as conn:
+            # The member's password, sessions and invitations go with them.
+            for table in (passwords, sessions, invitations):
+                await conn.execute(
+                    delete(table).where(table.c.workspace == workspace, table.c.user_name == user)
+                )
             await conn.execute(
                 delete(tokens).where(tokens.c.workspace == workspace, tokens.c.owner == user)
             )
