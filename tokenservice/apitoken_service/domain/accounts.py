@@ -49,7 +49,8 @@ def lock_after(failed_count: int, now: datetime) -> datetime | None:
     if failed_count <= FREE_FAILURES:
         return None
     doublings = min(failed_count - FREE_FAILURES - 1, 10)
-    return now + min(FIRST_LOCK * 2**doublings, LONGEST_LOCK)
+    lock: timedelta = min(FIRST_LOCK * 2**doublings, LONGEST_LOCK)
+    return now + lock
 
 
 def secret_digest(secret: str) -> bytes:
