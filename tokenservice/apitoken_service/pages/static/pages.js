@@ -67,6 +67,25 @@
     });
   });
 
+  // 3-dot menus: without the script their items simply show; with it they open on demand.
+  document.querySelectorAll("[data-menu]").forEach(function (button) {
+    const items = document.getElementById(button.getAttribute("aria-controls"));
+    items.hidden = true;
+    button.addEventListener("click", function () {
+      const open = button.getAttribute("aria-expanded") !== "true";
+      button.setAttribute("aria-expanded", String(open));
+      items.hidden = !open;
+      if (open) items.querySelector("button").focus();
+    });
+    items.addEventListener("keydown", function (event) {
+      if (event.key === "Escape") {
+        button.setAttribute("aria-expanded", "false");
+        items.hidden = true;
+        button.focus();
+      }
+    });
+  });
+
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       const value = document.getElementById(button.dataset.copy).textContent;
