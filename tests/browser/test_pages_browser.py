@@ -139,8 +139,18 @@ def test_generate_copy_close_reload_back_disable_delete(
     expect(page.locator("#notice")).to_contain_text("Deleted 1 token.")
     expect(page.get_by_role("cell", name="deploy", exact=True)).to_have_count(0)
 
+    # Reloading while the values are shown loads the list, and generates nothing again.
+    _generate(page, "reloaded", "3")
+    shown = _generated_values(page)
+    page.reload()
+    content = page.content()
+    assert shown[0] not in content and shown[1] not in content
+    expect(page.get_by_role("cell", name="reloaded", exact=True)).to_have_count(1)
+    _act(page, "reloaded", "Delete")
+    page.get_by_role("button", name="Delete").click()
+
     # Bulk: two tokens selected, disabled together, then deleted together.
-    values = [access, refresh, rotated]
+    values = [access, refresh, rotated, *shown]
     for name in ("batch-a", "batch-b"):
         _generate(page, name, "7")
         values.extend(_generated_values(page))
