@@ -234,7 +234,8 @@ def test_invitation_admin_filter_and_member_refused(
     assert _refresh(service, values[1]).status_code == 400
     for context in (admin_context, carol_context):
         context.close()
-    _assert_nowhere(service, values)
+    # Nor the invitation code or a password (only their hashes are stored).
+    _assert_nowhere(service, [*values, link.split("code=")[1], PASSWORD])
 
 
 def test_csrf_refused_and_sign_in_lockout(
@@ -274,3 +275,30 @@ def test_csrf_refused_and_sign_in_lockout(
 def test_artifacts_folder_is_ignored_by_git() -> None:
     ignored = (Path(__file__).resolve().parents[2] / ".gitignore").read_text()
     assert "/test-artifacts/" in ignored
+
+
+def test_keyboard_dialog_and_menu_take_and_return_focus(
+    browser: Browser, service: RunningTokenService, screens: Screens
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+    page = context.new_page()
+    sign_in(page, service.base_url, "admin")
+    generate = page.get_by_role("button", name="Generate", exact=True).first
+    generate.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog", name="Generate a token").get_by_label("Name")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog", name="Generate a token")).to_be_hidden()
+    expect(generate).to_be_focused()
+    menu = page.get_by_label("Actions for init")
+    expect(menu).to_have_attribute("aria-expanded", "false")
+    menu.focus()
+    page.keyboard.press("Enter")
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    row = page.get_by_role("row").filter(has_text="init")
+    expect(row.get_by_role("button", name="Disable", exact=True)).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(menu).to_be_focused()
+    expect(row.get_by_role("button", name="Disable", exact=True)).to_be_hidden()
+    screens.shot(page, "phone")
+    context.close()
