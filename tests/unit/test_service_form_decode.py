@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from apitoken_service.api.token_endpoint import form_decode, parse_form
+from apitoken_service.api.oauth_form import form_decode, parse_form
 from apitoken_service.domain.errors import InvalidRequest
 
 pytestmark = pytest.mark.unit

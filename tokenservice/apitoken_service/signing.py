@@ -148,7 +148,9 @@ class KeyRing:
         if verifier is None or (
             verifier.publish_until is not None and verifier.publish_until <= now
         ):
-            raise jwt.InvalidKeyError("unknown signing key")
+            # An InvalidTokenError, not jwt.InvalidKeyError (a PyJWTError only): a token signed
+            # by a key this service does not publish is an invalid token, not a failure.
+            raise jwt.InvalidSignatureError("unknown signing key")
         claims: dict[str, Any] = jwt.decode(
             token,
             verifier.public_key,

@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from apitoken_service.domain.errors import DomainError
+from apitoken_service.domain.identifiers import has_forbidden_characters
 
 
 class InvalidCursor(DomainError):
@@ -25,9 +26,10 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         key = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        if not key:
-            raise ValueError("empty cursor")
-        return key.decode()
+        text = key.decode()
+        if not text or has_forbidden_characters(text):
+            raise ValueError("not a key of ours")
+        return text
     except (binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor") from None
 

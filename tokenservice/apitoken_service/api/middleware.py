@@ -7,9 +7,10 @@ import time
 import traceback
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apitoken_service.api.problems import problem
+from apitoken_service.api.problems import CONTENT_TOO_LARGE, problem
 from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.metrics import Metrics
 
@@ -133,8 +134,16 @@ class ObserveRequests:
             self.recorder.record(route, scope["method"], status, time.perf_counter() - started)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """A Starlette HTTPException, so that FastAPI's body parsing re-raises it (it answers 400
+    for any other exception) and the problem handler answers 413 (RFC 9110 section 15.5.14)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, too_large_detail(max_bytes))
+
+
+def too_large_detail(max_bytes: int) -> str:
+    return f"request bodies are limited to {max_bytes} bytes"
 
 
 class LimitRequestBody:
@@ -166,7 +175,7 @@ class LimitRequestBody:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -181,6 +190,6 @@ class LimitRequestBody:
                 await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await problem(
-            413, "Content too large", f"request bodies are limited to {self.max_bytes} bytes"
-        )(scope, receive, send)
+        await problem(413, CONTENT_TOO_LARGE, too_large_detail(self.max_bytes))(
+            scope, receive, send
+        )

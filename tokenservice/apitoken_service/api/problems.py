@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from apitoken_service.domain.errors import DomainError, Unauthenticated
 
 PROBLEM_JSON = "application/problem+json"
+CONTENT_TOO_LARGE = "Content too large"
 
 
 class _ProblemBody(BaseModel):
@@ -56,6 +57,9 @@ def _message(error: dict[str, Any]) -> str:
         return "must be a JSON string"
     if kind == "missing":
         return "is required"
+    if kind == "value_error":
+        # The service's own validators (schemas.py) say what is wrong, never quoting the value.
+        return str(error.get("ctx", {}).get("error", "is not valid"))
     # pydantic's messages name the rule, not the input.
     return str(error.get("msg", "is not valid"))
 
@@ -88,7 +92,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
+        title = CONTENT_TOO_LARGE if exc.status_code == 413 else str(exc.detail)
+        return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(DomainError, on_domain)

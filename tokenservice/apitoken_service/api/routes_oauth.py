@@ -7,13 +7,13 @@ route here describes it in the OpenAPI.
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import JSONResponse, Response
 
 from apitoken_service.api.deps import NowDep, ServiceDep
+from apitoken_service.api.oauth_form import FORM_MEDIA_TYPE, parse_form
 from apitoken_service.api.schemas import OAuthErrorBody, TokenResponse
 from apitoken_service.domain.errors import (
     InvalidRequest,
@@ -24,7 +24,6 @@ from apitoken_service.domain.errors import (
 router = APIRouter(tags=["oauth2"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_FORM = "application/x-www-form-urlencoded"
 
 
 def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +31,7 @@ def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any
         "requestBody": {
             "required": True,
             "content": {
-                _FORM: {
+                FORM_MEDIA_TYPE: {
                     "schema": {"type": "object", "required": required, "properties": properties}
                 }
             },
@@ -55,19 +54,8 @@ def oauth_error(exc: OAuthError, headers: dict[str, str] | None = None) -> JSONR
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != _FORM:
-        raise InvalidRequest(f"the body must be {_FORM}")
-    try:
-        pairs = parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("the body is not a valid form") from None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise InvalidRequest(f"parameter {key!r} is repeated")
-        form[key] = value
-    return form
+    content_type = request.headers.get("content-type", "").encode("latin-1")
+    return parse_form(content_type, await request.body())
 
 
 TOKEN_PATH = "/oauth2/token"

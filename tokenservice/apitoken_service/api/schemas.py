@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from apitoken_service.clock import rfc3339
-from apitoken_service.domain.identifiers import USER_PATTERN
+from apitoken_service.domain.identifiers import USER_PATTERN, has_forbidden_characters
 from apitoken_service.domain.rules import (
     MAX_BULK_IDS,
     MAX_EXTERNAL_REF_LENGTH,
@@ -20,13 +20,25 @@ from apitoken_service.domain.rules import (
 from apitoken_service.domain.service import BulkResult, IssuedToken
 from apitoken_service.storage.records import MemberRecord, TokenRecord
 
+
+def _printable(value: str) -> str:
+    if has_forbidden_characters(value):
+        raise ValueError("must not contain control characters or bidirectional overrides")
+    return value
+
+
 LifetimeDays = Annotated[int, Field(strict=True, ge=MIN_LIFETIME_DAYS, le=MAX_LIFETIME_DAYS)]
 TokenName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
     Field(strict=True),
+    AfterValidator(_printable),
 ]
-ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EXTERNAL_REF_LENGTH)]
+ExternalRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_EXTERNAL_REF_LENGTH),
+    AfterValidator(_printable),
+]
 UserName = Annotated[str, StringConstraints(pattern=USER_PATTERN), Field(strict=True)]
 
 

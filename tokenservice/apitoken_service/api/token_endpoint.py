@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import unquote_to_bytes
 
 from starlette.types import Message, Receive, Scope, Send
 
 from apitoken_service.api.deps import Runtime
-from apitoken_service.api.middleware import RequestRecorder, log_unhandled_error
-from apitoken_service.api.problems import problem
+from apitoken_service.api.middleware import (
+    RequestRecorder,
+    log_unhandled_error,
+    too_large_detail,
+)
+from apitoken_service.api.oauth_form import parse_form
+from apitoken_service.api.problems import CONTENT_TOO_LARGE, problem
 from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.domain.errors import (
     InvalidRequest,
@@ -27,7 +31,6 @@ from apitoken_service.domain.errors import (
     UnsupportedGrantType,
 )
 
-_FORM = b"application/x-www-form-urlencoded"
 _JSON_HEADERS = [
     (b"content-type", b"application/json"),
     (b"cache-control", b"no-store"),
@@ -146,39 +149,7 @@ class TokenEndpoint:
                 return body
 
     def _too_large(self) -> _Answer:
-        return _problem(
-            413, "Content too large", f"request bodies are limited to {self._max_bytes} bytes"
-        )
-
-
-def parse_form(content_type: bytes, body: bytes) -> dict[str, str]:
-    """An application/x-www-form-urlencoded body as a dict; a repeated parameter is refused
-    (RFC 6749 section 3.2: parameters must not be included more than once)."""
-    if content_type.split(b";", 1)[0].strip().lower() != _FORM:
-        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-    form: dict[str, str] = {}
-    try:
-        for field in body.split(b"&"):
-            if not field:
-                continue
-            raw_key, _, raw_value = field.partition(b"=")
-            key = form_decode(raw_key)
-            if key in form:
-                raise InvalidRequest(f"parameter {key!r} is repeated")
-            form[key] = form_decode(raw_value)
-    except UnicodeDecodeError:
-        raise InvalidRequest("the body is not a valid form") from None
-    return form
-
-
-def form_decode(raw: bytes) -> str:
-    """One name or value of a urlencoded form (WHATWG URL standard): `+` is a space, `%XX` a
-    byte, and the bytes are UTF-8. parse_qsl does the same for a whole query, at several times
-    the cost of this for the two or three fields a grant has; unlike it, invalid UTF-8 raises
-    instead of being replaced."""
-    if b"%" in raw or b"+" in raw:
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
-    return raw.decode("utf-8")
+        return _problem(413, CONTENT_TOO_LARGE, too_large_detail(self._max_bytes))
 
 
 def _refresh_token_of(form: dict[str, str]) -> str:

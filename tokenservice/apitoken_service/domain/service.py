@@ -20,7 +20,13 @@ from apitoken_service.domain.errors import (
     RefreshTokenReplayed,
     Unauthenticated,
 )
-from apitoken_service.domain.identifiers import new_token_id
+from apitoken_service.domain.identifiers import (
+    has_forbidden_characters,
+    new_token_id,
+    quote_token_id,
+    valid_token_id,
+    valid_user,
+)
 from apitoken_service.domain.rules import can_see
 from apitoken_service.signing import KeyRing, ServiceSecrets
 from apitoken_service.storage.protocol import Storage
@@ -155,7 +161,9 @@ class TokenService:
             return self.keys.current.verify(
                 value, issuer=self.policy.issuer, audience=self.policy.audience, now=now
             )
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:
+            # Every way a presented token can be wrong (malformed, unknown key, bad signature,
+            # expired) is an invalid token, never an error of the service.
             return None
 
     async def authenticate(self, bearer: str | None, workspace: str, now: datetime) -> Caller:
@@ -167,10 +175,20 @@ class TokenService:
             raise Unauthenticated("the access token is not valid")
         if claims.get("ws") != workspace:
             raise Unauthenticated("the access token belongs to another workspace")
-        member = await self.storage.get_member(workspace, str(claims["sub"]))
+        member = await self._member_behind(claims)
         if member is None:
             raise Unauthenticated("the access token's user is not a member of this workspace")
         return Caller(workspace, member.user, member.role, str(claims["tid"]))
+
+    async def _member_behind(self, claims: dict[str, Any]) -> MemberRecord | None:
+        """The one authorization rule of an access token, for the API and introspection: its
+        user is a member of its workspace, and was one when it was issued (a member removed
+        and added again does not get their earlier tokens back)."""
+        member = await self.storage.get_member(str(claims["ws"]), str(claims["sub"]))
+        iat = claims["iat"]
+        if member is None or not isinstance(iat, int) or iat < int(member.created_at.timestamp()):
+            return None
+        return member
 
     async def authenticate_bearer(self, bearer: str | None, now: datetime) -> Caller:
         """The caller behind a Bearer access token, in the token's own workspace."""
@@ -225,10 +243,15 @@ class TokenService:
         )
 
     async def get_token(self, caller: Caller, token_id: str) -> TokenRecord:
-        token = await self.storage.get_token(caller.workspace, token_id)
+        # An id that no token can have is not looked up (a NUL would fail in PostgreSQL).
+        token = (
+            await self.storage.get_token(caller.workspace, token_id)
+            if valid_token_id(token_id)
+            else None
+        )
         # Another member's token answers exactly like a missing one: existence is not revealed.
         if token is None or not can_see(caller.user, caller.is_admin, token):
-            raise NotFound(f"no token {token_id!r} in this workspace")
+            raise NotFound(f"no token {quote_token_id(token_id)} in this workspace")
         return token
 
     async def list_tokens(
@@ -246,6 +269,10 @@ class TokenService:
             owner = caller.user
         if owner != caller.user and not caller.is_admin:
             raise Forbidden("only workspace admins can list other members' tokens")
+        if (owner != "*" and not valid_user(owner)) or (
+            external_ref is not None and has_forbidden_characters(external_ref)
+        ):
+            return [], None  # no token has such an owner or reference: nothing to look up
         query = TokenQuery(
             workspace=caller.workspace,
             owner=None if owner == "*" else owner,
@@ -315,9 +342,9 @@ class TokenService:
 
     async def remove_member(self, caller: Caller, user: str) -> None:
         self._require_admin(caller)
-        member = await self.storage.get_member(caller.workspace, user)
+        member = await self.storage.get_member(caller.workspace, user) if valid_user(user) else None
         if member is None:
-            raise NotFound(f"{user!r} is not a member of this workspace")
+            raise NotFound("no such member in this workspace")
         if member.role == "admin" and await self.storage.count_admins(caller.workspace) <= 1:
             raise Conflict("cannot remove the workspace's last admin")
         await self.storage.remove_member(caller.workspace, user)
@@ -524,6 +551,10 @@ class TokenService:
                 "iss": self.policy.issuer,
             }
         claims = self.verify_access_token(presented, now)
-        if claims is None or claims.get("ws") != caller.workspace:
+        if (
+            claims is None
+            or claims.get("ws") != caller.workspace
+            or await self._member_behind(claims) is None
+        ):
             return inactive
         return {"active": True, "token_type": "Bearer", "username": claims["sub"], **claims}

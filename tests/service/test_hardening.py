@@ -1,0 +1,232 @@
+"""Issue 9: the defects found by attacking the service, each kept fixed by a test."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote, unquote
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from support.tokenservice import ApiSession
+
+from .conftest import FakeClock
+
+pytestmark = pytest.mark.service
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(admin: ApiSession) -> dict[str, object]:
+    return jwt.decode(admin.access_token, options={"verify_signature": False})
+
+
+def _foreign_tokens(admin: ApiSession) -> list[str]:
+    """Tokens whose key this service does not publish: none, a made-up kid, a foreign key."""
+    claims = _claims(admin)
+    alg_none = _b64(b'{"alg":"none"}') + "." + _b64(b"{}") + "."
+    foreign = Ed25519PrivateKey.generate()
+    return [
+        alg_none,
+        jwt.encode(claims, foreign, algorithm="EdDSA", headers={"kid": "nope"}),
+        jwt.encode(claims, foreign, algorithm="EdDSA"),
+        _b64(json.dumps({"alg": "EdDSA", "kid": ["x"]}).encode()) + ".e30.sig",
+    ]
+
+
+# -- 1: an unknown or missing kid is an invalid token, not a 500 -------------------------------
+
+
+async def test_unknown_kid_is_401_on_management_routes(admin: ApiSession) -> None:
+    for token in _foreign_tokens(admin):
+        for method, path in (("GET", "/tokens"), ("GET", "/members"), ("POST", "/tokens")):
+            response = await admin.http.request(
+                method, admin.path(path), headers={"authorization": f"Bearer {token}"}, json={}
+            )
+            assert response.status_code == 401, (path, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_unknown_kid_introspects_inactive(admin: ApiSession) -> None:
+    for token in _foreign_tokens(admin):
+        response = await admin.http.post(
+            "/oauth2/introspect", data={"token": token}, headers=admin.headers
+        )
+        assert response.status_code == 200 and response.json() == {"active": False}
+        as_caller = await admin.http.post(
+            "/oauth2/introspect",
+            data={"token": token},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert as_caller.status_code == 401
+
+
+# -- 8: error bodies quote only values of a known shape ----------------------------------------
+
+
+async def test_errors_do_not_echo_unknown_values(admin: ApiSession) -> None:
+    secret = admin.access_token
+    for method, path in (
+        ("GET", f"/tokens/{secret}"),
+        ("POST", f"/tokens/{secret}/disable"),
+        ("DELETE", f"/tokens/{secret}"),
+        ("DELETE", f"/members/{secret}"),
+    ):
+        response = await admin.http.request(method, admin.path(path), headers=admin.headers)
+        assert response.status_code == 404, response.text
+        assert secret not in response.text and secret[:20] not in response.text
+    repeated = await admin.http.post(
+        "/oauth2/token",
+        content=f"grant_type=refresh_token&refresh_token=x&{secret}=1&{secret}=2",
+        headers=FORM,
+    )
+    assert repeated.status_code == 400 and secret not in repeated.text
+    for route in ("/oauth2/revoke", "/oauth2/introspect"):
+        response = await admin.http.post(
+            route, content=f"token=x&{secret}=1&{secret}=2", headers={**FORM, **admin.headers}
+        )
+        assert response.status_code == 400 and secret not in response.text
+
+
+async def test_errors_quote_ids_of_the_known_shape(admin: ApiSession) -> None:
+    missing = "tk_0123456789ab0123456789abcdef"
+    response = await admin.http.get(admin.path(f"/tokens/{missing}"), headers=admin.headers)
+    assert response.status_code == 404 and missing in response.json()["detail"]
+    repeated = await admin.http.post(
+        "/oauth2/token", content="grant_type=refresh_token&grant_type=x", headers=FORM
+    )
+    assert "'grant_type' is repeated" in repeated.json()["error_description"]
+
+
+async def test_one_form_parser_for_token_revoke_and_introspect(admin: ApiSession) -> None:
+    """%FF is not UTF-8: all three endpoints refuse it alike (one parser, RFC 6749 appendix B)."""
+    for route in ("/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"):
+        response = await admin.http.post(
+            route, content="grant_type=refresh_token&token=%FF&refresh_token=%FF",
+            headers={**FORM, **admin.headers},
+        )  # fmt: skip
+        assert response.status_code == 400, route
+        assert response.json() == {
+            "error": "invalid_request",
+            "error_description": "the body is not a valid form",
+        }
+
+
+# -- 3: control characters are refused in names, and never reach SQL elsewhere ---------------
+
+HOSTILE = ["a\x00b", "a\x1bb", "a\x7fb", "evil\u202etxt.exe", "a\u2066b"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+async def test_control_characters_in_names_are_422_naming_the_field(
+    admin: ApiSession, value: str
+) -> None:
+    for body, field in (
+        ({"name": value, "lifetimeDays": 1}, "name"),
+        ({"name": "ok", "lifetimeDays": 1, "externalRef": value}, "externalRef"),
+    ):
+        response = await admin.http.post(admin.path("/tokens"), json=body, headers=admin.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == field
+        assert "control characters" in response.json()["detail"]
+    listed = await admin.http.get(
+        admin.path("/tokens"), params={"owner": "*"}, headers=admin.headers
+    )
+    assert [t["name"] for t in listed.json()["items"]] == ["init"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+async def test_control_characters_in_ids_owners_and_cursors_are_not_found(
+    admin: ApiSession, value: str
+) -> None:
+    await admin.create_token("kept", 1)
+    for params in ({"owner": value}, {"externalRef": value}, {"owner": "*", "externalRef": value}):
+        response = await admin.http.get(admin.path("/tokens"), params=params, headers=admin.headers)
+        assert response.status_code == 200 and response.json()["items"] == [], params
+    cursor = _b64(value.encode())
+    value = quote(value, safe="")
+    for path in ("/tokens", "/members"):
+        response = await admin.http.get(
+            admin.path(path), params={"cursor": cursor}, headers=admin.headers
+        )
+        assert response.status_code == 422 and response.json()["detail"].startswith("cursor:")
+    for method, path in (
+        ("GET", f"/tokens/{value}"),
+        ("GET", f"/tokens/tk_{value}"),
+        ("POST", f"/tokens/{value}/disable"),
+        ("DELETE", f"/tokens/{value}"),
+        ("DELETE", f"/members/{value}"),
+    ):
+        response = await admin.http.request(method, admin.path(path), headers=admin.headers)
+        assert response.status_code == 404, (path, response.text)
+    bulk = await admin.http.post(
+        admin.path("/tokens/bulk"),
+        json={"action": "disable", "ids": [unquote(value)]},
+        headers=admin.headers,
+    )
+    assert bulk.status_code == 200 and bulk.json()["results"][0]["result"] == "notFound"
+
+
+# -- 9: a body over the limit is 413 whether it has a Content-Length or is chunked ----------
+
+
+def _chunks(data: bytes) -> object:
+    async def stream():  # type: ignore[no-untyped-def]
+        for start in range(0, len(data), 8192):
+            yield data[start : start + 8192]
+
+    return stream()
+
+
+async def test_oversized_body_is_413_with_or_without_content_length(admin: ApiSession) -> None:
+    big = json.dumps({"name": "x" * 100_000, "lifetimeDays": 1}).encode()
+    form = b"token=" + b"x" * 100_000
+    for path, body, headers in (
+        (admin.path("/tokens"), big, {"content-type": "application/json"}),
+        (admin.path("/tokens/bulk"), big, {"content-type": "application/json"}),
+        ("/oauth2/revoke", form, FORM),
+        ("/oauth2/introspect", form, FORM),
+        ("/oauth2/token", form, FORM),
+    ):
+        for content in (body, _chunks(body)):
+            response = await admin.http.post(
+                path,
+                content=content,
+                headers={**headers, **admin.headers},  # type: ignore[arg-type]
+            )
+            assert response.status_code == 413, (path, response.text)
+            assert response.json()["title"] == "Content too large"
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+# -- 7: introspection answers from the same rule as the management API -----------------------
+
+
+async def test_removed_member_access_token_is_inactive_and_refused(
+    admin: ApiSession, member: ApiSession, clock: FakeClock
+) -> None:
+    bob_access = member.access_token
+    alive = await admin.http.post(
+        "/oauth2/introspect", data={"token": bob_access}, headers=admin.headers
+    )
+    assert alive.json()["active"] is True
+    removed = await admin.http.delete(admin.path("/members/bob"), headers=admin.headers)
+    assert removed.status_code == 204
+    for readded in (False, True):
+        introspected = await admin.http.post(
+            "/oauth2/introspect", data={"token": bob_access}, headers=admin.headers
+        )
+        assert introspected.json() == {"active": False}, readded
+        refused = await admin.http.get(admin.path("/tokens"), headers=member.headers)
+        assert refused.status_code == 401
+        if not readded:
+            # Added again (a second later): the earlier access token stays refused.
+            clock.advance(1)
+            again = await admin.add_member("bob")
+            assert (await admin.http.get(admin.path("/tokens"), headers=again.headers)).is_success
