@@ -41,11 +41,15 @@ cluster-binaries: # What `make dev` needs: the control plane without helm.
 postgres: ## Install PostgreSQL server binaries from Debian if missing (tests start their own).
 	hack/install-postgres.sh
 
+.PHONY: chromium
+chromium: ## Install Debian's Chromium if missing (the browser tests drive it through Playwright).
+	hack/install-chromium.sh
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter contracts.
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy operator/apitoken_operator tokenservice/apitoken_service hack/localkube tests bench
+	.venv/bin/mypy operator/apitoken_operator tokenservice/apitoken_service ctl/apitokenctl hack/localkube tests bench
 	.venv/bin/lint-imports --no-cache
 
 .PHONY: fmt
@@ -54,7 +58,7 @@ fmt: venv ## Format and autofix.
 	.venv/bin/ruff check --fix .
 
 .PHONY: test
-test: venv binaries postgres lint ## Everything CI runs: lint, then every test tier.
+test: venv binaries postgres chromium lint ## Everything CI runs: lint, then every test tier.
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: dev

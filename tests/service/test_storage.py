@@ -97,7 +97,7 @@ async def test_an_older_schema_upgrades_without_losing_tokens(
         assert result.refresh_token.startswith("apit_rt_")
         async with opened.storage.engine.connect() as conn:
             version = await conn.scalar(select(migrations.schema_version.c.version))
-        assert version == migrations.LATEST == 5
+        assert version == migrations.LATEST == 6
     finally:
         await opened.close()
 

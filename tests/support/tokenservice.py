@@ -134,7 +134,7 @@ class RunningTokenService:
                 )
             _wait_ready(self.base_url, self.process, self.log_path)
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run another `apitoken-service` command against the same database."""
         return subprocess.run(
             [
@@ -147,6 +147,7 @@ class RunningTokenService:
             ],
             capture_output=True,
             text=True,
+            input=stdin if stdin is not None else "",
             timeout=60,
             check=False,
             env=_env(self.base_url),

@@ -16,8 +16,12 @@ def test_operator_is_the_standard_library_module_not_our_folder() -> None:
     assert Path(spec.origin).parent == Path(sysconfig.get_paths()["stdlib"])
 
 
-def test_both_packages_import_from_their_folders() -> None:
-    for name, folder in [("apitoken_operator", "operator"), ("apitoken_service", "tokenservice")]:
+def test_every_package_imports_from_its_folder() -> None:
+    for name, folder in [
+        ("apitoken_operator", "operator"),
+        ("apitoken_service", "tokenservice"),
+        ("apitokenctl", "ctl"),
+    ]:
         spec = importlib.util.find_spec(name)
         assert spec is not None and spec.origin is not None
         assert Path(spec.origin).parent.parent.name == folder

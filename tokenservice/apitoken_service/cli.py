@@ -59,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--workspace", required=True)
     init.add_argument("--admin", required=True)
     init.add_argument("--lifetime-days", type=int, default=90)
+    init.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="also set the admin's password for the pages, read from standard input",
+    )
+
+    password = commands.add_parser(
+        "set-password", help="set a member's password for the pages (read from standard input)"
+    )
+    _common(password)
+    password.add_argument("--workspace", required=True)
+    password.add_argument("--user", required=True)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _common(migrate)
@@ -132,11 +144,14 @@ async def _init(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--lifetime-days: between 1 and 365")
     from apitoken_service.startup import open_service
 
+    password = _read_password() if args.password_stdin else None
     opened = await open_service(Settings(), utc_now, signs=True)
     try:
         issued = await opened.service.bootstrap(
             args.workspace, args.admin, args.lifetime_days, utc_now()
         )
+        if password is not None:
+            await opened.accounts.set_password(args.workspace, args.admin, password, utc_now())
     finally:
         await opened.close()
     return {
@@ -145,6 +160,30 @@ async def _init(args: argparse.Namespace) -> dict[str, Any]:
         "accessToken": issued.access_token.value,
         "refreshToken": issued.refresh_token,
     }
+
+
+def _read_password() -> str:
+    """One line from standard input (a terminal does not echo it); never an argument, which
+    other users of the machine can read in the process list."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _set_password(args: argparse.Namespace) -> None:
+    from apitoken_service.domain.errors import DomainError
+    from apitoken_service.startup import open_service
+
+    password = _read_password()
+    opened = await open_service(Settings(), utc_now)
+    try:
+        await opened.accounts.set_password(args.workspace, args.user, password, utc_now())
+    except DomainError as exc:
+        raise SystemExit(f"apitoken-service: {exc.detail}") from None
+    finally:
+        await opened.close()
 
 
 async def _migrate() -> int:
@@ -181,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _serve(args)
         elif args.command == "init":
             sys.stdout.write(json.dumps(asyncio.run(_init(args))) + "\n")
+        elif args.command == "set-password":
+            asyncio.run(_set_password(args))
         elif args.command == "migrate":
             asyncio.run(_migrate())
         elif args.command == "rotate-signing-key":

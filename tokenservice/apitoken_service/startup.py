@@ -10,6 +10,7 @@ from pathlib import Path
 
 from apitoken_service.clock import Clock
 from apitoken_service.database_url import DatabaseTarget, parse_database_url
+from apitoken_service.domain.accounts import AccountService
 from apitoken_service.domain.service import KeyRingHolder, TokenPolicy, TokenService
 from apitoken_service.key_encryption import (
     KeyEncryptionError,
@@ -19,6 +20,7 @@ from apitoken_service.key_encryption import (
 )
 from apitoken_service.settings import IssuerMismatch, Settings
 from apitoken_service.signing import load_key_ring, load_service_secrets, rotate_signing_key
+from apitoken_service.storage.accounts_sql import AccountStore
 from apitoken_service.storage.sql import SqlStorage, create_engine
 
 log = logging.getLogger("apitoken_service.startup")
@@ -91,6 +93,7 @@ class OpenedService:
     service: TokenService
     storage: SqlStorage
     kek: KeyEncryptionKey
+    accounts: AccountService
     # The access-token lifetime recorded with the signing key when serving; None for commands.
     signs_for: timedelta | None = None
 
@@ -147,4 +150,5 @@ async def open_service(settings: Settings, clock: Clock, *, signs: bool = False)
     service = TokenService(
         storage, KeyRingHolder(ring), service_secrets, policy_of(settings, issuer)
     )
-    return OpenedService(service, storage, kek, signs_for)
+    accounts = AccountService(AccountStore(storage.engine), storage)
+    return OpenedService(service, storage, kek, accounts, signs_for)

@@ -8,6 +8,7 @@ import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from apitoken_service import __version__
@@ -25,6 +26,11 @@ from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.api.token_endpoint import TokenEndpoint
 from apitoken_service.clock import Clock, utc_now
 from apitoken_service.metrics import Metrics
+from apitoken_service.pages import routes_members as page_members
+from apitoken_service.pages import routes_signin as page_signin
+from apitoken_service.pages import routes_tokens as page_tokens
+from apitoken_service.pages.web import HERE as PAGES_DIR
+from apitoken_service.pages.web import install_page_handlers
 from apitoken_service.rate_limit import RateLimiter
 from apitoken_service.settings import Settings
 from apitoken_service.startup import open_service
@@ -88,8 +94,19 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> TokenServiceApp
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
-    for module in (routes_tokens, routes_members, routes_oauth, routes_wellknown, routes_ops):
+    install_page_handlers(app)
+    for module in (
+        routes_tokens,
+        routes_members,
+        routes_oauth,
+        routes_wellknown,
+        routes_ops,
+        page_signin,
+        page_tokens,
+        page_members,
+    ):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=PAGES_DIR / "static"), name="static")
     recorder = RequestRecorder(
         runtime.metrics, settings.access_log, token_grant_log_every=settings.token_grant_log_every
     )

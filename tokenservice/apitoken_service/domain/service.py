@@ -357,6 +357,20 @@ class TokenService:
         await self.storage.remove_member(caller.workspace, user)
         log.info("member removed", extra={"workspace": caller.workspace, "member": user})
 
+    async def change_role(self, caller: Caller, user: str, role: Role, now: datetime) -> None:
+        self._require_admin(caller)
+        member = await self.storage.get_member(caller.workspace, user)
+        if member is None:
+            raise NotFound(f"{user!r} is not a member of this workspace")
+        if member.role == "admin" and role != "admin":
+            if await self.storage.count_admins(caller.workspace) <= 1:
+                raise Conflict("cannot demote the workspace's last admin")
+        await self.storage.put_member(MemberRecord(caller.workspace, user, role, member.created_at))
+        log.info(
+            "member role changed",
+            extra={"workspace": caller.workspace, "member": user, "role": role},
+        )
+
     async def list_members(
         self, caller: Caller, after: str | None, limit: int
     ) -> tuple[list[MemberRecord], str | None]:

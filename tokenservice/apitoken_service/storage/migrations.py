@@ -120,12 +120,52 @@ def _v5_service_settings(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v6_accounts(conn: Connection) -> None:
+    """The pages' accounts: password hashes with their failure count, server-side sessions,
+    one-time invitations (frozen copy; do not import schema.py here)."""
+    md = MetaData()
+    Table(
+        "passwords",
+        md,
+        Column("workspace", String(64), primary_key=True),
+        Column("user_name", String(128), primary_key=True),
+        Column("hash", Text, nullable=False),
+        Column("failed_count", Integer, nullable=False),
+        Column("locked_until", BigInteger, nullable=True),
+        Column("updated_at", BigInteger, nullable=False),
+    )
+    Table(
+        "sessions",
+        md,
+        Column("digest", LargeBinary(32), primary_key=True),
+        Column("workspace", String(64), nullable=False),
+        Column("user_name", String(128), nullable=False),
+        Column("csrf", String(64), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+        Index("sessions_by_user", "workspace", "user_name"),
+    )
+    Table(
+        "invitations",
+        md,
+        Column("digest", LargeBinary(32), primary_key=True),
+        Column("workspace", String(64), nullable=False),
+        Column("user_name", String(128), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("created_by", String(128), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+    )
+    md.create_all(conn)
+
+
 STEPS: Sequence[Step] = (
     _v1_initial,
     _v2_disable_reason_and_external_ref_index,
     _v3_forget_previous_digests,
     _v4_signing_key_token_ttl,
     _v5_service_settings,
+    _v6_accounts,
 )
 LATEST = len(STEPS)
 # Arbitrary constant naming this service's advisory lock in PostgreSQL.

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -82,4 +83,41 @@ signing_keys = Table(
     Column("retired_at", BigInteger, nullable=True),
     Column("publish_until", BigInteger, nullable=True),
     Column("token_ttl_seconds", BigInteger, nullable=True),
+)
+
+# Added by migration 4: the pages' accounts. Secrets are stored as hashes only: argon2id for
+# passwords, SHA-256 for session and invitation secrets (random, 256 bits).
+passwords = Table(
+    "passwords",
+    metadata,
+    Column("workspace", String(64), primary_key=True),
+    Column("user_name", String(128), primary_key=True),
+    Column("hash", Text, nullable=False),
+    Column("failed_count", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("user_name", String(128), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("sessions_by_user", "workspace", "user_name"),
+)
+
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("workspace", String(64), nullable=False),
+    Column("user_name", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
 )

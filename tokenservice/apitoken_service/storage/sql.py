@@ -35,9 +35,12 @@ from apitoken_service.storage.records import (
     TokenRecord,
 )
 from apitoken_service.storage.schema import (
+    invitations,
     members,
+    passwords,
     service_keys,
     service_settings,
+    sessions,
     signing_keys,
     tokens,
     workspaces,
@@ -422,6 +425,11 @@ class SqlStorage:
 
     async def remove_member(self, workspace: str, user: str) -> bool:
         async with self._engine.begin() as conn:
+            # The member's password, sessions and invitations go with them.
+            for table in (passwords, sessions, invitations):
+                await conn.execute(
+                    delete(table).where(table.c.workspace == workspace, table.c.user_name == user)
+                )
             await conn.execute(
                 delete(tokens).where(tokens.c.workspace == workspace, tokens.c.owner == user)
             )
