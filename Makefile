@@ -41,6 +41,14 @@ cluster-binaries: # What `make dev` needs: the control plane without helm.
 postgres: ## Install PostgreSQL server binaries from Debian if missing (tests start their own).
 	hack/install-postgres.sh
 
+.PHONY: node-packages
+node-packages: ## Install the node's and the image build's Debian packages if missing.
+	hack/install-node-packages.sh
+
+.PHONY: images
+images: venv node-packages ## Build the operator and token service images with buildah (cached).
+	hack/build-images.sh
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter contracts.
 	.venv/bin/ruff check .
