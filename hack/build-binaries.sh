@@ -55,8 +55,8 @@ build_kube() {
     return
   fi
   local out="$cache/kubernetes-$v/bin"
-  if ! have_all "$out" kube-apiserver kube-controller-manager; then
-    log "building kube-apiserver and kube-controller-manager $v (cold: about 15-25 min on 2 cores)"
+  if ! have_all "$out" kube-apiserver kube-controller-manager kube-scheduler kubelet; then
+    log "building kube-apiserver, kube-controller-manager, kube-scheduler and kubelet $v (cold: about 20-30 min on 2 cores)"
     local major minor flags="" p
     major=${v#v}; major=${major%%.*}
     minor=${v#v*.}; minor=${minor%%.*}
@@ -66,7 +66,8 @@ build_kube() {
       flags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
     gobuild kube "$out" "$flags" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
   fi
   echo "kube=$out"
 }
