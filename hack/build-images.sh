@@ -81,6 +81,23 @@ if ! "${bud[@]}" inspect --type image "$base_ref" >/dev/null 2>&1; then
   "${bud[@]}" rm "$ctr" >/dev/null
 fi
 
+# -- the pause image (the node's sandbox image): a static Go binary alone -----------------------
+pause_ref=localhost/pause:apitoken
+if ! "${bud[@]}" inspect --type image "$pause_ref" >/dev/null 2>&1; then
+  mkdir -p "$cache/pause"
+  (cd "$here/pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$cache/pause/pause" .)
+  ctr=$("${bud[@]}" from scratch)
+  "${bud[@]}" copy "$ctr" "$cache/pause/pause" /pause >/dev/null
+  "${bud[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+  "${bud[@]}" commit --quiet "$ctr" "$pause_ref" >/dev/null
+  "${bud[@]}" rm "$ctr" >/dev/null
+fi
+if [ ! -f "$cache/pause.oci.tar" ]; then
+  "${bud[@]}" push --quiet "$pause_ref" "oci-archive:$cache/pause.oci.tar.tmp:$pause_ref" >/dev/null
+  mv "$cache/pause.oci.tar.tmp" "$cache/pause.oci.tar"
+fi
+echo "pause=$cache/pause.oci.tar"
+
 # -- the two images ---------------------------------------------------------------------------
 for name in operator tokenservice; do
   image=apitoken-$name
