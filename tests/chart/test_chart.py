@@ -119,7 +119,7 @@ def test_defaults_serve_all_namespaces(helm: Helm) -> None:
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     c = container(manifests)
-    assert c["image"] == "apitoken-operator:0.1.0"
+    assert c["image"] == "localhost/apitoken-operator:0.1.0"
     assert c["command"] == [
         "apitoken-operator",
         "run",
