@@ -105,7 +105,11 @@ def container(manifests: list[Manifest]) -> Manifest:
 
 
 def env_of(manifests: list[Manifest]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(manifests)["env"]}
+    """The plain values; POD_ID (Kopf's identity) must come from the Pod's name."""
+    env = container(manifests)["env"]
+    pod_id = [e for e in env if e["name"] == "POD_ID"]
+    assert pod_id == [{"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    return {e["name"]: e["value"] for e in env if e["name"] != "POD_ID"}
 
 
 def test_lint_strict(helm: Helm, namespaced_values: Path) -> None:

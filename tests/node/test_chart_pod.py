@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from lightkube import ApiError, Client
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Pod, Secret
 
 from apitoken_operator.kube_resources import ApiToken
