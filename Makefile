@@ -62,7 +62,7 @@ fmt: venv ## Format and autofix.
 	.venv/bin/ruff check --fix .
 
 .PHONY: test
-test: venv binaries postgres lint ## Everything CI runs: lint, then every test tier.
+test: venv binaries postgres node-packages lint ## Everything CI runs: lint, then every test tier.
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: dev
