@@ -45,6 +45,14 @@ postgres: ## Install PostgreSQL server binaries from Debian if missing (tests st
 chromium: ## Install Debian's Chromium if missing (the browser tests drive it through Playwright).
 	hack/install-chromium.sh
 
+.PHONY: node-packages
+node-packages: ## Install the node's and the image build's Debian packages if missing.
+	hack/install-node-packages.sh
+
+.PHONY: images
+images: venv node-packages ## Build the operator and token service images with buildah (cached).
+	hack/build-images.sh
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-linter contracts.
 	.venv/bin/ruff check .
@@ -58,7 +66,7 @@ fmt: venv ## Format and autofix.
 	.venv/bin/ruff check --fix .
 
 .PHONY: test
-test: venv binaries postgres chromium lint ## Everything CI runs: lint, then every test tier.
+test: venv binaries postgres chromium node-packages lint ## Everything CI runs: lint, then every test tier.
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: dev

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -24,6 +26,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from localkube import pki as pki_mod
 from localkube.binaries import Binaries, locate
 from localkube.kubeconfig import write_kubeconfig
+from localkube.node import NodeInfo, start_node
 from localkube.processes import Process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +35,13 @@ FIELD_MANAGER = "localkube"
 # Controllers the operator relies on: garbage collection of owned Secrets, namespace deletion,
 # and the default ServiceAccount in each namespace. Nothing that needs nodes.
 CONTROLLERS = "garbage-collector-controller,namespace-controller,serviceaccount-controller"
+# With a node: Deployments, the CA bundle every ServiceAccount token volume mounts, Service
+# endpoints (our DNS reads them), the node's lifecycle (it lifts the not-ready taint), PVC binding.
+NODE_CONTROLLERS = (
+    "deployment-controller,replicaset-controller,root-ca-certificate-publisher-controller,"
+    "endpointslice-controller,node-lifecycle-controller,persistentvolume-binder-controller"
+)
+PIDS_FILE = "pids.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Cluster:
     managed: bool  # True when this harness started the processes
     state_dir: Path | None = None
     pids: tuple[tuple[str, int], ...] = ()  # (name, pid) of each process the harness started
+    node: NodeInfo | None = None  # the local node, when the harness started one
 
     def client(self) -> Client:
         return Client(KubeConfig.from_file(self.kubeconfig), field_manager=FIELD_MANAGER)
@@ -137,7 +148,9 @@ class ControlPlane:
         binaries: Binaries | None = None,
         crds: Sequence[Path] = (DEFAULT_CRDS,),
         log: Callable[[str], None] = lambda _msg: None,
+        node: bool = False,
     ) -> None:
+        self._node = node
         self._state_dir = state_dir
         self._binaries = binaries
         self._crds = crds
@@ -160,6 +173,10 @@ class ControlPlane:
         self.processes.append(proc)
         self._stack.callback(proc.stop)
         self._log(f"started {name} (pid {proc.pid}), log {proc.log_path}")
+        # Read by the next start if this harness dies before stopping them.
+        (logs.parent / PIDS_FILE).write_text(
+            json.dumps([[p.name, p.pid, p.argv0] for p in self.processes])
+        )
         return proc
 
     def _start(self) -> Cluster:
@@ -168,7 +185,9 @@ class ControlPlane:
             state = Path(tempfile.mkdtemp(prefix="localkube-"))
         else:
             state = self._state_dir
-            state.mkdir(parents=True, exist_ok=True)
+            if state.exists():  # left by a harness that was killed: its processes, its files
+                reap_stale(state, self._log)
+            state.mkdir(parents=True)
         self._stack.callback(shutil.rmtree, state, True)
         logs = state / "logs"
         logs.mkdir()
@@ -220,6 +239,10 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
+                # kubectl logs/exec reach the node's kubelet with the admin's certificate.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--v=1",
             ],
             logs,
@@ -240,7 +263,8 @@ class ControlPlane:
                 [
                     str(binaries.kube_controller_manager),
                     f"--kubeconfig={kubeconfig}",
-                    f"--controllers={CONTROLLERS}",
+                    f"--controllers={CONTROLLERS}" + (f",{NODE_CONTROLLERS}" if self._node else ""),
+                    f"--root-ca-file={pki.ca_cert}",
                     "--leader-elect=false",
                     "--secure-port=0",
                     "--v=1",
@@ -252,17 +276,51 @@ class ControlPlane:
                 "kube-controller-manager not found: no garbage collection or namespace deletion"
             )
 
+        node_info = None
+        if self._node:
+            node_info = self._stack.enter_context(
+                start_node(
+                    state=state / "node",
+                    pki=pki,
+                    kubeconfig=kubeconfig,
+                    api_port=api_port,
+                    client=Client(KubeConfig.from_file(kubeconfig), field_manager=FIELD_MANAGER),
+                    kubelet=binaries.kube_apiserver.with_name("kubelet"),
+                    kube_scheduler=binaries.kube_apiserver.with_name("kube-scheduler"),
+                    spawn=lambda name, argv: self._spawn(name, argv, logs),
+                    log=self._log,
+                )
+            )
         cluster = Cluster(
             kubeconfig=kubeconfig,
             server=server,
             managed=True,
             state_dir=state,
             pids=tuple((p.name, p.pid) for p in self.processes),
+            node=node_info,
         )
         if self._crds:
             names = apply_crds(cluster.client(), self._crds)
             self._log(f"CRDs established: {', '.join(names) or 'none'}")
         return cluster
+
+
+def reap_stale(state: Path, log: Callable[[str], None]) -> None:
+    """Stop what a killed harness left in `state`: each recorded process still running the same
+    binary (an orphaned kube-apiserver), a node's Pods, mounts and network; then the files."""
+    pids = state / PIDS_FILE
+    with contextlib.suppress(OSError, ValueError):
+        for name, pid, argv0 in json.loads(pids.read_text()):
+            with contextlib.suppress(OSError):
+                running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                if running == argv0:
+                    os.kill(pid, signal.SIGKILL)
+                    log(f"killed {name} (pid {pid}) left by an earlier run")
+    if (state / "node").exists():
+        from localkube.node import clean_host  # needs root; only when a node ran here
+
+        clean_host(state / "node")
+    shutil.rmtree(state)
 
 
 def existing_cluster(crds: Sequence[Path] = (DEFAULT_CRDS,)) -> Cluster:
@@ -290,11 +348,13 @@ def start_control_plane(
     state_dir: Path | None = None,
     crds: Sequence[Path] = (DEFAULT_CRDS,),
     log: Callable[[str], None] = lambda _msg: None,
+    node: bool = False,
 ) -> Iterator[Cluster]:
-    """The local control plane, or the user's own cluster when USE_EXISTING_CLUSTER=true."""
+    """The local control plane (with a node when asked), or the user's own cluster when
+    USE_EXISTING_CLUSTER=true (then no node is started: the cluster has its own)."""
     if use_existing_cluster():
         log("USE_EXISTING_CLUSTER=true: using KUBECONFIG, starting nothing")
         yield existing_cluster(crds)
         return
-    with ControlPlane(state_dir=state_dir, crds=crds, log=log) as cluster:
+    with ControlPlane(state_dir=state_dir, crds=crds, log=log, node=node) as cluster:
         yield cluster

@@ -77,7 +77,12 @@ def ensure_namespace(client: Client, name: str) -> None:
 
 
 def apply_example(
-    client: Client, folder: Path, namespace: str, url: str, credentials: CredentialSource
+    client: Client,
+    folder: Path,
+    namespace: str,
+    url: str,
+    credentials: CredentialSource,
+    image: str | None = None,
 ) -> list[Manifest]:
     """Server-side apply `folder`'s manifests into `namespace`, each TokenWorkspace pointed at
     `url` and preceded by its credentials Secret. Returns the manifests as applied."""
@@ -93,6 +98,10 @@ def apply_example(
             key = ref.get("key", DEFAULT_CREDENTIALS_KEY)
             secret = credentials_secret(ref["name"], namespace, key, credential.refresh_token)
             client.apply(secret, force=True)
+        if image is not None and doc["kind"] == "Deployment":
+            # The local node has no registry: its Pods run images that `make images` built.
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                c["image"], c["imagePullPolicy"] = image, "Never"
         client.apply(from_dict(doc), force=True)
         applied.append(doc)
     return applied

@@ -30,6 +30,7 @@ class Process:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.argv0 = str(argv[0])
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
         self.popen = subprocess.Popen(

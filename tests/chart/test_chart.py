@@ -105,7 +105,11 @@ def container(manifests: list[Manifest]) -> Manifest:
 
 
 def env_of(manifests: list[Manifest]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(manifests)["env"]}
+    """The plain values; POD_ID (Kopf's identity) must come from the Pod's name."""
+    env = container(manifests)["env"]
+    pod_id = [e for e in env if e["name"] == "POD_ID"]
+    assert pod_id == [{"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    return {e["name"]: e["value"] for e in env if e["name"] != "POD_ID"}
 
 
 def test_lint_strict(helm: Helm, namespaced_values: Path) -> None:
@@ -119,7 +123,7 @@ def test_defaults_serve_all_namespaces(helm: Helm) -> None:
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
     c = container(manifests)
-    assert c["image"] == "apitoken-operator:0.1.0"
+    assert c["image"] == "localhost/apitoken-operator:0.1.0"
     assert c["command"] == [
         "apitoken-operator",
         "run",

@@ -25,9 +25,12 @@ def _log(msg: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    # The node (containerd, kubelet, images) starts once per session, and only when a collected
+    # test needs it (marker `node`): the other tiers run on the control plane alone.
+    node = any(item.get_closest_marker("node") for item in request.session.items)
     started = time.monotonic()
-    with start_control_plane(log=_log) as c:
+    with start_control_plane(log=_log, node=node) as c:
         _log(f"ready in {time.monotonic() - started:.1f}s at {c.server}")
         yield c
 

@@ -97,3 +97,22 @@ def test_examples_are_documented_valid_and_namespace_free(folder: Path) -> None:
         ref = ApiTokenSpec.model_validate(doc["spec"]).workspace_ref
         if ref.resolved_kind == WorkspaceKind.TOKEN_WORKSPACE:
             assert ref.name in workspaces
+
+
+def test_reap_stale_kills_recorded_processes_and_removes_the_state(tmp_path: Path) -> None:
+    """`make dev` after an unclean stop: the orphan recorded in pids.json is killed and the
+    folder (with its logs/) removed, so the next start does not fail on FileExistsError."""
+    import json
+    import subprocess
+
+    from localkube.controlplane import PIDS_FILE, reap_stale
+
+    state = tmp_path / "controlplane"
+    (state / "logs").mkdir(parents=True)
+    orphan = subprocess.Popen(["/bin/sleep", "300"])
+    (state / PIDS_FILE).write_text(json.dumps([["kube-apiserver", orphan.pid, "/bin/sleep"]]))
+    said: list[str] = []
+    reap_stale(state, said.append)
+    assert orphan.wait(timeout=5) == -9
+    assert not state.exists()
+    assert said and "kube-apiserver" in said[0]

@@ -1,0 +1,3 @@
+module apitoken.dev/hack/pause
+
+go 1.24
