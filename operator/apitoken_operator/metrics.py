@@ -10,15 +10,10 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from apitoken_operator.models import ApiTokenStatus
-from apitoken_operator.service_client import (
-    CreatedToken,
-    RefreshResult,
-    TokenEndpointClient,
-    TokenMetadata,
-    TokenServiceClient,
-)
-from apitoken_operator.service_errors import ServiceError
+from apitoken_operator.crd.resources import ApiTokenStatus
+from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
+from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.errors import ServiceError
 
 T = TypeVar("T")
 

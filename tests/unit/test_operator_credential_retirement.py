@@ -4,9 +4,12 @@ the calls before it)."""
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.credential import credential_tokens_to_retire, retirement_waits
-from apitoken_operator.reconcile import ServiceToken
+from apitoken_operator.core.apitoken.decide import ServiceToken
+from apitoken_operator.core.workspace.credential import (
+    credential_tokens_to_retire,
+    retirement_waits,
+)
+from apitoken_operator.crd import reasons
 
 pytestmark = pytest.mark.unit
 

@@ -11,29 +11,34 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.credential import (
+from apitoken_operator.core.apitoken.decide import ApiTokenView, Observation, WorkspaceView
+from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.workspace.credential import (
     CredentialObservation,
     CredentialPolicy,
     WorkspaceObject,
 )
-from apitoken_operator.execute import (
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import (
+    ApiTokenSpec,
+    ApiTokenStatus,
+    TokenWorkspaceSpec,
+    WorkspaceKind,
+)
+from apitoken_operator.execution.credential import (
+    CredentialOutcome,
+    CredentialPorts,
+    reconcile_credential_once,
+)
+from apitoken_operator.execution.executor import (
     Ports,
     TokenLocks,
     WriteRetry,
     reconcile_once,
     service_tokens,
 )
-from apitoken_operator.execute_credential import (
-    CredentialOutcome,
-    CredentialPorts,
-    reconcile_credential_once,
-)
-from apitoken_operator.models import ApiTokenSpec, ApiTokenStatus, TokenWorkspaceSpec, WorkspaceKind
-from apitoken_operator.reconcile import ApiTokenView, Observation, WorkspaceView
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import observe, salted_digest
-from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
 
 pytestmark = pytest.mark.unit
 

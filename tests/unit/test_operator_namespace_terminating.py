@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.kube_objects import namespace_state
-from apitoken_operator.reconcile import Generate, Refresh, Reissue, decide
+from apitoken_operator.core.apitoken.decide import Generate, Refresh, Reissue, decide
+from apitoken_operator.crd import reasons
+from apitoken_operator.kube.objects import namespace_state
 from unit.test_operator_execute import POLICY, Harness
 from unit.test_operator_write_failures import FakeApiServer, kube_client
 

@@ -8,16 +8,7 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import names, reasons
-from apitoken_operator.models import (
-    ApiTokenSpec,
-    ApiTokenStatus,
-    ClusterTokenWorkspaceSpec,
-    ConditionStatus,
-    TokenWorkspaceSpec,
-    WorkspaceKind,
-)
-from apitoken_operator.reconcile import (
+from apitoken_operator.core.apitoken.decide import (
     Action,
     ApiTokenView,
     Decision,
@@ -40,13 +31,18 @@ from apitoken_operator.reconcile import (
     requeue_delay,
     retired_state,
 )
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import (
-    ObservedSecret,
-    TokenValues,
-    observe,
-    salted_digest,
+from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
+    ApiTokenSpec,
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    ConditionStatus,
+    TokenWorkspaceSpec,
+    WorkspaceKind,
 )
+from apitoken_operator.providers.answers import TokenValues
 
 pytestmark = pytest.mark.unit
 

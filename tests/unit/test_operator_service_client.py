@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from apitoken_operator import reasons
-from apitoken_operator.service_client import (
+from apitoken_operator.crd import reasons
+from apitoken_operator.providers.clients import (
     TokenEndpointClient,
     TokenServiceClient,
     ssl_context,
 )
-from apitoken_operator.service_errors import (
+from apitoken_operator.providers.errors import (
     BadRequest,
     InvalidGrant,
     NotFound,

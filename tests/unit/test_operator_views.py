@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apitoken_operator import reasons
-from apitoken_operator.models import ClusterTokenWorkspaceSpec, WorkspaceKind
-from apitoken_operator.views import (
+from apitoken_operator.core.bodies import (
     api_token_view,
     invalid_spec_status,
     observed_secret,
@@ -18,6 +16,8 @@ from apitoken_operator.views import (
     workspace_object,
     workspace_view,
 )
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import ClusterTokenWorkspaceSpec, WorkspaceKind
 
 pytestmark = pytest.mark.unit
 

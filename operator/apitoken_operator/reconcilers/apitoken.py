@@ -18,9 +18,25 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from apitoken_operator import reasons
-from apitoken_operator.execute import Event, Ports, reconcile_once, service_tokens
-from apitoken_operator.kube_objects import (
+from apitoken_operator.core.apitoken.decide import (
+    Observation,
+    ServiceToken,
+    WorkspaceView,
+    decide,
+    failed_state,
+)
+from apitoken_operator.core.bodies import api_token_view, invalid_spec_status, observed_secret
+from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import (
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    Provider,
+    WorkspaceKind,
+    status_patch,
+)
+from apitoken_operator.execution.executor import Event, Ports, reconcile_once, service_tokens
+from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,
     SecretValueReader,
@@ -31,26 +47,10 @@ from apitoken_operator.kube_objects import (
     patch_status,
 )
 from apitoken_operator.metrics import TimedManagement
-from apitoken_operator.models import (
-    ApiTokenStatus,
-    ClusterTokenWorkspaceSpec,
-    Provider,
-    WorkspaceKind,
-    status_patch,
-)
-from apitoken_operator.reconcile import (
-    Observation,
-    ServiceToken,
-    WorkspaceView,
-    decide,
-    failed_state,
-)
+from apitoken_operator.providers.answers import RefreshResult
+from apitoken_operator.providers.errors import ServiceError, Unreachable
+from apitoken_operator.reconcilers.workspace import management_for, workspace_access, workspace_key
 from apitoken_operator.runtime import Runtime
-from apitoken_operator.secret_builder import salted_digest
-from apitoken_operator.service_client import RefreshResult
-from apitoken_operator.service_errors import ServiceError, Unreachable
-from apitoken_operator.views import api_token_view, invalid_spec_status, observed_secret
-from apitoken_operator.workspace_runs import management_for, workspace_access, workspace_key
 
 log = logging.getLogger(__name__)
 

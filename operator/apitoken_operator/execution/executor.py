@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from apitoken_operator.models import ApiTokenStatus, TokenWorkspaceStatus
-from apitoken_operator.names import KEY_REFRESH_TOKEN
-from apitoken_operator.reconcile import (
+from apitoken_operator.core.apitoken.decide import (
     Action,
     Decision,
     Generate,
@@ -48,14 +46,12 @@ from apitoken_operator.reconcile import (
     refreshed_state,
     retired_state,
 )
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import observe, salted_digest
-from apitoken_operator.service_client import (
-    CreatedToken,
-    RefreshResult,
-    TokenMetadata,
-)
-from apitoken_operator.service_errors import InvalidGrant, NotFound, ServiceError
+from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
+from apitoken_operator.crd.resources import ApiTokenStatus, TokenWorkspaceStatus
+from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
+from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
 
 
 class SecretWriter(Protocol):

@@ -19,33 +19,33 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from apitoken_operator import names, reasons
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.models import (
-    Provider,
-    TokenWorkspaceSpec,
-    TokenWorkspaceStatus,
-    WorkspaceKind,
-)
-from apitoken_operator.reconcile import (
+from apitoken_operator.core.apitoken.decide import (
     IssuedToken,
     RetireMode,
     RetireToken,
     ServiceToken,
     WriteSecret,
 )
-from apitoken_operator.schedule import TimingPolicy, next_refresh_time, stable_fraction
-from apitoken_operator.secret_builder import (
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
     SecretShape,
     build_secret,
     data_intact,
     metadata_drifted,
-    rfc3339,
     token_data,
 )
+from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time, stable_fraction
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
+    Provider,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+)
+from apitoken_operator.providers.answers import rfc3339
 
 
 class CredentialPolicy(BaseModel):

@@ -13,10 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator import names, reasons
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.credential import WorkspaceObject
-from apitoken_operator.models import (
+from apitoken_operator.core.apitoken.decide import ApiTokenView, WorkspaceView
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.workspace.credential import WorkspaceObject
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -24,8 +26,6 @@ from apitoken_operator.models import (
     TokenWorkspaceStatus,
     WorkspaceKind,
 )
-from apitoken_operator.reconcile import ApiTokenView, WorkspaceView
-from apitoken_operator.secret_builder import ObservedSecret
 
 Raw = Mapping[str, Any]
 

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apitoken_operator.credential import (
+from apitoken_operator.core.apitoken.decide import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.workspace.credential import (
     CredentialAction,
     CredentialDecision,
     CredentialObservation,
@@ -29,7 +31,9 @@ from apitoken_operator.credential import (
     may_write_held_credential,
     token_claims,
 )
-from apitoken_operator.execute import (
+from apitoken_operator.crd.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
+from apitoken_operator.crd.resources import TokenWorkspaceStatus
+from apitoken_operator.execution.executor import (
     DEFAULT_RETRY,
     Backlog,
     Clock,
@@ -44,11 +48,7 @@ from apitoken_operator.execute import (
     run_actions,
     write_secret,
 )
-from apitoken_operator.models import TokenWorkspaceStatus
-from apitoken_operator.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
-from apitoken_operator.reconcile import IssuedToken, RetireMode, RetireToken, WriteSecret
-from apitoken_operator.secret_builder import observe, salted_digest
-from apitoken_operator.service_errors import InvalidGrant, NotFound, ServiceError
+from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,20 @@ import httpx
 import kopf
 from lightkube import ApiError
 
-from apitoken_operator import names
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.daemons import keep_running
-from apitoken_operator.kube_objects import api_tokens_using
-from apitoken_operator.models import WorkspaceKind
-from apitoken_operator.runtime import LaunchConfig, Runtime
-from apitoken_operator.secret_watch import watch_managed_secrets
-from apitoken_operator.token_runs import Posting, TokenRun, run_api_token
-from apitoken_operator.workspace_runs import (
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.handlers.daemons import keep_running
+from apitoken_operator.handlers.secret_watch import watch_managed_secrets
+from apitoken_operator.kube.objects import api_tokens_using
+from apitoken_operator.reconcilers.apitoken import Posting, TokenRun, run_api_token
+from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
     retire_credential,
     run_workspace,
     sync_credential_protection,
 )
+from apitoken_operator.runtime import LaunchConfig, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -8,15 +8,20 @@ tests drive these with httpx.MockTransport. Every failure becomes one of the exc
 import base64
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
 
-from apitoken_operator.secret_builder import TokenValues, parse_rfc3339
-from apitoken_operator.service_errors import (
+from apitoken_operator.providers.answers import (
+    CreatedToken,
+    RefreshResult,
+    TokenMetadata,
+    TokenValues,
+    parse_rfc3339,
+)
+from apitoken_operator.providers.errors import (
     BadRequest,
     InvalidGrant,
     NotFound,
@@ -42,37 +47,6 @@ def ssl_context(ca_bundle_b64: str | None) -> ssl.SSLContext | bool:
     if not ca_bundle_b64:
         return True
     return ssl.create_default_context(cadata=base64.b64decode(ca_bundle_b64).decode())
-
-
-@dataclass(frozen=True)
-class TokenMetadata:
-    id: str
-    name: str
-    status: str
-    expires_at: datetime
-    external_ref: str | None
-    owner: str | None = None
-
-
-@dataclass(frozen=True)
-class CreatedToken:
-    metadata: TokenMetadata
-    values: TokenValues
-
-    @property
-    def refresh_token_expires_at(self) -> datetime:
-        return self.metadata.expires_at
-
-
-@dataclass(frozen=True)
-class RefreshResult:
-    values: TokenValues
-    # From the non-standard refresh_token_expires_in when the endpoint sends it.
-    refresh_token_expires_at: datetime | None
-    # False when the endpoint did not rotate (no refresh_token in the answer): the values then
-    # carry the refresh token that was presented.
-    rotated: bool
-    obtained_at: datetime = field(compare=False)
 
 
 async def _send(

@@ -16,15 +16,15 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import (
+from apitoken_operator.core.bodies import secret_value
+from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.kube.resources import (
     FIELD_MANAGER,
     PROTECTION_FIELD_MANAGER,
     ApiToken,
     ClusterTokenWorkspace,
     TokenWorkspace,
 )
-from apitoken_operator.models import WorkspaceKind
-from apitoken_operator.views import secret_value
 
 Body = dict[str, Any]
 # Called with (namespace, name, resourceVersion) after the operator wrote a Secret, so the

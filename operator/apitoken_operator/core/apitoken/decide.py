@@ -20,11 +20,28 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from apitoken_operator import names, reasons
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.issuance import issued_spec_hash, reissue_reason
-from apitoken_operator.models import (
+from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
+from apitoken_operator.core.apitoken.namespaces import namespace_allowed
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import (
+    ObservedSecret,
+    Owner,
+    SecretShape,
+    build_secret,
+    data_intact,
+    disabled_data,
+    metadata_drifted,
+    token_data,
+)
+from apitoken_operator.core.schedule import (
+    TimingPolicy,
+    next_refresh_time,
+    renewal_time,
+    stable_fraction,
+)
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -35,25 +52,7 @@ from apitoken_operator.models import (
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
-from apitoken_operator.schedule import (
-    TimingPolicy,
-    next_refresh_time,
-    renewal_time,
-    stable_fraction,
-)
-from apitoken_operator.secret_builder import (
-    ObservedSecret,
-    Owner,
-    SecretShape,
-    TokenValues,
-    build_secret,
-    data_intact,
-    disabled_data,
-    metadata_drifted,
-    rfc3339,
-    token_data,
-)
-from apitoken_operator.workspace_access import namespace_allowed
+from apitoken_operator.providers.answers import TokenValues, rfc3339
 
 # ---------------------------------------------------------------------------------------------
 # What the core looks at.

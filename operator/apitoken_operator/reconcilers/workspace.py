@@ -14,9 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator import names, reasons
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.credential import (
+from apitoken_operator.core.bodies import observed_secret, workspace_object, workspace_spec
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.core.workspace.credential import (
     CredentialObservation,
     credential_failed_state,
     credential_secret_location,
@@ -25,7 +26,7 @@ from apitoken_operator.credential import (
     decide_credential,
     retirement_waits,
 )
-from apitoken_operator.credential_protection import (
+from apitoken_operator.core.workspace.protection import (
     ProtectionChange,
     finalizer_patch,
     needs_user_count,
@@ -34,13 +35,22 @@ from apitoken_operator.credential_protection import (
     protection_view,
     protects,
 )
-from apitoken_operator.execute import Event, ManagementApi, WriteRetry, service_tokens
-from apitoken_operator.execute_credential import (
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
+from apitoken_operator.crd.resources import (
+    Provider,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+    status_patch,
+)
+from apitoken_operator.execution.credential import (
     CredentialOutcome,
     CredentialPorts,
     reconcile_credential_once,
 )
-from apitoken_operator.kube_objects import (
+from apitoken_operator.execution.executor import Event, ManagementApi, WriteRetry, service_tokens
+from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,
     SecretValueReader,
@@ -52,19 +62,9 @@ from apitoken_operator.kube_objects import (
     patch_status,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
-from apitoken_operator.models import (
-    Provider,
-    TokenWorkspaceSpec,
-    TokenWorkspaceStatus,
-    WorkspaceKind,
-    status_patch,
-)
-from apitoken_operator.names import KEY_ACCESS_TOKEN
+from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.errors import NotFound, ServiceError
 from apitoken_operator.runtime import Runtime
-from apitoken_operator.secret_builder import salted_digest
-from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
-from apitoken_operator.service_errors import NotFound, ServiceError
-from apitoken_operator.views import observed_secret, workspace_object, workspace_spec
 
 log = logging.getLogger(__name__)
 
