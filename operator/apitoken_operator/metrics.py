@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
-from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import ServiceError
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.executor import TokenLocks, WriteRetry
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
-from apitoken_operator.providers.clients import ssl_context, utc_now
+from apitoken_operator.providers.http import ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
 
 

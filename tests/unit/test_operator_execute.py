@@ -38,7 +38,8 @@ from apitoken_operator.execution.executor import (
     reconcile_once,
     service_tokens,
 )
-from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,9 @@ from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.handlers.daemons import keep_running, sleep_seconds
 from apitoken_operator.handlers.secret_watch import owners_to_wake
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
-from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import InvalidGrant
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 from apitoken_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit

@@ -26,7 +26,7 @@ from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import WorkspaceKind
 from apitoken_operator.execution.executor import WriteRetry
 from apitoken_operator.metrics import Metrics
-from apitoken_operator.providers.clients import utc_now
+from apitoken_operator.providers.http import utc_now
 from apitoken_operator.reconcilers import apitoken as token_runs
 from apitoken_operator.reconcilers.workspace import run_workspace, workspace_access, workspace_key
 from apitoken_operator.runtime import LaunchConfig, Runtime

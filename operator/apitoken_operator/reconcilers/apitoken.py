@@ -31,7 +31,6 @@ from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
-    Provider,
     WorkspaceKind,
     status_patch,
 )
@@ -48,6 +47,7 @@ from apitoken_operator.kube.objects import (
 )
 from apitoken_operator.metrics import TimedManagement
 from apitoken_operator.providers.answers import RefreshResult
+from apitoken_operator.providers.capabilities import capabilities
 from apitoken_operator.providers.errors import ServiceError, Unreachable
 from apitoken_operator.reconcilers.workspace import management_for, workspace_access, workspace_key
 from apitoken_operator.runtime import Runtime
@@ -132,7 +132,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     rt.secret_owners[(namespace, spec.secret_name)] = uid
     management = (
         access.management
-        if access.spec is not None and access.spec.resolved_provider is Provider.APITOKEN
+        if access.spec is not None and capabilities(access.spec).manages_tokens
         else None
     )
     imports = (

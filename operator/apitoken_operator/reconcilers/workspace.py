@@ -38,7 +38,6 @@ from apitoken_operator.core.workspace.protection import (
 from apitoken_operator.crd import names, reasons
 from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
 from apitoken_operator.crd.resources import (
-    Provider,
     TokenWorkspaceSpec,
     TokenWorkspaceStatus,
     WorkspaceKind,
@@ -62,8 +61,10 @@ from apitoken_operator.kube.objects import (
     patch_status,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
-from apitoken_operator.providers.clients import TokenEndpointClient, TokenServiceClient
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.capabilities import capabilities
 from apitoken_operator.providers.errors import NotFound, ServiceError
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,7 @@ async def retire_credential(
     if run is None or run.outcome is None:
         return CredentialRetirement(True, "no credential")
     spec = workspace_spec(kind, run.body)
-    if spec.resolved_provider is Provider.OAUTH2:
+    if not capabilities(spec).needs_credential:
         return CredentialRetirement(True, "refresh-only mode holds no credential")
     secret = run.outcome.observation.secret
     bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
@@ -406,7 +407,7 @@ async def workspace_access(
         return WorkspaceAccess(run.body, None, False, run.message, None, None)
     events = run.outcome.events if run.outcome is not None else ()
     endpoint = token_endpoint(rt, spec, count=True)
-    if spec.resolved_provider is Provider.OAUTH2:
+    if not capabilities(spec).needs_credential:
         return WorkspaceAccess(run.body, spec, True, "", None, endpoint, events)
     management = None
     if run.usable and run.outcome is not None:

@@ -46,13 +46,17 @@ from apitoken_operator.crd.resources import (
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
     DeletionPolicy,
-    Provider,
     ResolvedApiTokenSpec,
     RetiringToken,
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
 from apitoken_operator.providers.answers import TokenValues, rfc3339
+from apitoken_operator.providers.capabilities import (
+    Capabilities,
+    capabilities,
+    importing_providers,
+)
 
 # ---------------------------------------------------------------------------------------------
 # What the core looks at.
@@ -236,16 +240,18 @@ def decide(obs: Observation, now: datetime, policy: TimingPolicy) -> Decision:
         status = _with(token.status, secret_name=spec.secret_name)
         return _finish(obs, (), status, blocked, now, now + policy.recheck_interval)
     assert obs.workspace.spec is not None  # _blocked ruled it out
-    provider = obs.workspace.spec.resolved_provider
+    can = capabilities(obs.workspace.spec)
     if spec.disabled:
-        return _decide_disabled(obs, spec, provider, now, policy)
-    if provider is Provider.OAUTH2:
+        return _decide_disabled(obs, spec, can, now, policy)
+    if can.needs_import:
         return _decide_refresh_only(obs, spec, now, policy)
     if spec.import_ref is not None:
         stalled = Signal(
             reasons.INVALID_SPEC,
-            "spec.refreshTokenSecretRef is for workspaces with provider oauth2; "
-            f"{obs.workspace.kind} {obs.workspace.name} has provider apitoken",
+            "spec.refreshTokenSecretRef is for workspaces with provider "
+            f"{' or '.join(importing_providers())}; "
+            f"{obs.workspace.kind} {obs.workspace.name} has provider "
+            f"{obs.workspace.spec.resolved_provider}",
         )
         verdict = _Verdict(False, stalled, stalled=stalled)
         return _finish(obs, (), token.status, verdict, now, None)
@@ -670,7 +676,7 @@ def _decide_managed(
 def _decide_disabled(
     obs: Observation,
     spec: ResolvedApiTokenSpec,
-    provider: Provider,
+    can: Capabilities,
     now: datetime,
     policy: TimingPolicy,
 ) -> Decision:
@@ -680,7 +686,7 @@ def _decide_disabled(
     status = _with(status, renewal_time=None)
     actions: list[Action] = []
     holding = secret is not None and secret.holds_tokens
-    if provider is Provider.APITOKEN:
+    if can.manages_tokens:
         # A stripped Secret is the mark that the disable went through: it is written after.
         if secret is None or holding:
             for token_id in (token.status.token_id, secret.token_id if secret else None):
@@ -695,7 +701,7 @@ def _decide_disabled(
             WriteSecret(reasons.DISABLED, build_secret(shape, disabled_data(secret.data)))
         )
     message = "the token is disabled; its Secret holds no usable token"
-    if provider is Provider.OAUTH2:
+    if not can.manages_tokens:
         message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
     verdict = _Verdict(False, Signal(reasons.DISABLED, message))
     held, verdict, retry = _gate(
@@ -803,7 +809,7 @@ def _decide_deletion(
     ours = secret if secret is not None and not _foreign(secret, token.uid) else None
     ws = obs.workspace
     actions: list[Action] = []
-    service_side = ws.spec is not None and ws.spec.resolved_provider is Provider.APITOKEN
+    service_side = ws.spec is not None and capabilities(ws.spec).manages_tokens
     current_id = (ours.token_id if ours else None) or status.token_id
     known = [status.token_id, ours.token_id if ours else None]
     policy_ = spec.deletion_policy

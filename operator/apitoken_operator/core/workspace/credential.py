@@ -40,12 +40,12 @@ from apitoken_operator.core.managed_secret import (
 from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time, stable_fraction
 from apitoken_operator.crd import names, reasons
 from apitoken_operator.crd.resources import (
-    Provider,
     TokenWorkspaceSpec,
     TokenWorkspaceStatus,
     WorkspaceKind,
 )
 from apitoken_operator.providers.answers import rfc3339
+from apitoken_operator.providers.capabilities import capabilities
 
 
 class CredentialPolicy(BaseModel):
@@ -209,7 +209,7 @@ def decide_credential(
         final = _with(state, observed_generation=ws.generation, conditions=conditions)
         return CredentialDecision(tuple(actions), final, requeue, usable=ok)
 
-    if ws.spec.resolved_provider is Provider.OAUTH2:
+    if not capabilities(ws.spec).needs_credential:
         signal = Signal(reasons.WORKSPACE_READY, "refresh-only mode needs no credential")
         return finish([], signal, True)
 
