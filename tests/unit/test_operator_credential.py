@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator.core.apitoken.decide import IssuedToken, RetireToken, WriteSecret
+from apitoken_operator.core.held_token import IssuedToken, RetireToken, WriteSecret
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import (

@@ -4,7 +4,7 @@ the calls before it)."""
 
 import pytest
 
-from apitoken_operator.core.apitoken.decide import ServiceToken
+from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.workspace.credential import (
     credential_tokens_to_retire,
     retirement_waits,

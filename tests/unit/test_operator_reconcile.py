@@ -14,22 +14,23 @@ from apitoken_operator.core.apitoken.decide import (
     Decision,
     Generate,
     ImportToken,
-    IssuedToken,
     Observation,
     Refresh,
     Reissue,
-    RemoveFinalizer,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
     WorkspaceView,
-    WriteSecret,
     decide,
     failed_state,
     issued_state,
     refreshed_state,
-    requeue_delay,
     retired_state,
+)
+from apitoken_operator.core.held_token import (
+    IssuedToken,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
 )
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy
@@ -540,7 +541,7 @@ def test_steady_state_requeues_at_the_refresh_time() -> None:
     assert decision.requeue_at == REFRESH_AT
     assert decision.status.next_refresh_time == REFRESH_AT
     assert decision.status.renewal_time == T0 + timedelta(days=60)
-    assert requeue_delay(decision, T0 + timedelta(minutes=10)) == timedelta(minutes=35)
+    assert decision.requeue_at - (T0 + timedelta(minutes=10)) == timedelta(minutes=35)
 
 
 def test_decide_is_idempotent_and_status_does_not_change_without_news() -> None:

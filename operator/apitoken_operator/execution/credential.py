@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apitoken_operator.core.apitoken.decide import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.core.held_token import IssuedToken, RetireMode, RetireToken, WriteSecret
 from apitoken_operator.core.managed_secret import observe, salted_digest
 from apitoken_operator.core.workspace.credential import (
     CredentialAction,

@@ -30,21 +30,23 @@ from apitoken_operator.core.apitoken.decide import (
     Decision,
     Generate,
     ImportToken,
-    IssuedToken,
     Observation,
     Refresh,
     Reissue,
-    RemoveFinalizer,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
-    WriteSecret,
     decide,
     failed_state,
     issued_state,
     may_write_held_values,
     refreshed_state,
     retired_state,
+)
+from apitoken_operator.core.held_token import (
+    IssuedToken,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
 )
 from apitoken_operator.core.managed_secret import observe, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy

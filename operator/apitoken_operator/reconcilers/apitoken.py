@@ -18,14 +18,9 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from apitoken_operator.core.apitoken.decide import (
-    Observation,
-    ServiceToken,
-    WorkspaceView,
-    decide,
-    failed_state,
-)
+from apitoken_operator.core.apitoken.decide import Observation, WorkspaceView, decide, failed_state
 from apitoken_operator.core.bodies import api_token_view, invalid_spec_status, observed_secret
+from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import salted_digest
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import (

@@ -16,14 +16,25 @@ backup restore) is healed by adopting what the Secret says.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
-from apitoken_operator.core.backoff import backoff_delay
 from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.held_token import (
+    IssuedToken,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+    failure_time,
+    foreign,
+    retry_at,
+    whole,
+    whole_or_none,
+)
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -38,7 +49,6 @@ from apitoken_operator.core.schedule import (
     TimingPolicy,
     next_refresh_time,
     renewal_time,
-    stable_fraction,
 )
 from apitoken_operator.crd import names, reasons
 from apitoken_operator.crd.resources import (
@@ -90,15 +100,6 @@ class WorkspaceView:
 
 
 @dataclass(frozen=True)
-class ServiceToken:
-    """A token's metadata as the service lists it (GET tokens?externalRef=UID)."""
-
-    id: str
-    status: str  # active, disabled, expired
-    external_ref: str | None = None
-
-
-@dataclass(frozen=True)
 class Observation:
     token: ApiTokenView
     secret: ObservedSecret | None
@@ -115,11 +116,6 @@ class Observation:
 
 # ---------------------------------------------------------------------------------------------
 # What the core asks for.
-
-
-class RetireMode(StrEnum):
-    DISABLE = "disable"
-    DELETE = "delete"
 
 
 @dataclass(frozen=True)
@@ -152,31 +148,6 @@ class Refresh:
     token_id: str
 
 
-@dataclass(frozen=True)
-class WriteSecret:
-    """Write the managed Secret with data already known (metadata repair, disable, orphan)."""
-
-    reason: str
-    manifest: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class RetireToken:
-    """Disable or delete a token at the service (both are idempotent there; NotFound is done).
-    Afterwards `retired_state` drops it from status.retiringTokens."""
-
-    token_id: str
-    mode: RetireMode
-    reason: str
-    # "Kind/name" of the workspace the token lives in; None: the current workspace.
-    workspace: str | None = None
-
-
-@dataclass(frozen=True)
-class RemoveFinalizer:
-    reason: str
-
-
 Action = Generate | Reissue | ImportToken | Refresh | WriteSecret | RetireToken | RemoveFinalizer
 
 # Actions that call the token service and therefore wait out the backoff after a failure.
@@ -193,17 +164,6 @@ class Decision:
     status: ApiTokenStatus
     # When to look again if nothing else happens (None: only on the next event).
     requeue_at: datetime | None
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """A new token the service just returned (or an imported one just refreshed)."""
-
-    token_id: str
-    values: TokenValues
-    refresh_token_expires_at: datetime | None
-    obtained_at: datetime
-    imported_digest: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +233,7 @@ def _blocked(obs: Observation, spec: ResolvedApiTokenSpec) -> _Verdict | None:
             f"ClusterTokenWorkspace {ws.name} does not allow namespace {token.namespace} "
             "(spec.allowedNamespaces)",
         )
-    elif obs.secret is not None and _foreign(obs.secret, token.uid):
+    elif obs.secret is not None and foreign(obs.secret, token.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {obs.secret.name} exists and is not managed by this ApiToken; "
@@ -282,10 +242,6 @@ def _blocked(obs: Observation, spec: ResolvedApiTokenSpec) -> _Verdict | None:
     if signal is None:
         return None
     return _Verdict(False, signal, stalled=signal)
-
-
-def _foreign(secret: ObservedSecret, uid: str) -> bool:
-    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
 
 
 def _current(obs: Observation) -> _Current | None:
@@ -367,16 +323,7 @@ def _timing(
 
 def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
     status = obs.token.status
-    if status.failed_refresh_attempts <= 0 or status.last_failure_time is None:
-        return None
-    attempts = status.failed_refresh_attempts
-    delay = backoff_delay(
-        attempts,
-        base=policy.backoff_base,
-        cap=policy.backoff_cap,
-        jitter=stable_fraction(obs.token.uid, str(attempts)),
-    )
-    return status.last_failure_time + delay
+    return retry_at(status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy)
 
 
 def _shape(
@@ -612,8 +559,8 @@ def _decide_managed(
         refresh_at, renew_at = _timing(obs, spec, current, now, policy)
         status = _with(
             status,
-            next_refresh_time=_whole(refresh_at),
-            renewal_time=_whole_or_none(renew_at),
+            next_refresh_time=whole(refresh_at),
+            renewal_time=whole_or_none(renew_at),
         )
         why = reissue_reason(
             spec=spec,
@@ -762,7 +709,7 @@ def _decide_refresh_only(
         )
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
-        status = _with(status, next_refresh_time=_whole(refresh_at), renewal_time=None)
+        status = _with(status, next_refresh_time=whole(refresh_at), renewal_time=None)
         if now >= refresh_at:
             actions.append(Refresh(current.token_id))
         else:
@@ -806,7 +753,7 @@ def _decide_deletion(
             obs, (RemoveFinalizer("abandoned"),), status, _Verdict(False, signal), now, None
         )
     secret = obs.secret
-    ours = secret if secret is not None and not _foreign(secret, token.uid) else None
+    ours = secret if secret is not None and not foreign(secret, token.uid) else None
     ws = obs.workspace
     actions: list[Action] = []
     service_side = ws.spec is not None and capabilities(ws.spec).manages_tokens
@@ -873,7 +820,7 @@ def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any],
     retiring = token.status.retiring_tokens
     secret = obs.secret
     replaced = [token.status.token_id]
-    if secret is not None and not _foreign(secret, token.uid):
+    if secret is not None and not foreign(secret, token.uid):
         replaced.append(secret.token_id)
     for old in replaced if issued.imported_digest is None else ():
         # Imported tokens cannot be retired (refresh-only mode has no management API).
@@ -885,9 +832,9 @@ def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any],
         token_workspace=workspace_key(spec),
         retiring_tokens=retiring,
         secret_name=spec.secret_name,
-        access_token_expires_at=_whole(issued.values.access_token_expires_at),
-        refresh_token_expires_at=_whole_or_none(issued.refresh_token_expires_at),
-        last_refresh_time=_whole(issued.obtained_at),
+        access_token_expires_at=whole(issued.values.access_token_expires_at),
+        refresh_token_expires_at=whole_or_none(issued.refresh_token_expires_at),
+        last_refresh_time=whole(issued.obtained_at),
         issued_spec_hash=issued_spec_hash(spec),
         last_reissue_request=token.annotations.get(
             names.ANNOTATION_REISSUE, token.status.last_reissue_request
@@ -918,9 +865,9 @@ def refreshed_state(
         _success(token.status),
         token_id=token_id,
         secret_name=spec.secret_name,
-        access_token_expires_at=_whole(values.access_token_expires_at),
-        refresh_token_expires_at=_whole_or_none(refresh_expires),
-        last_refresh_time=_whole(obtained_at),
+        access_token_expires_at=whole(values.access_token_expires_at),
+        refresh_token_expires_at=whole_or_none(refresh_expires),
+        last_refresh_time=whole(obtained_at),
     )
     return manifest, status
 
@@ -931,7 +878,7 @@ def may_write_held_values(obs: Observation) -> bool:
     token = obs.token
     if token.deleting or token.spec.disabled:
         return False
-    return obs.secret is None or not _foreign(obs.secret, token.uid)
+    return obs.secret is None or not foreign(obs.secret, token.uid)
 
 
 def retired_state(obs: Observation, token_id: str) -> ApiTokenStatus:
@@ -959,8 +906,7 @@ def failed_state(
     return _with(
         status,
         failed_refresh_attempts=status.failed_refresh_attempts + 1,
-        # Rounded up, not down: the backoff is measured from it and must not come early.
-        last_failure_time=_whole_up(now),
+        last_failure_time=failure_time(now),
         last_failure_reason=reason,
         last_failure_message=message,
         imported_token_digest=consumed_import_digest or status.imported_token_digest,
@@ -969,23 +915,3 @@ def failed_state(
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:
     return status.model_copy(update=changes)
-
-
-def _whole(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
-
-
-def _whole_up(moment: datetime) -> datetime:
-    whole = _whole(moment)
-    return whole if whole == moment else whole + timedelta(seconds=1)
-
-
-def _whole_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _whole(moment)
-
-
-def requeue_delay(decision: Decision, now: datetime) -> timedelta | None:
-    """How long the I/O layer's timer should sleep, for Kopf's `delay`."""
-    if decision.requeue_at is None:
-        return None
-    return max(decision.requeue_at - now, timedelta(0))

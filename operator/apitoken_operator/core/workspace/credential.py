@@ -19,15 +19,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from apitoken_operator.core.apitoken.decide import (
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.held_token import (
     IssuedToken,
     RetireMode,
     RetireToken,
     ServiceToken,
     WriteSecret,
+    failure_time,
+    foreign,
+    retry_at,
+    whole,
 )
-from apitoken_operator.core.backoff import backoff_delay
-from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -37,9 +40,10 @@ from apitoken_operator.core.managed_secret import (
     metadata_drifted,
     token_data,
 )
-from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time, stable_fraction
+from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time
 from apitoken_operator.crd import names, reasons
 from apitoken_operator.crd.resources import (
+    DEFAULT_REFRESH_PERCENT,
     TokenWorkspaceSpec,
     TokenWorkspaceStatus,
     WorkspaceKind,
@@ -214,7 +218,7 @@ def decide_credential(
         return finish([], signal, True)
 
     secret = obs.secret
-    if secret is not None and _foreign(secret, ws.uid):
+    if secret is not None and foreign(secret, ws.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {namespace}/{secret_name} exists and is not this workspace's credential",
@@ -272,7 +276,7 @@ def decide_credential(
             refresh_at = next_refresh_time(
                 obtained_at=status.last_refresh_time,
                 expires_at=access_expires,
-                refresh_percent=75,
+                refresh_percent=DEFAULT_REFRESH_PERCENT,
                 token_id=current_id,
                 policy=policy.timing,
             )
@@ -329,15 +333,11 @@ def decide_credential(
     )
 
 
-def _foreign(secret: ObservedSecret, uid: str) -> bool:
-    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
-
-
 def may_write_held_credential(obs: CredentialObservation) -> bool:
     """Whether a credential an earlier run could not write may still go to the Secret: never
     over a Secret that is not this workspace's credential. (A workspace being deleted still
     gets it: its deletion disables the operator's own tokens with it.)"""
-    return obs.secret is None or not _foreign(obs.secret, obs.workspace.uid)
+    return obs.secret is None or not foreign(obs.secret, obs.workspace.uid)
 
 
 def credential_tokens_to_retire(
@@ -360,15 +360,7 @@ def retirement_waits(reason: str | None) -> bool:
 
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
     status = ws.status
-    if status.failed_attempts <= 0 or status.last_failure_time is None:
-        return None
-    delay = backoff_delay(
-        status.failed_attempts,
-        base=policy.timing.backoff_base,
-        cap=policy.timing.backoff_cap,
-        jitter=stable_fraction(ws.uid, str(status.failed_attempts)),
-    )
-    return status.last_failure_time + delay
+    return retry_at(status.failed_attempts, status.last_failure_time, ws.uid, policy.timing)
 
 
 def credential_stored_state(
@@ -392,7 +384,7 @@ def credential_stored_state(
         credential_secret_name=credential_secret_ref(ws, policy)[1],
         credential_token_id=issued.token_id,
         credential_expires_at=issued.refresh_token_expires_at,
-        last_refresh_time=issued.obtained_at.replace(microsecond=0),
+        last_refresh_time=whole(issued.obtained_at),
         bootstrap_digest=bootstrap_digest or ws.status.bootstrap_digest,
         failed_attempts=0,
         last_failure_time=None,
@@ -415,7 +407,7 @@ def credential_failed_state(
     return _with(
         status,
         failed_attempts=status.failed_attempts + 1,
-        last_failure_time=now.replace(microsecond=0),
+        last_failure_time=failure_time(now),
         last_failure_reason=reason,
         last_failure_message=message,
         bootstrap_digest=consumed_bootstrap_digest or status.bootstrap_digest,
