@@ -13,7 +13,7 @@ from lightkube import AsyncClient, KubeConfig
 
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import CredentialPolicy
-from apitoken_operator.execution.executor import TokenLocks, WriteRetry
+from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.http import ssl_context, utc_now

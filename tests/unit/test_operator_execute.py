@@ -26,17 +26,12 @@ from apitoken_operator.crd.resources import (
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
-from apitoken_operator.execution.credential import (
+from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
+from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.execution.workspace import (
     CredentialOutcome,
     CredentialPorts,
     reconcile_credential_once,
-)
-from apitoken_operator.execution.executor import (
-    Ports,
-    TokenLocks,
-    WriteRetry,
-    reconcile_once,
-    service_tokens,
 )
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.oauth2 import TokenEndpointClient

@@ -24,7 +24,7 @@ from prometheus_client import generate_latest
 from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import WorkspaceKind
-from apitoken_operator.execution.executor import WriteRetry
+from apitoken_operator.execution.held_token import WriteRetry
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.http import utc_now
 from apitoken_operator.reconcilers import apitoken as token_runs

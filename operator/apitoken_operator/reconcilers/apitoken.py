@@ -29,7 +29,8 @@ from apitoken_operator.crd.resources import (
     WorkspaceKind,
     status_patch,
 )
-from apitoken_operator.execution.executor import Event, Ports, reconcile_once, service_tokens
+from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
+from apitoken_operator.execution.held_token import Event
 from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,

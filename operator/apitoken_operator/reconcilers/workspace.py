@@ -43,12 +43,13 @@ from apitoken_operator.crd.resources import (
     WorkspaceKind,
     status_patch,
 )
-from apitoken_operator.execution.credential import (
+from apitoken_operator.execution.apitoken import service_tokens
+from apitoken_operator.execution.held_token import Event, ManagementApi, WriteRetry
+from apitoken_operator.execution.workspace import (
     CredentialOutcome,
     CredentialPorts,
     reconcile_credential_once,
 )
-from apitoken_operator.execution.executor import Event, ManagementApi, WriteRetry, service_tokens
 from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,

@@ -1,22 +1,21 @@
-"""Run a workspace credential decision through injected ports (see `credential`).
+"""The workspace policy's actions, run by the held-token executor (`execution.held_token`).
 
-Like `execute`, this imports neither kopf nor lightkube. The management API is built per call
-from the credential's current access token (`management_with`), so a renewal switches to the new
-token at once. Refresh and persist are one critical section here too: the rotated credential is
-written before anything else and the write is retried from memory. Values no write attempt
-of a run could store stay in the workspace's `Backlog` (beside its lock, like an ApiToken's):
-the next run writes them before it decides anything, so the old refresh token is never presented
-again, and only then disables the token they replaced.
+The management API is built per call from the credential's current access token
+(`management_with`), so a renewal switches to the new token at once. Refresh and persist are one
+critical section here too: the rotated credential is written before anything else and the write
+is retried from memory. Values no write attempt of a run could store stay in the workspace's
+`Backlog` (beside its lock, like an ApiToken's): the next run writes them before it decides
+anything, so the old refresh token is never presented again, and only then disables the token
+they replaced.
 """
 
 import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from apitoken_operator.core.held_token import IssuedToken, RetireMode, RetireToken, WriteSecret
-from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
 from apitoken_operator.core.workspace.credential import (
     CredentialAction,
     CredentialDecision,
@@ -33,22 +32,20 @@ from apitoken_operator.core.workspace.credential import (
 )
 from apitoken_operator.crd.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import TokenWorkspaceStatus
-from apitoken_operator.execution.executor import (
+from apitoken_operator.execution.held_token import (
     DEFAULT_RETRY,
     Backlog,
     Clock,
     Event,
+    HeldTokenRun,
     ImportReader,
     ManagementApi,
     RefreshApi,
     SecretWriter,
     Sleep,
-    Unwritten,
     WriteRetry,
-    run_actions,
-    write_secret,
 )
-from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
+from apitoken_operator.providers.errors import InvalidGrant, ServiceError
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,10 @@ class CredentialOutcome:
     observation: CredentialObservation
 
 
-class _Run:
+class _Run(HeldTokenRun[CredentialObservation, CredentialAction]):
+    """The workspace policy's actions (the operator's own credential) over the shared
+    executor."""
+
     def __init__(
         self,
         obs: CredentialObservation,
@@ -79,20 +79,19 @@ class _Run:
         sleep: Sleep,
         backlog: Backlog | None = None,
     ) -> None:
-        self.obs = obs
-        self.backlog = backlog if backlog is not None else Backlog()
+        super().__init__(obs, ports.secrets, clock, retry, sleep, backlog)
         self.ports = ports
         self.policy = policy
-        self.clock = clock
-        self.retry = retry
-        self.sleep = sleep
-        self.events: list[Event] = []
         self.consumed: str | None = None
 
-    def _set(self, manifest: dict[str, Any] | None, status: TokenWorkspaceStatus) -> None:
+    def _status(self) -> TokenWorkspaceStatus:
+        return self.obs.workspace.status
+
+    def _with(
+        self, secret: ObservedSecret | None, status: TokenWorkspaceStatus
+    ) -> CredentialObservation:
         ws = dataclasses.replace(self.obs.workspace, status=status)
-        secret = observe(manifest) if manifest is not None else self.obs.secret
-        self.obs = dataclasses.replace(self.obs, workspace=ws, secret=secret)
+        return dataclasses.replace(self.obs, workspace=ws, secret=secret)
 
     def _api(self) -> ManagementApi:
         secret = self.obs.secret
@@ -108,33 +107,24 @@ class _Run:
         events: tuple[Event, ...] = (),
         retire: tuple[str, ...] = (),
     ) -> None:
-        """Write a credential just obtained; if every attempt fails, keep it in the backlog,
-        with the tokens it replaces (`retire`), for the next run instead of losing it."""
+        """Write a credential just obtained (the backlog keeps it, with the tokens it replaces,
+        should every attempt fail)."""
         manifest, status = credential_stored_state(
             self.obs, issued, self.policy, bootstrap_digest=digest
         )
-        values = Unwritten(manifest, status, events, retire)
-        await self.backlog.write(self.ports.secrets, values, self.retry, self.sleep)
-        self._set(manifest, status)
-        self.events.extend(events)
+        await self._persist(manifest, status, events, retire)
 
     async def write_backlog(self) -> None:
         """Write what an earlier run could not, before anything else is decided (never over a
         Secret that is not this workspace's credential), then disable the tokens it replaced."""
-        wanted = may_write_held_credential(self.obs)
-        written = await self.backlog.write_pending(
-            self.ports.secrets, self.retry, self.sleep, wanted=wanted
-        )
+        written = await self._write_pending(wanted=may_write_held_credential(self.obs))
         if written is None:
             return
-        assert isinstance(written.status, TokenWorkspaceStatus)
-        self._set(written.manifest, written.status)
-        self.events.extend(written.events)
         replaced = [
             RetireToken(token_id, RetireMode.DISABLE, "CredentialReplaced")
             for token_id in written.retire_token_ids
         ]
-        await run_actions(replaced, self._dispatch, self._failed)
+        await self.run(replaced)
 
     async def _bootstrap(self, action: UseBootstrap) -> None:
         value = await self.ports.bootstrap.read()
@@ -187,14 +177,7 @@ class _Run:
         await self._store(issued, events=(event,), retire=(old,) if old else ())
 
     async def _retire(self, action: RetireToken) -> None:
-        api = self._api()  # the current (new) credential
-        try:
-            if action.mode is RetireMode.DELETE:
-                await api.delete_token(action.token_id)
-            else:
-                await api.disable_token(action.token_id)
-        except NotFound:
-            pass
+        await self._retire_at(self._api(), action)  # the current (new) credential
 
     async def _dispatch(self, action: CredentialAction) -> None:
         match action:
@@ -207,18 +190,12 @@ class _Run:
             case RetireToken():
                 await self._retire(action)
             case WriteSecret(manifest=manifest):
-                await write_secret(self.ports.secrets, manifest, self.retry, self.sleep)
-                self._set(manifest, self.obs.workspace.status)
+                await self._write(manifest)
 
-    def _failed(self, exc: ServiceError) -> None:
-        status = credential_failed_state(
+    def _failed_status(self, exc: ServiceError) -> TokenWorkspaceStatus:
+        return credential_failed_state(
             self.obs, exc.reason, exc.message, self.clock(), consumed_bootstrap_digest=self.consumed
         )
-        self._set(None, status)
-        self.events.append(Event("Warning", "Failed", exc.message))
-
-    async def run(self, decision: CredentialDecision) -> bool:
-        return await run_actions(decision.actions, self._dispatch, self._failed)
 
 
 async def reconcile_credential_once(
@@ -240,7 +217,7 @@ async def reconcile_credential_once(
     await run.write_backlog()
     decision = decide_credential(run.obs, clock(), policy)
     for _ in range(rounds):
-        if not decision.actions or not await run.run(decision):
+        if not decision.actions or not await run.run(decision.actions):
             break
         decision = decide_credential(run.obs, clock(), policy)
     final = decide_credential(run.obs, clock(), policy)
