@@ -27,6 +27,7 @@ import kopf
 from lightkube import ApiError
 
 from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.workspace.deletion import DeletionStep, decide_deletion
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import WorkspaceKind
 from apitoken_operator.handlers.daemons import keep_running
@@ -308,23 +309,21 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
         memo: kopf.Memo,
         **_: Any,
     ) -> None:
-        # ApiTokens being deleted still need this workspace's credential to clean up.
+        # Decided by the core (`core.workspace.deletion`); each step waits on the one before.
         rt = _runtime(memo)
         n, u = name or "", uid or ""
+        abandon = annotations.get(names.ANNOTATION_ABANDON) == "true"
         users = await _kube_call(rt, retry, api_tokens_using(rt.kube, kind, n, namespace))
-        if users:
-            raise kopf.TemporaryError(
-                f"waiting for {len(users)} ApiToken(s) using it: {', '.join(users[:5])}",
-                delay=max(rt.timing.backoff_base.total_seconds(), 1.0),
-            )
-        # None left: the operator's own tokens there go too, unless an admin lets them be.
+        step = decide_deletion(users, None, abandon=abandon)
+        if step.step is DeletionStep.WAIT_FOR_USERS:
+            # ApiTokens being deleted still need this workspace's credential to clean up.
+            delay = max(rt.timing.backoff_base.total_seconds(), 1.0)
+            raise kopf.TemporaryError(step.message, delay=delay)
         retired = await _kube_call(rt, retry, retire_credential(rt, kind, namespace, n, u))
-        if not retired.done and annotations.get(names.ANNOTATION_ABANDON) != "true":
-            raise kopf.TemporaryError(
-                f"waiting to disable the operator's own token at the service: {retired.message} "
-                f"(set {names.ANNOTATION_ABANDON}=true to leave it)",
-                delay=min(_backoff(rt, retry + 1), DELETION_RECHECK.total_seconds()),
-            )
+        step = decide_deletion(users, retired, abandon=abandon)
+        if step.step is DeletionStep.WAIT_FOR_RETIREMENT:
+            delay = min(_backoff(rt, retry + 1), DELETION_RECHECK.total_seconds())
+            raise kopf.TemporaryError(step.message, delay=delay)
         # Then the credential Secret may go (its finalizer held it for the ApiTokens).
         release = sync_credential_protection(rt, kind, namespace, n, u, workspace_deleting=True)
         await _kube_call(rt, retry, release)

@@ -22,8 +22,11 @@ from apitoken_operator.core.workspace.credential import (
     credential_failed_state,
     credential_secret_location,
     credential_secret_ref,
-    credential_tokens_to_retire,
     decide_credential,
+)
+from apitoken_operator.core.workspace.deletion import (
+    Retirement,
+    credential_tokens_to_retire,
     retirement_waits,
 )
 from apitoken_operator.core.workspace.protection import (
@@ -306,30 +309,23 @@ async def sync_credential_protection(
         )
 
 
-@dataclass(frozen=True)
-class CredentialRetirement:
-    # False: the service could not be reached; worth waiting for.
-    done: bool
-    message: str
-
-
 async def retire_credential(
     rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str, uid: str
-) -> CredentialRetirement:
+) -> Retirement:
     """For a workspace being deleted that no ApiToken uses any more: disable the operator's own
     tokens there (`credential_tokens_to_retire`), with a freshly refreshed credential."""
     run = await run_workspace(rt, kind, namespace, name, sync_protection=False)
     if run is None or run.outcome is None:
-        return CredentialRetirement(True, "no credential")
+        return Retirement(True, "no credential")
     spec = workspace_spec(kind, run.body)
     if not capabilities(spec).needs_credential:
-        return CredentialRetirement(True, "refresh-only mode holds no credential")
+        return Retirement(True, "refresh-only mode holds no credential")
     secret = run.outcome.observation.secret
     bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
     if not run.usable or not bearer or secret is None:
         ready = run.outcome.decision.status.condition("Ready")
         waits = retirement_waits(ready.reason if ready is not None else None)
-        return CredentialRetirement(not waits, run.message or "no working credential")
+        return Retirement(not waits, run.message or "no working credential")
     api = management_api(rt, spec, bearer)
     try:
         tagged = service_tokens(await api.list_tokens(external_ref=uid))
@@ -340,13 +336,13 @@ async def retire_credential(
             except NotFound:
                 pass
     except ServiceError as exc:
-        return CredentialRetirement(not retirement_waits(exc.reason), exc.message)
+        return Retirement(not retirement_waits(exc.reason), exc.message)
     log.info(
         "workspace deleted: disabled the operator's own token(s) %s",
         ", ".join(retired),
         extra={"workspace": workspace_key(kind, namespace, name)},
     )
-    return CredentialRetirement(True, f"disabled {len(retired)} token(s)")
+    return Retirement(True, f"disabled {len(retired)} token(s)")
 
 
 async def _report_invalid_spec(
@@ -434,7 +430,6 @@ async def management_for(rt: Runtime, workspace: str, namespace: str) -> Managem
 
 
 __all__ = [
-    "CredentialRetirement",
     "WorkspaceAccess",
     "WorkspaceRun",
     "management_for",

@@ -12,7 +12,6 @@ than any token's lifetime. A new bootstrap value (a different digest) replaces t
 
 import base64
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +23,6 @@ from apitoken_operator.core.held_token import (
     IssuedToken,
     RetireMode,
     RetireToken,
-    ServiceToken,
     WriteSecret,
     failure_time,
     foreign,
@@ -338,24 +336,6 @@ def may_write_held_credential(obs: CredentialObservation) -> bool:
     over a Secret that is not this workspace's credential. (A workspace being deleted still
     gets it: its deletion disables the operator's own tokens with it.)"""
     return obs.secret is None or not foreign(obs.secret, obs.workspace.uid)
-
-
-def credential_tokens_to_retire(
-    current_token_id: str | None, tagged: Sequence[ServiceToken]
-) -> tuple[str, ...]:
-    """When a workspace is deleted and no ApiToken uses it: the operator's own tokens there to
-    disable, so none outlives it. Those tagged with the workspace's UID that are still active
-    (left by a renewal cut short), then the current credential last: disabling it kills only
-    its refresh token, so its access token still authorizes the calls before."""
-    others = [t.id for t in tagged if t.status == "active" and t.id != current_token_id]
-    return (*others, current_token_id) if current_token_id else tuple(others)
-
-
-def retirement_waits(reason: str | None) -> bool:
-    """Whether disabling the operator's own tokens at a workspace's deletion, having failed for
-    `reason`, is worth waiting for: only while the service cannot be reached or fails. A refused
-    or missing credential will not get better; the deletion goes on without."""
-    return reason in (reasons.SERVICE_UNREACHABLE, reasons.SERVICE_ERROR)
 
 
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
