@@ -13,7 +13,7 @@ from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.crd import reasons
 from apitoken_operator.execution.apitoken import reconcile_once
 from apitoken_operator.execution.held_token import Backlog, TokenLocks, Unwritten
-from unit.test_operator_execute import NO_WAIT, POLICY, T0, Harness
+from support.held_tokens import NO_WAIT, POLICY, T0, Harness
 
 pytestmark = pytest.mark.unit
 

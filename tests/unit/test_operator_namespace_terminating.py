@@ -11,7 +11,7 @@ import pytest
 from apitoken_operator.core.apitoken.decide import Generate, Refresh, Reissue, decide
 from apitoken_operator.crd import reasons
 from apitoken_operator.kube.objects import namespace_state
-from unit.test_operator_execute import POLICY, Harness
+from support.held_tokens import POLICY, Harness
 from unit.test_operator_write_failures import FakeApiServer, kube_client
 
 pytestmark = pytest.mark.unit

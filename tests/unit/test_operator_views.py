@@ -14,7 +14,7 @@ from apitoken_operator.core.bodies import (
     observed_secret,
     secret_value,
     workspace_object,
-    workspace_view,
+    workspace_spec,
 )
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import ClusterTokenWorkspaceSpec, WorkspaceKind
@@ -119,10 +119,6 @@ def test_workspace_views() -> None:
         },
     }
     kind = WorkspaceKind.CLUSTER_TOKEN_WORKSPACE
-    view = workspace_view(kind, "shared", body, namespace_labels={"t": "a"}, usable=True)
-    assert isinstance(view.spec, ClusterTokenWorkspaceSpec)
-    assert view.ready and view.namespace_labels == {"t": "a"}
-    missing = workspace_view(kind, "gone", None, namespace_labels={}, usable=False)
-    assert missing.spec is None
+    assert isinstance(workspace_spec(kind, body), ClusterTokenWorkspaceSpec)
     obj = workspace_object(kind, body)
     assert (obj.namespace, obj.uid, obj.generation) == (None, "ws-uid", 1)

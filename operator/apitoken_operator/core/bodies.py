@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator.core.apitoken.decide import ApiTokenView, WorkspaceView
+from apitoken_operator.core.apitoken.decide import ApiTokenView
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.workspace.credential import WorkspaceObject
@@ -123,27 +123,6 @@ def workspace_spec(kind: WorkspaceKind, body: Raw) -> TokenWorkspaceSpec:
         else TokenWorkspaceSpec
     )
     return model.model_validate(body.get("spec") or {})
-
-
-def workspace_view(
-    kind: WorkspaceKind,
-    name: str,
-    body: Raw | None,
-    *,
-    namespace_labels: Mapping[str, str],
-    usable: bool,
-    message: str = "",
-) -> WorkspaceView:
-    """`usable` comes from the workspace's credential decision (CredentialDecision.usable)."""
-    spec = workspace_spec(kind, body) if body is not None else None
-    return WorkspaceView(
-        kind=kind,
-        name=name,
-        spec=spec,
-        ready=usable,
-        message=message,
-        namespace_labels=dict(namespace_labels),
-    )
 
 
 def workspace_object(kind: WorkspaceKind, body: Raw) -> WorkspaceObject:

@@ -33,6 +33,7 @@ from apitoken_operator.crd.resources import WorkspaceKind
 from apitoken_operator.handlers.daemons import keep_running
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
+from apitoken_operator.kube.resources import PLURALS
 from apitoken_operator.reconcilers.apitoken import Posting, TokenRun, run_api_token
 from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
@@ -48,8 +49,6 @@ registry = kopf.OperatorRegistry()
 
 GROUP, VERSION = names.GROUP, names.VERSION
 APITOKENS = "apitokens"
-TOKENWORKSPACES = "tokenworkspaces"
-CLUSTERTOKENWORKSPACES = "clustertokenworkspaces"
 T = TypeVar("T")
 DELETION_RECHECK = timedelta(seconds=15)
 
@@ -349,7 +348,7 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
         await _daemon(rt, uid, step, f"{kind.value} {namespace or ''}/{name}")
 
 
-_workspace_handlers(TOKENWORKSPACES, WorkspaceKind.TOKEN_WORKSPACE)
-_workspace_handlers(CLUSTERTOKENWORKSPACES, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE)
+for _kind, _plural in PLURALS.items():
+    _workspace_handlers(_plural, _kind)
 
 __all__ = ["configure", "registry"]
