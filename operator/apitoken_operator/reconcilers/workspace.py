@@ -3,7 +3,7 @@ from a workspace (its spec, whether the operator's credential works, the clients
 
 The run is idempotent and cheap when nothing is due (three GETs), so ApiToken runs call it too:
 they then always act with a fresh credential, whatever the workspace daemon's timing. It also
-keeps the credential Secret's finalizer in step (`credential_protection`); a workspace's
+keeps the credential Secret's finalizer in step (`core.workspace.protection`); a workspace's
 deletion disables the operator's own tokens there (`retire_credential`) before letting go.
 """
 
@@ -283,7 +283,7 @@ async def sync_credential_protection(
     workspace_deleting: bool,
 ) -> None:
     """Bring the finalizer apitoken.dev/credential-in-use on the workspace's credential Secret
-    in step (see `credential_protection`), from a live read of the Secret. For a workspace being
+    in step (see `core.workspace.protection`), from a live read of the Secret. For a workspace being
     deleted that no ApiToken uses any more this lets the Secret go (garbage collection or the
     namespace's deletion then removes it)."""
     if not protects(kind):
