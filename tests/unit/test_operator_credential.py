@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from apitoken_operator.core.held_token import Import as UseBootstrap
 from apitoken_operator.core.held_token import IssuedToken, RetireToken, WriteSecret
+from apitoken_operator.core.held_token import Refresh as RefreshCredential
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import (
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RefreshCredential,
     RenewCredential,
-    UseBootstrap,
     WorkspaceObject,
     credential_failed_state,
     credential_secret_ref,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator.core.apitoken.decide import Generate, Refresh, Reissue, decide
+from apitoken_operator.core.apitoken.decide import Generate, Reissue, decide
+from apitoken_operator.core.held_token import Refresh
 from apitoken_operator.crd import reasons
 from apitoken_operator.kube.objects import namespace_state
 from support.held_tokens import POLICY, Harness

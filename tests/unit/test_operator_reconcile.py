@@ -13,9 +13,7 @@ from apitoken_operator.core.apitoken.decide import (
     ApiTokenView,
     Decision,
     Generate,
-    ImportToken,
     Observation,
-    Refresh,
     Reissue,
     WorkspaceView,
     decide,
@@ -24,8 +22,10 @@ from apitoken_operator.core.apitoken.decide import (
     refreshed_state,
     retired_state,
 )
+from apitoken_operator.core.held_token import Import as ImportToken
 from apitoken_operator.core.held_token import (
     IssuedToken,
+    Refresh,
     RemoveFinalizer,
     RetireMode,
     RetireToken,

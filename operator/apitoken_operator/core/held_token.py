@@ -28,6 +28,23 @@ class RetireMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class Import:
+    """Refresh once with a hand-made refresh token (an ApiToken's spec.refreshTokenSecretRef, a
+    workspace's bootstrap value), known by its salted digest so it is never presented twice;
+    afterwards retire `retire_token_id` (the token it replaces) unless it is the same one."""
+
+    digest: str
+    retire_token_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Refresh the access token with the Secret's refresh token; persist before anything else."""
+
+    token_id: str
+
+
+@dataclass(frozen=True)
 class WriteSecret:
     """Write the managed Secret with data already known (metadata repair, disable, orphan)."""
 
@@ -114,7 +131,9 @@ def failure_time(now: datetime) -> datetime:
 
 
 __all__ = [
+    "Import",
     "IssuedToken",
+    "Refresh",
     "RemoveFinalizer",
     "RetireMode",
     "RetireToken",

@@ -16,9 +16,7 @@ from apitoken_operator.core.apitoken.decide import (
     Action,
     Decision,
     Generate,
-    ImportToken,
     Observation,
-    Refresh,
     Reissue,
     decide,
     failed_state,
@@ -28,7 +26,9 @@ from apitoken_operator.core.apitoken.decide import (
     retired_state,
 )
 from apitoken_operator.core.held_token import (
+    Import,
     IssuedToken,
+    Refresh,
     RemoveFinalizer,
     RetireMode,
     RetireToken,
@@ -148,7 +148,7 @@ class _Run(HeldTokenRun[Observation, Action]):
         await self._persist(manifest, status)
         del action  # routine: no event
 
-    async def _import(self, action: ImportToken) -> None:
+    async def _import(self, action: Import) -> None:
         if self.ports.imports is None:
             raise ServiceError("no import source configured")
         value = await self.ports.imports.read()
@@ -197,7 +197,7 @@ class _Run(HeldTokenRun[Observation, Action]):
                 await self._issue(reason, "Reissued")
             case Refresh():
                 await self._refresh(action)
-            case ImportToken():
+            case Import():
                 await self._import(action)
             case RetireToken():
                 await self._retire(action)

@@ -14,16 +14,21 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apitoken_operator.core.held_token import IssuedToken, RetireMode, RetireToken, WriteSecret
+from apitoken_operator.core.held_token import (
+    Import,
+    IssuedToken,
+    Refresh,
+    RetireMode,
+    RetireToken,
+    WriteSecret,
+)
 from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
 from apitoken_operator.core.workspace.credential import (
     CredentialAction,
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RefreshCredential,
     RenewCredential,
-    UseBootstrap,
     credential_failed_state,
     credential_stored_state,
     decide_credential,
@@ -126,7 +131,7 @@ class _Run(HeldTokenRun[CredentialObservation, CredentialAction]):
         ]
         await self.run(replaced)
 
-    async def _bootstrap(self, action: UseBootstrap) -> None:
+    async def _bootstrap(self, action: Import) -> None:
         value = await self.ports.bootstrap.read()
         uid = self.obs.workspace.uid
         if value is None or salted_digest(uid, value) != action.digest:
@@ -147,7 +152,7 @@ class _Run(HeldTokenRun[CredentialObservation, CredentialAction]):
         for replaced in retire:
             await self._retire(RetireToken(replaced, RetireMode.DISABLE, "CredentialReplaced"))
 
-    async def _refresh(self, action: RefreshCredential) -> None:
+    async def _refresh(self, action: Refresh) -> None:
         secret = self.obs.secret
         refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
         if not refresh_token or secret is None:
@@ -181,9 +186,9 @@ class _Run(HeldTokenRun[CredentialObservation, CredentialAction]):
 
     async def _dispatch(self, action: CredentialAction) -> None:
         match action:
-            case UseBootstrap():
+            case Import():
                 await self._bootstrap(action)
-            case RefreshCredential():
+            case Refresh():
                 await self._refresh(action)
             case RenewCredential():
                 await self._renew(action)

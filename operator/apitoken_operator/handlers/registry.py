@@ -1,13 +1,13 @@
 """Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
 
-ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`) on create, spec or annotation update
-and resume; a daemon per ApiToken for time-driven work (it sleeps until the decision's requeue
-time and is woken early by the Secret watch); deletion through Kopf's finalizer, retried with
-TemporaryError until the core releases it. Workspaces: the same for the operator's credential,
-and a finalizer that waits until no ApiToken uses the workspace, so their cleanup can still
-reach the token service; the credential Secret carries a finalizer of its own for the same
-reason (`core.workspace.protection`), released with the workspace's, once the operator's own
-tokens in the workspace are disabled.
+ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`) on create, spec or
+annotation update and resume; a daemon per ApiToken for time-driven work (it sleeps until the
+decision's requeue time and is woken early by the Secret watch); deletion through Kopf's
+finalizer, retried with TemporaryError until the core releases it. Workspaces: the same for the
+operator's credential, and a finalizer that waits until no ApiToken uses the workspace, so their
+cleanup can still reach the token service; the credential Secret carries a finalizer of its own
+for the same reason (`core.workspace.protection`), released with the workspace's, once the
+operator's own tokens in the workspace are disabled.
 
 No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
 annotation. Managed Secrets are watched by `handlers.secret_watch` instead.

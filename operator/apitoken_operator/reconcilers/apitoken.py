@@ -6,10 +6,9 @@ per token. The ApiToken and its Secret are read with live GETs; for provider api
 tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
 
 When the Secret cannot be written with values just obtained from the service (they stay in the
-token's backlog, see `execution.held_token`), the failure is recorded in status before the error goes up to
-Kopf's retry: Reconciling says so at once, and Ready turns False once the access token the
-Secret still holds expired.
-"""
+token's backlog, see `execution.held_token`), the failure is recorded in status before the error
+goes up to Kopf's retry: Reconciling says so at once, and Ready turns False once the access
+token the Secret still holds expired."""
 
 import asyncio
 import logging

@@ -4,7 +4,7 @@
 Secret, the workspace, the tokens the service lists for this ApiToken, now) and answers the
 actions to take, in order, and the status that describes the situation. The I/O layer runs the
 actions in order and stops at the first failure. A value-producing action (Generate, Reissue,
-ImportToken, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
+Import, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
 to write (first, from the values in memory) and the status to record; a failure by
 `failed_state`. Then `decide` runs again on the new observation to get the status to write;
 status and Secret are written only when they differ from what was observed.
@@ -23,7 +23,9 @@ from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_r
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.held_token import (
+    Import,
     IssuedToken,
+    Refresh,
     RemoveFinalizer,
     RetireMode,
     RetireToken,
@@ -134,28 +136,14 @@ class Reissue:
     old_token_id: str | None
 
 
-@dataclass(frozen=True)
-class ImportToken:
-    """Refresh-only mode: refresh with the hand-made token in spec.refreshTokenSecretRef."""
-
-    digest: str
-
-
-@dataclass(frozen=True)
-class Refresh:
-    """Refresh the access token with the Secret's refresh token; persist before anything else."""
-
-    token_id: str
-
-
-Action = Generate | Reissue | ImportToken | Refresh | WriteSecret | RetireToken | RemoveFinalizer
+Action = Generate | Reissue | Import | Refresh | WriteSecret | RetireToken | RemoveFinalizer
 
 # Actions that call the token service and therefore wait out the backoff after a failure.
-_SERVICE_ACTIONS = (Generate, Reissue, ImportToken, Refresh, RetireToken)
+_SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, RetireToken)
 # Actions that need the management API and so the operator's workspace credential.
 _MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
 # Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
-_NEW_TOKEN_ACTIONS = (Generate, Reissue, ImportToken)
+_NEW_TOKEN_ACTIONS = (Generate, Reissue, Import)
 
 
 @dataclass(frozen=True)
@@ -487,7 +475,7 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.GENERATING, f"generating a token ({reason})")
             case Reissue(reason=reason):
                 return Signal(reasons.REISSUING, f"re-issuing the token: {reason}")
-            case ImportToken():
+            case Import():
                 return Signal(reasons.IMPORTING, "importing the refresh token")
             case Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
@@ -687,7 +675,7 @@ def _decide_refresh_only(
         )
     if new_import:
         assert obs.import_digest is not None
-        actions.append(ImportToken(obs.import_digest))
+        actions.append(Import(obs.import_digest))
     elif current is None:
         if obs.import_digest is None:
             stalled = Signal(reasons.IMPORT_SECRET_MISSING, f"{where} not found")

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.held_token import (
+    Import,
     IssuedToken,
+    Refresh,
     RetireMode,
     RetireToken,
     WriteSecret,
@@ -90,20 +92,6 @@ class CredentialObservation:
 
 
 @dataclass(frozen=True)
-class UseBootstrap:
-    """Refresh with the bootstrap value and store the result as the credential; afterwards
-    disable `retire_token_id` unless it is the token the bootstrap value belongs to."""
-
-    digest: str
-    retire_token_id: str | None
-
-
-@dataclass(frozen=True)
-class RefreshCredential:
-    token_id: str
-
-
-@dataclass(frozen=True)
 class RenewCredential:
     """Generate a new token for the operator itself (name, lifetime from the policy) with the
     current credential, write it, then the following RetireToken disables the old one."""
@@ -112,7 +100,7 @@ class RenewCredential:
     lifetime_days: int
 
 
-CredentialAction = UseBootstrap | RefreshCredential | RenewCredential | RetireToken | WriteSecret
+CredentialAction = Import | Refresh | RenewCredential | RetireToken | WriteSecret
 
 
 @dataclass(frozen=True)
@@ -243,7 +231,7 @@ def decide_credential(
 
     if new_bootstrap:
         assert obs.bootstrap_digest is not None
-        actions.append(UseBootstrap(obs.bootstrap_digest, current_id))
+        actions.append(Import(obs.bootstrap_digest, current_id))
         ready = Signal(reasons.IMPORTING, f"using the bootstrap value in {where}")
     elif secret is None or current_id is None:
         message = (
@@ -297,7 +285,7 @@ def decide_credential(
         )
         if now >= refresh_at or not ready_ok:
             # First: renewing goes through the management API, which needs a valid access token.
-            actions.append(RefreshCredential(current_id))
+            actions.append(Refresh(current_id))
         elif renew_at is not None and now >= renew_at:
             actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
             actions.append(RetireToken(current_id, RetireMode.DISABLE, reasons.RENEWAL_DUE))
