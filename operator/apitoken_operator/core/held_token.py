@@ -11,7 +11,9 @@ failure and the one rounding rule for recorded times. No I/O.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from apitoken_operator.core.backoff import backoff_delay
 from apitoken_operator.core.managed_secret import ObservedSecret
@@ -114,6 +116,39 @@ def retry_at(
     return last_failure_time + delay
 
 
+Status = TypeVar("Status", bound=BaseModel)
+
+
+def failed(
+    status: Status, attempts_field: str, reason: str, message: str, now: datetime, **also: Any
+) -> Status:
+    """The status after a failed call: one more attempt in `attempts_field` (the two resources
+    name it differently: failedRefreshAttempts, failedAttempts), the failure time rounded up.
+    `message` must come from the provider clients' exceptions, which never carry token values."""
+    return status.model_copy(
+        update={
+            attempts_field: getattr(status, attempts_field) + 1,
+            "last_failure_time": failure_time(now),
+            "last_failure_reason": reason,
+            "last_failure_message": message,
+            **also,
+        }
+    )
+
+
+def succeeded(status: Status, attempts_field: str, **also: Any) -> Status:
+    """The status after a token was obtained: the failure record cleared."""
+    return status.model_copy(
+        update={
+            attempts_field: 0,
+            "last_failure_time": None,
+            "last_failure_reason": None,
+            "last_failure_message": None,
+            **also,
+        }
+    )
+
+
 def whole(moment: datetime) -> datetime:
     """Recorded times are whole seconds (what status and RFC 3339 in the Secret carry)."""
     return moment.replace(microsecond=0)
@@ -139,9 +174,11 @@ __all__ = [
     "RetireToken",
     "ServiceToken",
     "WriteSecret",
+    "failed",
     "failure_time",
     "foreign",
     "retry_at",
+    "succeeded",
     "whole",
     "whole_or_none",
 ]

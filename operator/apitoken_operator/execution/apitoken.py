@@ -51,6 +51,7 @@ from apitoken_operator.execution.held_token import (
     SecretWriter,
     Sleep,
     WriteRetry,
+    run_rounds,
 )
 from apitoken_operator.providers.answers import TokenMetadata
 from apitoken_operator.providers.errors import InvalidGrant, ServiceError
@@ -105,6 +106,13 @@ class _Run(HeldTokenRun[Observation, Action]):
 
     def _status(self) -> ApiTokenStatus:
         return self.obs.token.status
+
+    def stopped(self) -> bool:
+        return self.released
+
+    def next_round(self) -> None:
+        # The service's list was read before this round's changes: sweep only once.
+        self.obs = dataclasses.replace(self.obs, service_tokens=None)
 
     def _with(self, secret: ObservedSecret | None, status: ApiTokenStatus) -> Observation:
         token = dataclasses.replace(self.obs.token, status=status)
@@ -227,20 +235,9 @@ async def reconcile_once(
     rounds: int = 3,
     backlog: Backlog | None = None,
 ) -> Outcome:
-    """Write the backlog left by an earlier run, if any; then decide and run the actions in
-    order, stopping at the first service failure; repeat on the new observation (a re-issue is
-    followed by retiring the old token) for at most `rounds` rounds. Kubernetes write errors
-    after retries propagate (Kopf retries); values obtained in that run stay in `backlog`."""
+    """One ApiToken reconcile (`run_rounds`); the outcome says what to write and post."""
     run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
-    await run.write_backlog()
-    decision = decide(run.obs, clock(), policy)
-    for _ in range(rounds):
-        if not decision.actions or not await run.run(decision.actions) or run.released:
-            break
-        # The service's list was read before this round's changes: sweep only once.
-        run.obs = dataclasses.replace(run.obs, service_tokens=None)
-        decision = decide(run.obs, clock(), policy)
-    final = decision if run.released else decide(run.obs, clock(), policy)
+    final = await run_rounds(run, lambda seen: decide(seen, clock(), policy), rounds)
     return Outcome(
         status_changed=final.status != obs.token.status,
         decision=final,

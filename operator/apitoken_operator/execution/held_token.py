@@ -225,6 +225,17 @@ class HeldTokenRun(Generic[Obs, A]):
     async def _dispatch(self, action: A) -> None:
         raise NotImplementedError
 
+    async def write_backlog(self) -> None:
+        """Write what an earlier run could not, before anything else is decided."""
+        raise NotImplementedError
+
+    def stopped(self) -> bool:
+        """Whether the run ended for good (an ApiToken's finalizer was released)."""
+        return False
+
+    def next_round(self) -> None:
+        """Adjust the observation between rounds (the ApiToken's sweep runs only once)."""
+
     def _failed_status(self, exc: ServiceError) -> Any:
         raise NotImplementedError
 
@@ -280,3 +291,27 @@ class HeldTokenRun(Generic[Obs, A]):
 
     async def run(self, actions: Sequence[A]) -> bool:
         return await run_actions(actions, self._dispatch, self._failed)
+
+
+class HasActions(Protocol):
+    @property
+    def actions(self) -> Sequence[Any]: ...
+
+
+D = TypeVar("D", bound=HasActions)
+
+
+async def run_rounds(run: HeldTokenRun[Obs, Any], decide: Callable[[Obs], D], rounds: int) -> D:
+    """The reconcile loop of every held token: write the backlog left by an earlier run, then
+    decide and run the actions in order, stopping at the first provider failure; repeat on the
+    new observation (a re-issue or renewal is followed by retiring the old token) for at most
+    `rounds` rounds. Returns the decision on the final observation: its status is the one to
+    write. Kubernetes write errors after retries propagate; values obtained stay in the backlog."""
+    await run.write_backlog()
+    decision = decide(run.obs)
+    for _ in range(rounds):
+        if not decision.actions or not await run.run(decision.actions) or run.stopped():
+            break
+        run.next_round()
+        decision = decide(run.obs)
+    return decision if run.stopped() else decide(run.obs)

@@ -49,6 +49,7 @@ from apitoken_operator.execution.held_token import (
     SecretWriter,
     Sleep,
     WriteRetry,
+    run_rounds,
 )
 from apitoken_operator.providers.errors import InvalidGrant, ServiceError
 
@@ -219,13 +220,7 @@ async def reconcile_credential_once(
     whether ApiTokens can use the management API now. Kubernetes write errors after retries
     propagate; a credential obtained in that run stays in `backlog`."""
     run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
-    await run.write_backlog()
-    decision = decide_credential(run.obs, clock(), policy)
-    for _ in range(rounds):
-        if not decision.actions or not await run.run(decision.actions):
-            break
-        decision = decide_credential(run.obs, clock(), policy)
-    final = decide_credential(run.obs, clock(), policy)
+    final = await run_rounds(run, lambda seen: decide_credential(seen, clock(), policy), rounds)
     return CredentialOutcome(
         status_changed=final.status != obs.workspace.status,
         decision=final,

@@ -31,9 +31,10 @@ from apitoken_operator.core.held_token import (
     RetireToken,
     ServiceToken,
     WriteSecret,
-    failure_time,
+    failed,
     foreign,
     retry_at,
+    succeeded,
     whole,
     whole_or_none,
 )
@@ -789,14 +790,12 @@ def _decide_deletion(
 # After the I/O layer ran a value-producing action.
 
 
+# The one place the ApiToken names its attempts counter for the shared failure rules.
+_ATTEMPTS = "failed_refresh_attempts"
+
+
 def _success(status: ApiTokenStatus) -> ApiTokenStatus:
-    return _with(
-        status,
-        failed_refresh_attempts=0,
-        last_failure_time=None,
-        last_failure_reason=None,
-        last_failure_message=None,
-    )
+    return succeeded(status, _ATTEMPTS)
 
 
 def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any], ApiTokenStatus]:
@@ -891,14 +890,8 @@ def failed_state(
     An imported refresh token that was rejected is remembered as used, so it is not retried.
     """
     status = obs.token.status
-    return _with(
-        status,
-        failed_refresh_attempts=status.failed_refresh_attempts + 1,
-        last_failure_time=failure_time(now),
-        last_failure_reason=reason,
-        last_failure_message=message,
-        imported_token_digest=consumed_import_digest or status.imported_token_digest,
-    )
+    digest = consumed_import_digest or status.imported_token_digest
+    return failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
 
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:

@@ -26,9 +26,10 @@ from apitoken_operator.core.held_token import (
     RetireMode,
     RetireToken,
     WriteSecret,
-    failure_time,
+    failed,
     foreign,
     retry_at,
+    succeeded,
     whole,
 )
 from apitoken_operator.core.managed_secret import (
@@ -63,6 +64,10 @@ class CredentialPolicy(BaseModel):
     # Where credential Secrets of ClusterTokenWorkspaces live (the operator's namespace).
     operator_namespace: str = "apitoken-operator"
     timing: TimingPolicy = TimingPolicy()
+
+
+# The one place the workspace names its attempts counter for the shared failure rules.
+_ATTEMPTS = "failed_attempts"
 
 
 def _renew_before(policy: CredentialPolicy) -> timedelta:
@@ -346,18 +351,15 @@ def credential_stored_state(
         token_data(issued.values),
     )
     user, _ = token_claims(issued.values.access_token)
-    status = _with(
+    status = succeeded(
         ws.status,
+        _ATTEMPTS,
         user=user or ws.status.user,
         credential_secret_name=credential_secret_ref(ws, policy)[1],
         credential_token_id=issued.token_id,
         credential_expires_at=issued.refresh_token_expires_at,
         last_refresh_time=whole(issued.obtained_at),
         bootstrap_digest=bootstrap_digest or ws.status.bootstrap_digest,
-        failed_attempts=0,
-        last_failure_time=None,
-        last_failure_reason=None,
-        last_failure_message=None,
     )
     return manifest, status
 
@@ -372,11 +374,5 @@ def credential_failed_state(
 ) -> TokenWorkspaceStatus:
     """After a failed call. A rejected bootstrap value is remembered as used: never retried."""
     status = obs.workspace.status
-    return _with(
-        status,
-        failed_attempts=status.failed_attempts + 1,
-        last_failure_time=failure_time(now),
-        last_failure_reason=reason,
-        last_failure_message=message,
-        bootstrap_digest=consumed_bootstrap_digest or status.bootstrap_digest,
-    )
+    digest = consumed_bootstrap_digest or status.bootstrap_digest
+    return failed(status, _ATTEMPTS, reason, message, now, bootstrap_digest=digest)
