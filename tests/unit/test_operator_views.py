@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from apitoken_operator.core.bodies import (
     api_token_view,
+    invalid_spec,
     invalid_spec_status,
     observed_secret,
     secret_value,
@@ -17,7 +18,11 @@ from apitoken_operator.core.bodies import (
     workspace_spec,
 )
 from apitoken_operator.crd import reasons
-from apitoken_operator.crd.resources import ClusterTokenWorkspaceSpec, WorkspaceKind
+from apitoken_operator.crd.resources import (
+    ClusterTokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -76,6 +81,22 @@ def test_invalid_spec_is_reported_not_raised_in_a_loop() -> None:
     assert "lifetimeDays" in stalled.message or "lifetime_days" in stalled.message
     assert status.observed_generation == 3
     assert status.token_id == "tok-1"  # nothing stored is lost
+
+
+def test_an_invalid_workspace_spec_is_reported_the_same_way() -> None:
+    body = {
+        "metadata": {"name": "main", "uid": "ws-uid", "generation": 4},
+        "spec": {"url": "http://svc", "provider": "nope"},
+        "status": {"credentialTokenId": "tok-9"},
+    }
+    with pytest.raises(ValidationError) as caught:
+        workspace_object(WorkspaceKind.TOKEN_WORKSPACE, body)
+    status = invalid_spec(body, caught.value, T0, TokenWorkspaceStatus)
+    stalled = status.condition(reasons.STALLED)
+    assert stalled is not None and stalled.reason == reasons.INVALID_SPEC
+    assert "provider" in stalled.message and "nope" not in stalled.message
+    assert status.observed_generation == 4
+    assert status.credential_token_id == "tok-9"  # nothing stored is lost
 
 
 def test_observed_secret_decodes_data_and_owners() -> None:

@@ -9,7 +9,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,12 +44,7 @@ def _our_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
 def api_token_view(body: Raw) -> ApiTokenView:
     """Raises pydantic.ValidationError for a spec the models refuse."""
     meta = _meta(body)
-    status_raw = body.get("status") or {}
-    try:
-        status = ApiTokenStatus.model_validate(status_raw)
-    except ValidationError:
-        # A status we cannot read is rebuilt from the Secret, which is the source of truth.
-        status = ApiTokenStatus()
+    status = status_of(body, ApiTokenStatus)
     return ApiTokenView(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -62,13 +57,27 @@ def api_token_view(body: Raw) -> ApiTokenView:
     )
 
 
-def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
-    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values)."""
-    meta = _meta(body)
+Status = TypeVar("Status", ApiTokenStatus, TokenWorkspaceStatus)
+
+
+def status_of(body: Raw, model: type[Status]) -> Status:
+    """The object's status; one we cannot read is rebuilt (the Secret is the source of truth)."""
     try:
-        status = ApiTokenStatus.model_validate(body.get("status") or {})
+        return model.model_validate(body.get("status") or {})
     except ValidationError:
-        status = ApiTokenStatus()
+        return model()
+
+
+def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
+    """An ApiToken's status for a spec the models refuse (see `invalid_spec`)."""
+    return invalid_spec(body, error, now, ApiTokenStatus)
+
+
+def invalid_spec(body: Raw, error: ValidationError, now: datetime, model: type[Status]) -> Status:
+    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values):
+    the same for an ApiToken and a workspace (`model` is the resource's status type)."""
+    meta = _meta(body)
+    status = status_of(body, model)
     fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
     signal = Signal(reasons.INVALID_SPEC, f"spec is not valid: {fields}")
     generation = int(meta.get("generation") or 0)
@@ -127,10 +136,7 @@ def workspace_spec(kind: WorkspaceKind, body: Raw) -> TokenWorkspaceSpec:
 
 def workspace_object(kind: WorkspaceKind, body: Raw) -> WorkspaceObject:
     meta = _meta(body)
-    try:
-        status = TokenWorkspaceStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = TokenWorkspaceStatus()
+    status = status_of(body, TokenWorkspaceStatus)
     namespace = meta.get("namespace")
     return WorkspaceObject(
         kind=kind,

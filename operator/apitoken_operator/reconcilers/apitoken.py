@@ -18,7 +18,12 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from apitoken_operator.core.apitoken.decide import Observation, WorkspaceView, decide, failed_state
-from apitoken_operator.core.bodies import api_token_view, invalid_spec_status, observed_secret
+from apitoken_operator.core.bodies import (
+    api_token_view,
+    invalid_spec_status,
+    observed_secret,
+    status_of,
+)
 from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import salted_digest
 from apitoken_operator.crd import reasons
@@ -96,7 +101,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         view = api_token_view(body)
     except ValidationError as exc:
         status = invalid_spec_status(body, exc, now)
-        old = _status_of(body)
+        old = status_of(body, ApiTokenStatus)
         patch = status_patch(old, status)
         if patch:
             await patch_status(rt.kube, "ApiToken", name, namespace, patch)
@@ -235,13 +240,6 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
-
-
-def _status_of(body: Body) -> ApiTokenStatus:
-    try:
-        return ApiTokenStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return ApiTokenStatus()
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:

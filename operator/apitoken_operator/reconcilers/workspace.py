@@ -14,8 +14,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator.core.bodies import observed_secret, workspace_object, workspace_spec
-from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.bodies import (
+    invalid_spec,
+    observed_secret,
+    status_of,
+    workspace_object,
+    workspace_spec,
+)
 from apitoken_operator.core.managed_secret import salted_digest
 from apitoken_operator.core.workspace.credential import (
     CredentialObservation,
@@ -354,24 +359,10 @@ async def _report_invalid_spec(
     error: ValidationError,
 ) -> str:
     """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never values)."""
-    fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
-    message = f"spec is not valid: {fields}"
-    try:
-        old = TokenWorkspaceStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        old = TokenWorkspaceStatus()
-    generation = int((body.get("metadata") or {}).get("generation") or 0)
-    signal = Signal(reasons.INVALID_SPEC, message)
-    conditions = summarize(
-        old.conditions,
-        ready=False,
-        ready_signal=signal,
-        reconciling=None,
-        stalled=signal,
-        generation=generation,
-        now=rt.clock(),
-    )
-    new = old.model_copy(update={"conditions": conditions, "observed_generation": generation})
+    old = status_of(body, TokenWorkspaceStatus)
+    new = invalid_spec(body, error, rt.clock(), TokenWorkspaceStatus)
+    ready = new.condition("Ready")
+    message = ready.message if ready is not None else "spec is not valid"
     patch = status_patch(old, new)
     if patch:
         await patch_status(rt.kube, kind.value, name, namespace, patch)
