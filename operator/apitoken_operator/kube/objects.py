@@ -40,6 +40,15 @@ def error_detail(error: Exception) -> str:
     return f"{code} {why}" if code else type(error).__name__
 
 
+def write_failure_message(secret: str, kept: str, error: Exception) -> str:
+    """What status says when values just obtained could not be written to `secret` (they are
+    kept in the backlog): the error's code and reason only (`error_detail`)."""
+    return (
+        f"writing {secret} failed ({error_detail(error)}); {kept} kept in memory and written "
+        "again, without another refresh"
+    )
+
+
 def _not_found(error: ApiError) -> bool:
     return error.status.code == 404
 

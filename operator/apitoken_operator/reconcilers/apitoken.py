@@ -39,11 +39,11 @@ from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,
     SecretValueReader,
-    error_detail,
     get_api_token,
     get_secret,
     namespace_state,
     patch_status,
+    write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement
 from apitoken_operator.providers.answers import RefreshResult
@@ -203,10 +203,7 @@ async def _record_write_failure(
     so this write usually works). Only the error's code and reason are named (`error_detail`),
     never its message."""
     token = obs.token
-    message = (
-        f"writing Secret {secret_name} failed ({error_detail(exc)}); the values just obtained "
-        "are kept in memory and written again, without another refresh"
-    )
+    message = write_failure_message(f"Secret {secret_name}", "the values just obtained are", exc)
     now = rt.clock()
     failed = failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
     decision = decide(replace(obs, token=replace(token, status=failed)), now, rt.timing)

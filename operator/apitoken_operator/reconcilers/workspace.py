@@ -63,11 +63,11 @@ from apitoken_operator.kube.objects import (
     SecretApplier,
     SecretValueReader,
     api_tokens_using,
-    error_detail,
     get_secret,
     get_workspace,
     patch_secret_metadata,
     patch_status,
+    write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
 from apitoken_operator.providers.apitoken import TokenServiceClient
@@ -263,10 +263,8 @@ async def _record_write_failure(
     Ready stays True while the access token the Secret holds is valid); the error's code and
     reason only, never its message. Returns the message."""
     ws = obs.workspace
-    message = (
-        f"writing credential Secret {secret_name} failed ({error_detail(exc)}); the credential "
-        "just obtained is kept in memory and written again, without another refresh"
-    )
+    secret = f"credential Secret {secret_name}"
+    message = write_failure_message(secret, "the credential just obtained is", exc)
     now = rt.clock()
     failed = credential_failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
     failed_obs = replace(obs, workspace=replace(ws, status=failed))
