@@ -84,25 +84,12 @@ def _import_token_id(digest: str) -> str:
     return "import-" + digest.removeprefix("sha256:")[:12]
 
 
-class _Run(HeldTokenRun[Observation, Action]):
+class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
     """The ApiToken policy's actions over the shared executor."""
 
-    def __init__(
-        self,
-        obs: Observation,
-        ports: Ports,
-        policy: TimingPolicy,
-        clock: Clock,
-        retry: WriteRetry,
-        sleep: Sleep,
-        backlog: Backlog | None = None,
-    ) -> None:
-        super().__init__(obs, ports.secrets, clock, retry, sleep, backlog)
-        self.ports = ports
-        self.policy = policy
-        self.released = False
-        # An imported refresh token the endpoint rejected: remembered so it is not retried.
-        self._fail_import: str | None = None
+    released = False
+    # An imported refresh token the endpoint rejected: remembered so it is not retried.
+    _fail_import: str | None = None
 
     def _status(self) -> ApiTokenStatus:
         return self.obs.token.status

@@ -179,6 +179,18 @@ async def run_actions(
 Obs = TypeVar("Obs", bound="HeldObservation")
 
 
+class HasSecrets(Protocol):
+    """What the executor needs of a policy's ports: where the managed Secret is written."""
+
+    @property
+    def secrets(self) -> SecretWriter: ...
+
+
+Ports = TypeVar("Ports", bound=HasSecrets)
+# The policy's settings (timing, the credential policy), passed through to its decisions.
+Policy = TypeVar("Policy")
+
+
 class HeldObservation(Protocol):
     """What the executor needs of either observation: the managed Secret as last seen."""
 
@@ -186,7 +198,7 @@ class HeldObservation(Protocol):
     def secret(self) -> ObservedSecret | None: ...
 
 
-class HeldTokenRun(Generic[Obs, A]):
+class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     """One run of a held token's actions: the executor both policies share.
 
     Values obtained from a provider are written to the Secret before anything else, retried
@@ -199,7 +211,8 @@ class HeldTokenRun(Generic[Obs, A]):
     def __init__(
         self,
         obs: Obs,
-        secrets: SecretWriter,
+        ports: Ports,
+        policy: Policy,
         clock: Clock,
         retry: WriteRetry,
         sleep: Sleep,
@@ -208,7 +221,9 @@ class HeldTokenRun(Generic[Obs, A]):
         self.obs = obs
         # A run without a backlog (tests, one-off runs) keeps unwritten values in its own.
         self.backlog = backlog if backlog is not None else Backlog()
-        self.secrets = secrets
+        self.ports = ports
+        self.policy = policy
+        self.secrets: SecretWriter = ports.secrets
         self.clock = clock
         self.retry = retry
         self.sleep = sleep
@@ -301,7 +316,9 @@ class HasActions(Protocol):
 D = TypeVar("D", bound=HasActions)
 
 
-async def run_rounds(run: HeldTokenRun[Obs, Any], decide: Callable[[Obs], D], rounds: int) -> D:
+async def run_rounds(
+    run: HeldTokenRun[Obs, Any, Any, Any], decide: Callable[[Obs], D], rounds: int
+) -> D:
     """The reconcile loop of every held token: write the backlog left by an earlier run, then
     decide and run the actions in order, stopping at the first provider failure; repeat on the
     new observation (a re-issue or renewal is followed by retiring the old token) for at most

@@ -71,24 +71,14 @@ class CredentialOutcome:
     observation: CredentialObservation
 
 
-class _Run(HeldTokenRun[CredentialObservation, CredentialAction]):
+class _Run(
+    HeldTokenRun[CredentialObservation, CredentialAction, CredentialPorts, CredentialPolicy]
+):
     """The workspace policy's actions (the operator's own credential) over the shared
     executor."""
 
-    def __init__(
-        self,
-        obs: CredentialObservation,
-        ports: CredentialPorts,
-        policy: CredentialPolicy,
-        clock: Clock,
-        retry: WriteRetry,
-        sleep: Sleep,
-        backlog: Backlog | None = None,
-    ) -> None:
-        super().__init__(obs, ports.secrets, clock, retry, sleep, backlog)
-        self.ports = ports
-        self.policy = policy
-        self.consumed: str | None = None
+    # A bootstrap value the endpoint rejected: remembered so it is not retried.
+    consumed: str | None = None
 
     def _status(self) -> TokenWorkspaceStatus:
         return self.obs.workspace.status
