@@ -14,14 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apitoken_operator.core.held_token import (
-    Import,
-    IssuedToken,
-    Refresh,
-    RetireMode,
-    RetireToken,
-    WriteSecret,
-)
+from apitoken_operator.core import held_token as held
 from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
 from apitoken_operator.core.workspace.credential import (
     CredentialAction,
@@ -98,7 +91,7 @@ class _Run(
 
     async def _store(
         self,
-        issued: IssuedToken,
+        issued: held.IssuedToken,
         digest: str | None = None,
         events: tuple[Event, ...] = (),
         retire: tuple[str, ...] = (),
@@ -117,12 +110,12 @@ class _Run(
         if written is None:
             return
         replaced = [
-            RetireToken(token_id, RetireMode.DISABLE, "CredentialReplaced")
+            held.RetireToken(token_id, held.RetireMode.DISABLE, "CredentialReplaced")
             for token_id in written.retire_token_ids
         ]
         await self.run(replaced)
 
-    async def _bootstrap(self, action: Import) -> None:
+    async def _bootstrap(self, action: held.Import) -> None:
         value = await self.ports.bootstrap.read()
         uid = self.obs.workspace.uid
         if value is None or salted_digest(uid, value) != action.digest:
@@ -138,19 +131,23 @@ class _Run(
         old = action.retire_token_id
         retire = (old,) if old and old != token_id else ()
         event = Event("Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}")
-        issued = IssuedToken(token_id, result.values, expires, result.obtained_at)
+        issued = held.IssuedToken(token_id, result.values, expires, result.obtained_at)
         await self._store(issued, action.digest, (event,), retire)
         for replaced in retire:
-            await self._retire(RetireToken(replaced, RetireMode.DISABLE, "CredentialReplaced"))
+            await self._retire(
+                held.RetireToken(replaced, held.RetireMode.DISABLE, "CredentialReplaced")
+            )
 
-    async def _refresh(self, action: Refresh) -> None:
+    async def _refresh(self, action: held.Refresh) -> None:
         secret = self.obs.secret
         refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
         if not refresh_token or secret is None:
             raise InvalidGrant("the credential Secret holds no refresh token")
         result = await self.ports.token_endpoint.refresh(refresh_token)
         expires = secret.refresh_token_expires_at or result.refresh_token_expires_at
-        await self._store(IssuedToken(action.token_id, result.values, expires, result.obtained_at))
+        await self._store(
+            held.IssuedToken(action.token_id, result.values, expires, result.obtained_at)
+        )
 
     async def _renew(self, action: RenewCredential) -> None:
         created = await self._api().create_token(
@@ -158,7 +155,7 @@ class _Run(
             lifetime_days=action.lifetime_days,
             external_ref=self.obs.workspace.uid,
         )
-        issued = IssuedToken(
+        issued = held.IssuedToken(
             created.metadata.id,
             created.values,
             created.refresh_token_expires_at,
@@ -172,20 +169,20 @@ class _Run(
         old = self.obs.secret.token_id if self.obs.secret is not None else None
         await self._store(issued, events=(event,), retire=(old,) if old else ())
 
-    async def _retire(self, action: RetireToken) -> None:
+    async def _retire(self, action: held.RetireToken) -> None:
         await self._retire_at(self._api(), action)  # the current (new) credential
 
     async def _dispatch(self, action: CredentialAction) -> None:
         match action:
-            case Import():
+            case held.Import():
                 await self._bootstrap(action)
-            case Refresh():
+            case held.Refresh():
                 await self._refresh(action)
             case RenewCredential():
                 await self._renew(action)
-            case RetireToken():
+            case held.RetireToken():
                 await self._retire(action)
-            case WriteSecret(manifest=manifest):
+            case held.WriteSecret(manifest=manifest):
                 await self._write(manifest)
 
     def _failed_status(self, exc: ServiceError) -> TokenWorkspaceStatus:

@@ -18,20 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from apitoken_operator.core import held_token as held
 from apitoken_operator.core.conditions import Signal, summarize
-from apitoken_operator.core.held_token import (
-    Import,
-    IssuedToken,
-    Refresh,
-    RetireMode,
-    RetireToken,
-    WriteSecret,
-    failed,
-    foreign,
-    retry_at,
-    succeeded,
-    whole,
-)
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -105,7 +93,9 @@ class RenewCredential:
     lifetime_days: int
 
 
-CredentialAction = Import | Refresh | RenewCredential | RetireToken | WriteSecret
+CredentialAction = (
+    held.Import | held.Refresh | RenewCredential | held.RetireToken | held.WriteSecret
+)
 
 
 @dataclass(frozen=True)
@@ -209,7 +199,7 @@ def decide_credential(
         return finish([], signal, True)
 
     secret = obs.secret
-    if secret is not None and foreign(secret, ws.uid):
+    if secret is not None and held.foreign(secret, ws.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {namespace}/{secret_name} exists and is not this workspace's credential",
@@ -236,7 +226,7 @@ def decide_credential(
 
     if new_bootstrap:
         assert obs.bootstrap_digest is not None
-        actions.append(Import(obs.bootstrap_digest, current_id))
+        actions.append(held.Import(obs.bootstrap_digest, current_id))
         ready = Signal(reasons.IMPORTING, f"using the bootstrap value in {where}")
     elif secret is None or current_id is None:
         message = (
@@ -290,14 +280,18 @@ def decide_credential(
         )
         if now >= refresh_at or not ready_ok:
             # First: renewing goes through the management API, which needs a valid access token.
-            actions.append(Refresh(current_id))
+            actions.append(held.Refresh(current_id))
         elif renew_at is not None and now >= renew_at:
             actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
-            actions.append(RetireToken(current_id, RetireMode.DISABLE, reasons.RENEWAL_DUE))
+            actions.append(
+                held.RetireToken(current_id, held.RetireMode.DISABLE, reasons.RENEWAL_DUE)
+            )
         else:
             shape = _shape(ws, policy, current_id, refresh_expires)
             if metadata_drifted(shape, secret):
-                actions.append(WriteSecret("metadata drifted", build_secret(shape, secret.data)))
+                actions.append(
+                    held.WriteSecret("metadata drifted", build_secret(shape, secret.data))
+                )
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
@@ -305,7 +299,7 @@ def decide_credential(
     reconciling: Signal | None = None
     retry_at = _retry_at(ws, policy)
     if actions and retry_at is not None and now < retry_at:
-        actions = [a for a in actions if isinstance(a, WriteSecret)]
+        actions = [a for a in actions if isinstance(a, held.WriteSecret)]
         reconciling = Signal(
             status.last_failure_reason or reasons.SERVICE_ERROR,
             f"{status.last_failure_message or 'failed'}; retrying at {rfc3339(retry_at)}",
@@ -328,17 +322,17 @@ def may_write_held_credential(obs: CredentialObservation) -> bool:
     """Whether a credential an earlier run could not write may still go to the Secret: never
     over a Secret that is not this workspace's credential. (A workspace being deleted still
     gets it: its deletion disables the operator's own tokens with it.)"""
-    return obs.secret is None or not foreign(obs.secret, obs.workspace.uid)
+    return obs.secret is None or not held.foreign(obs.secret, obs.workspace.uid)
 
 
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
     status = ws.status
-    return retry_at(status.failed_attempts, status.last_failure_time, ws.uid, policy.timing)
+    return held.retry_at(status.failed_attempts, status.last_failure_time, ws.uid, policy.timing)
 
 
 def credential_stored_state(
     obs: CredentialObservation,
-    issued: IssuedToken,
+    issued: held.IssuedToken,
     policy: CredentialPolicy,
     *,
     bootstrap_digest: str | None = None,
@@ -351,14 +345,14 @@ def credential_stored_state(
         token_data(issued.values),
     )
     user, _ = token_claims(issued.values.access_token)
-    status = succeeded(
+    status = held.succeeded(
         ws.status,
         _ATTEMPTS,
         user=user or ws.status.user,
         credential_secret_name=credential_secret_ref(ws, policy)[1],
         credential_token_id=issued.token_id,
         credential_expires_at=issued.refresh_token_expires_at,
-        last_refresh_time=whole(issued.obtained_at),
+        last_refresh_time=held.whole(issued.obtained_at),
         bootstrap_digest=bootstrap_digest or ws.status.bootstrap_digest,
     )
     return manifest, status
@@ -375,4 +369,4 @@ def credential_failed_state(
     """After a failed call. A rejected bootstrap value is remembered as used: never retried."""
     status = obs.workspace.status
     digest = consumed_bootstrap_digest or status.bootstrap_digest
-    return failed(status, _ATTEMPTS, reason, message, now, bootstrap_digest=digest)
+    return held.failed(status, _ATTEMPTS, reason, message, now, bootstrap_digest=digest)
