@@ -35,7 +35,7 @@ from apitoken_operator.core.held_token import (
     ServiceToken,
     WriteSecret,
 )
-from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
+from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import ApiTokenStatus
@@ -88,14 +88,15 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
     """The ApiToken policy's actions over the shared executor."""
 
     released = False
-    # An imported refresh token the endpoint rejected: remembered so it is not retried.
-    _fail_import: str | None = None
 
     def _status(self) -> ApiTokenStatus:
         return self.obs.token.status
 
     def stopped(self) -> bool:
         return self.released
+
+    def ports_refresh(self) -> RefreshApi:
+        return self.ports.token_endpoint
 
     def next_round(self) -> None:
         # The service's list was read before this round's changes: sweep only once.
@@ -146,14 +147,9 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
     async def _import(self, action: Import) -> None:
         if self.ports.imports is None:
             raise ServiceError("no import source configured")
-        value = await self.ports.imports.read()
-        if value is None or salted_digest(self.obs.token.uid, value) != action.digest:
-            return  # changed since it was observed: the next run sees the new value
-        try:
-            result = await self.ports.token_endpoint.refresh(value)
-        except InvalidGrant:
-            self._fail_import = action.digest
-            raise
+        result = await self._redeem(self.ports.imports, self.obs.token.uid, action.digest)
+        if result is None:
+            return
         issued = IssuedToken(
             token_id=_import_token_id(action.digest),
             values=result.values,
@@ -207,7 +203,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             exc.reason,
             exc.message,
             self.clock(),
-            consumed_import_digest=self._fail_import,
+            consumed_import_digest=self.consumed,
         )
 
 

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from apitoken_operator.core.held_token import RetireMode, RetireToken
-from apitoken_operator.core.managed_secret import ObservedSecret, observe
+from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.crd.resources import ApiTokenStatus, TokenWorkspaceStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
-from apitoken_operator.providers.errors import NotFound, ServiceError
+from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
 
 
 class SecretWriter(Protocol):
@@ -228,6 +228,8 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
         self.retry = retry
         self.sleep = sleep
         self.events: list[Event] = []
+        # A hand-made value the endpoint rejected (see `_redeem`).
+        self.consumed: str | None = None
 
     # -- what a policy supplies ----------------------------------------------------------------
 
@@ -299,6 +301,25 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
                 await api.disable_token(action.token_id)
         except NotFound:
             pass  # already gone: what we wanted
+
+    async def _redeem(
+        self, source: ImportReader, owner_uid: str, digest: str
+    ) -> RefreshResult | None:
+        """Import: refresh once with the hand-made value if it is still the one decided on (its
+        salted digest); None if it changed since. A value the endpoint rejects is remembered
+        (`consumed`, recorded by the failed state) so it is never presented again."""
+        value = await source.read()
+        if value is None or salted_digest(owner_uid, value) != digest:
+            return None  # changed since it was observed: the next run sees the new value
+        try:
+            return await self.ports_refresh().refresh(value)
+        except InvalidGrant:
+            self.consumed = digest
+            raise
+
+    def ports_refresh(self) -> RefreshApi:
+        """The token endpoint of the policy's ports."""
+        raise NotImplementedError
 
     def _failed(self, exc: ServiceError) -> None:
         self._set(None, self._failed_status(exc))

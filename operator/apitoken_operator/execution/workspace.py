@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from apitoken_operator.core import held_token as held
-from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
+from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.workspace.credential import (
     CredentialAction,
     CredentialDecision,
@@ -30,48 +30,37 @@ from apitoken_operator.core.workspace.credential import (
 )
 from apitoken_operator.crd.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import TokenWorkspaceStatus
-from apitoken_operator.execution.held_token import (
-    DEFAULT_RETRY,
-    Backlog,
-    Clock,
-    Event,
-    HeldTokenRun,
-    ImportReader,
-    ManagementApi,
-    RefreshApi,
-    SecretWriter,
-    Sleep,
-    WriteRetry,
-    run_rounds,
-)
+from apitoken_operator.execution import held_token as executor
 from apitoken_operator.providers.errors import InvalidGrant, ServiceError
 
 
 @dataclass(frozen=True)
 class CredentialPorts:
-    secrets: SecretWriter
-    token_endpoint: RefreshApi
-    bootstrap: ImportReader
+    secrets: executor.SecretWriter
+    token_endpoint: executor.RefreshApi
+    bootstrap: executor.ImportReader
     # The workspace's management API authenticated with the given access token.
-    management_with: Callable[[str], ManagementApi]
+    management_with: Callable[[str], executor.ManagementApi]
 
 
 @dataclass(frozen=True)
 class CredentialOutcome:
     status_changed: bool
     decision: CredentialDecision
-    events: tuple[Event, ...]
+    events: tuple[executor.Event, ...]
     observation: CredentialObservation
 
 
 class _Run(
-    HeldTokenRun[CredentialObservation, CredentialAction, CredentialPorts, CredentialPolicy]
+    executor.HeldTokenRun[
+        CredentialObservation, CredentialAction, CredentialPorts, CredentialPolicy
+    ]
 ):
     """The workspace policy's actions (the operator's own credential) over the shared
     executor."""
 
-    # A bootstrap value the endpoint rejected: remembered so it is not retried.
-    consumed: str | None = None
+    def ports_refresh(self) -> executor.RefreshApi:
+        return self.ports.token_endpoint
 
     def _status(self) -> TokenWorkspaceStatus:
         return self.obs.workspace.status
@@ -82,7 +71,7 @@ class _Run(
         ws = dataclasses.replace(self.obs.workspace, status=status)
         return dataclasses.replace(self.obs, workspace=ws, secret=secret)
 
-    def _api(self) -> ManagementApi:
+    def _api(self) -> executor.ManagementApi:
         secret = self.obs.secret
         bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
         if not bearer:
@@ -93,7 +82,7 @@ class _Run(
         self,
         issued: held.IssuedToken,
         digest: str | None = None,
-        events: tuple[Event, ...] = (),
+        events: tuple[executor.Event, ...] = (),
         retire: tuple[str, ...] = (),
     ) -> None:
         """Write a credential just obtained (the backlog keeps it, with the tokens it replaces,
@@ -116,21 +105,17 @@ class _Run(
         await self.run(replaced)
 
     async def _bootstrap(self, action: held.Import) -> None:
-        value = await self.ports.bootstrap.read()
-        uid = self.obs.workspace.uid
-        if value is None or salted_digest(uid, value) != action.digest:
-            return  # changed since it was observed: the next run sees the new value
-        try:
-            result = await self.ports.token_endpoint.refresh(value)
-        except InvalidGrant:
-            self.consumed = action.digest
-            raise
+        result = await self._redeem(self.ports.bootstrap, self.obs.workspace.uid, action.digest)
+        if result is None:
+            return
         user, tid = token_claims(result.values.access_token)
         token_id = tid or "bootstrap-" + action.digest.removeprefix("sha256:")[:12]
         expires = result.refresh_token_expires_at
         old = action.retire_token_id
         retire = (old,) if old and old != token_id else ()
-        event = Event("Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}")
+        event = executor.Event(
+            "Normal", "Bootstrapped", f"acting as {user or 'the bootstrap member'}"
+        )
         issued = held.IssuedToken(token_id, result.values, expires, result.obtained_at)
         await self._store(issued, action.digest, (event,), retire)
         for replaced in retire:
@@ -161,7 +146,7 @@ class _Run(
             created.refresh_token_expires_at,
             self.clock(),
         )
-        event = Event(
+        event = executor.Event(
             "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
         )
         # The RetireToken that follows in the decision disables the old token; should the write
@@ -196,18 +181,20 @@ async def reconcile_credential_once(
     ports: CredentialPorts,
     *,
     policy: CredentialPolicy,
-    clock: Clock,
-    retry: WriteRetry = DEFAULT_RETRY,
-    sleep: Sleep = asyncio.sleep,
+    clock: executor.Clock,
+    retry: executor.WriteRetry = executor.DEFAULT_RETRY,
+    sleep: executor.Sleep = asyncio.sleep,
     rounds: int = 3,
-    backlog: Backlog | None = None,
+    backlog: executor.Backlog | None = None,
 ) -> CredentialOutcome:
     """Write the backlog left by an earlier run, if any; then decide and run, for at most
     `rounds` rounds, then decide on the result: its status is the one to write, `usable` says
     whether ApiTokens can use the management API now. Kubernetes write errors after retries
     propagate; a credential obtained in that run stays in `backlog`."""
     run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
-    final = await run_rounds(run, lambda seen: decide_credential(seen, clock(), policy), rounds)
+    final = await executor.run_rounds(
+        run, lambda seen: decide_credential(seen, clock(), policy), rounds
+    )
     return CredentialOutcome(
         status_changed=final.status != obs.workspace.status,
         decision=final,
