@@ -89,7 +89,7 @@ def launch_config(args: argparse.Namespace, settings: OperatorSettings) -> Launc
 
 
 async def _operate(args: argparse.Namespace, config: LaunchConfig) -> None:
-    from apitoken_operator.handlers import registry
+    from apitoken_operator.handlers.registry import registry
 
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     await kopf.operator(

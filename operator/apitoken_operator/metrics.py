@@ -10,15 +10,11 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from apitoken_operator.models import ApiTokenStatus
-from apitoken_operator.service_client import (
-    CreatedToken,
-    RefreshResult,
-    TokenEndpointClient,
-    TokenMetadata,
-    TokenServiceClient,
-)
-from apitoken_operator.service_errors import ServiceError
+from apitoken_operator.crd.resources import ApiTokenStatus
+from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.errors import ServiceError
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 
 T = TypeVar("T")
 

@@ -11,12 +11,12 @@ from datetime import datetime
 import httpx
 from lightkube import AsyncClient, KubeConfig
 
-from apitoken_operator.credential import CredentialPolicy
-from apitoken_operator.execute import TokenLocks, WriteRetry
-from apitoken_operator.kube_resources import FIELD_MANAGER
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.workspace.credential import CredentialPolicy
+from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.service_client import ssl_context, utc_now
+from apitoken_operator.providers.http import ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
 
 

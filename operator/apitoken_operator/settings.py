@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from apitoken_operator.credential import CredentialPolicy
-from apitoken_operator.durations import parse_duration
-from apitoken_operator.execute import WriteRetry
-from apitoken_operator.schedule import TimingPolicy
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.workspace.credential import CredentialPolicy
+from apitoken_operator.crd.durations import parse_duration
+from apitoken_operator.execution.held_token import WriteRetry
 
 
 def _duration(value: Any) -> Any:

@@ -16,7 +16,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube.examples import apply_example, example_folders
 from localkube.tokenservice import WorkspaceCredential
 from support.operator import (

@@ -19,7 +19,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from localkube import Cluster
 from support.operator import (
     RunningOperator,

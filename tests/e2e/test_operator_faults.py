@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from lightkube import Client
 
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
-from apitoken_operator.schedule import stable_fraction
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.schedule import stable_fraction
+from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from localkube import Cluster
 from support.faults import FaultProxy, Mode, Presented, secret_writes_denied
 from support.operator import (

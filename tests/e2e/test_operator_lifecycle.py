@@ -12,7 +12,7 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
     SEEN_VALUES,
     RunningOperator,

@@ -16,7 +16,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
+from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from support.operator import (
     OPERATOR_NAMESPACE,
     RunningOperator,

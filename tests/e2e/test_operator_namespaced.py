@@ -12,7 +12,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.controlplane import namespace_name
 from support.operator import (

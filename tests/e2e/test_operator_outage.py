@@ -16,7 +16,7 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
     RunningOperator,

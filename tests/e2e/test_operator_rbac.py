@@ -18,7 +18,7 @@ from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
     RunningOperator,

@@ -22,7 +22,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
     SEEN_VALUES,

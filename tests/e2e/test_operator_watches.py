@@ -11,7 +11,7 @@ from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
-from apitoken_operator.kube_resources import FIELD_MANAGER, PROTECTION_FIELD_MANAGER
+from apitoken_operator.kube.resources import FIELD_MANAGER, PROTECTION_FIELD_MANAGER
 from support.operator import (
     RunningOperator,
     Workspace,

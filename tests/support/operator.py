@@ -32,7 +32,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import ApiToken, TokenWorkspace
+from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from localkube import Cluster
 from support.polling import eventually
 from support.tokenservice import RunningTokenService, free_loopback_port, start_token_service

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from apitoken_operator import models
-from apitoken_operator.durations import parse_duration
+from apitoken_operator.crd import resources as models
+from apitoken_operator.crd.durations import parse_duration
 
 pytestmark = pytest.mark.unit
 

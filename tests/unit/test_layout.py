@@ -27,19 +27,28 @@ def test_every_package_imports_from_its_folder() -> None:
         assert Path(spec.origin).parent.parent.name == folder
 
 
-def test_every_operator_module_has_a_layer_in_the_import_contracts() -> None:
-    """A new module must say which layer it belongs to, or import-linter would not check it.
-    Only the Kopf layer (handlers, cli) may import everything."""
+ENTRY_POINTS = {"__init__", "__main__", "cli", "runtime", "settings", "metrics"}
+
+
+def _layers() -> list[str]:
     root = Path(__file__).resolve().parents[2]
     config = tomllib.loads((root / "pyproject.toml").read_text())
-    layered = {
-        module
-        for contract in config["tool"]["importlinter"]["contracts"]
-        for module in contract.get("source_modules", [])
+    contracts = config["tool"]["importlinter"]["contracts"]
+    (layered,) = [c for c in contracts if c["type"] == "layers"]
+    return [name.strip() for layer in layered["layers"] for name in layer.split("|")]
+
+
+def test_only_entry_points_sit_at_the_package_root() -> None:
+    """Every other module lives in the package of its layer, where the contract sees it."""
+    root = Path(__file__).resolve().parents[2] / "operator" / "apitoken_operator"
+    assert {path.stem for path in root.glob("*.py")} - ENTRY_POINTS == set()
+
+
+def test_every_operator_package_is_a_layer_of_the_contract() -> None:
+    """A new package must take its place in the layers, or import-linter would not check it."""
+    root = Path(__file__).resolve().parents[2] / "operator" / "apitoken_operator"
+    packages = {f"apitoken_operator.{path.parent.name}" for path in root.glob("*/__init__.py")}
+    modules = {f"apitoken_operator.{path.stem}" for path in root.glob("*.py")} - {
+        "apitoken_operator.__init__"
     }
-    modules = {
-        f"apitoken_operator.{path.stem}"
-        for path in (root / "operator" / "apitoken_operator").glob("*.py")
-        if path.stem not in {"__init__", "cli", "handlers"}
-    }
-    assert modules - layered == set()
+    assert (packages | modules) - set(_layers()) == set()

@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from apitoken_operator.models import ApiTokenSpec, TokenWorkspaceSpec, WorkspaceKind
+from apitoken_operator.crd.resources import ApiTokenSpec, TokenWorkspaceSpec, WorkspaceKind
 from localkube import examples, pki
 from localkube.tokenservice import WorkspaceCredential
 from support.controlplane import namespace_name

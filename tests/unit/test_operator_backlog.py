@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.execute import Backlog, TokenLocks, Unwritten, reconcile_once
-from apitoken_operator.reconcile import failed_state
-from apitoken_operator.secret_builder import observe
-from unit.test_operator_execute import NO_WAIT, POLICY, T0, Harness
+from apitoken_operator.core.apitoken.decide import failed_state
+from apitoken_operator.core.managed_secret import observe
+from apitoken_operator.crd import reasons
+from apitoken_operator.execution.apitoken import reconcile_once
+from apitoken_operator.execution.held_token import Backlog, TokenLocks, Unwritten
+from support.held_tokens import NO_WAIT, POLICY, T0, Harness
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.conditions import Signal, set_condition, summarize
-from apitoken_operator.models import ConditionStatus
+from apitoken_operator.core.conditions import Signal, set_condition, summarize
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import ConditionStatus
 
 pytestmark = pytest.mark.unit
 

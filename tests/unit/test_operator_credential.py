@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.credential import (
+from apitoken_operator.core.held_token import Import as UseBootstrap
+from apitoken_operator.core.held_token import IssuedToken, RetireToken, WriteSecret
+from apitoken_operator.core.held_token import Refresh as RefreshCredential
+from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.workspace.credential import (
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RefreshCredential,
     RenewCredential,
-    UseBootstrap,
     WorkspaceObject,
     credential_failed_state,
     credential_secret_ref,
@@ -23,10 +25,9 @@ from apitoken_operator.credential import (
     decide_credential,
     token_claims,
 )
-from apitoken_operator.models import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
-from apitoken_operator.reconcile import IssuedToken, RetireToken, WriteSecret
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import ObservedSecret, TokenValues, observe, salted_digest
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
+from apitoken_operator.providers.answers import TokenValues
 
 pytestmark = pytest.mark.unit
 

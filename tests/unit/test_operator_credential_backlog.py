@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from apitoken_operator.credential import may_write_held_credential
-from apitoken_operator.execute import Backlog, Unwritten
-from apitoken_operator.execute_credential import CredentialOutcome, reconcile_credential_once
-from apitoken_operator.secret_builder import observe, salted_digest
-from unit.test_operator_execute import CREDENTIAL_POLICY, NO_WAIT, T0, CredentialHarness
+from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.workspace.credential import may_write_held_credential
+from apitoken_operator.execution.held_token import Backlog, Unwritten
+from apitoken_operator.execution.workspace import CredentialOutcome, reconcile_credential_once
+from support.held_tokens import CREDENTIAL_POLICY, NO_WAIT, T0, CredentialHarness
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import names
-from apitoken_operator.credential_protection import (
+from apitoken_operator.core.workspace.protection import (
     ProtectionChange,
     ProtectionView,
     finalizer_patch,
@@ -17,7 +16,8 @@ from apitoken_operator.credential_protection import (
     protection_view,
     protects,
 )
-from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import WorkspaceKind
 
 pytestmark = pytest.mark.unit
 

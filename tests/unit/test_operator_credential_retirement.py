@@ -4,9 +4,15 @@ the calls before it)."""
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.credential import credential_tokens_to_retire, retirement_waits
-from apitoken_operator.reconcile import ServiceToken
+from apitoken_operator.core.held_token import ServiceToken
+from apitoken_operator.core.workspace.deletion import (
+    DeletionStep,
+    Retirement,
+    credential_tokens_to_retire,
+    decide_deletion,
+    retirement_waits,
+)
+from apitoken_operator.crd import reasons
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +61,23 @@ def test_credential_tokens_to_retire(
 )
 def test_retirement_waits_only_for_the_service(reason: str | None, waits: bool) -> None:
     assert retirement_waits(reason) is waits
+
+
+@pytest.mark.parametrize(
+    ("users", "retirement", "abandon", "step"),
+    [
+        (["apps/a"], None, False, DeletionStep.WAIT_FOR_USERS),
+        (["apps/a"], None, True, DeletionStep.WAIT_FOR_USERS),  # abandon is for the service only
+        ([], None, False, DeletionStep.RETIRE_CREDENTIAL),
+        ([], Retirement(False, "unreachable"), False, DeletionStep.WAIT_FOR_RETIREMENT),
+        ([], Retirement(False, "unreachable"), True, DeletionStep.RELEASE),
+        ([], Retirement(True, "disabled 2 token(s)"), False, DeletionStep.RELEASE),
+    ],
+)
+def test_workspace_deletion_is_a_decision(
+    users: list[str], retirement: Retirement | None, abandon: bool, step: DeletionStep
+) -> None:
+    decision = decide_deletion(users, retirement, abandon=abandon)
+    assert decision.step is step
+    waits = step in (DeletionStep.WAIT_FOR_USERS, DeletionStep.WAIT_FOR_RETIREMENT)
+    assert bool(decision.message) is waits

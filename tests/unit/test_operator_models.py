@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from apitoken_operator.models import (
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import reasons
-from apitoken_operator.kube_objects import namespace_state
-from apitoken_operator.reconcile import Generate, Refresh, Reissue, decide
-from unit.test_operator_execute import POLICY, Harness
+from apitoken_operator.core.apitoken.decide import Generate, Reissue, decide
+from apitoken_operator.core.held_token import Refresh
+from apitoken_operator.crd import reasons
+from apitoken_operator.kube.objects import namespace_state
+from support.held_tokens import POLICY, Harness
 from unit.test_operator_write_failures import FakeApiServer, kube_client
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,34 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import names, reasons
-from apitoken_operator.models import (
+from apitoken_operator.core.apitoken.decide import (
+    Action,
+    ApiTokenView,
+    Decision,
+    Generate,
+    Observation,
+    Reissue,
+    WorkspaceView,
+    decide,
+    failed_state,
+    issued_state,
+    refreshed_state,
+    retired_state,
+)
+from apitoken_operator.core.held_token import Import as ImportToken
+from apitoken_operator.core.held_token import (
+    IssuedToken,
+    Refresh,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+)
+from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -17,36 +43,7 @@ from apitoken_operator.models import (
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
-from apitoken_operator.reconcile import (
-    Action,
-    ApiTokenView,
-    Decision,
-    Generate,
-    ImportToken,
-    IssuedToken,
-    Observation,
-    Refresh,
-    Reissue,
-    RemoveFinalizer,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
-    WorkspaceView,
-    WriteSecret,
-    decide,
-    failed_state,
-    issued_state,
-    refreshed_state,
-    requeue_delay,
-    retired_state,
-)
-from apitoken_operator.schedule import TimingPolicy
-from apitoken_operator.secret_builder import (
-    ObservedSecret,
-    TokenValues,
-    observe,
-    salted_digest,
-)
+from apitoken_operator.providers.answers import TokenValues
 
 pytestmark = pytest.mark.unit
 
@@ -544,7 +541,7 @@ def test_steady_state_requeues_at_the_refresh_time() -> None:
     assert decision.requeue_at == REFRESH_AT
     assert decision.status.next_refresh_time == REFRESH_AT
     assert decision.status.renewal_time == T0 + timedelta(days=60)
-    assert requeue_delay(decision, T0 + timedelta(minutes=10)) == timedelta(minutes=35)
+    assert decision.requeue_at - (T0 + timedelta(minutes=10)) == timedelta(minutes=35)
 
 
 def test_decide_is_idempotent_and_status_does_not_change_without_news() -> None:

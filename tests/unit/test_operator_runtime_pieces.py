@@ -11,12 +11,13 @@ import pytest
 from prometheus_client import generate_latest
 
 from apitoken_operator.cli import launch_config, parser, quiet_http_request_lines
-from apitoken_operator.daemons import keep_running, sleep_seconds
+from apitoken_operator.crd.resources import ApiTokenStatus
+from apitoken_operator.handlers.daemons import keep_running, sleep_seconds
+from apitoken_operator.handlers.secret_watch import owners_to_wake
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
-from apitoken_operator.models import ApiTokenStatus
-from apitoken_operator.secret_watch import owners_to_wake
-from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
-from apitoken_operator.service_errors import InvalidGrant
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.errors import InvalidGrant
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 from apitoken_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.unit

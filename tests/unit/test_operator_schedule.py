@@ -4,14 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.durations import format_duration, parse_duration
-from apitoken_operator.schedule import (
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.schedule import (
     TimingPolicy,
     next_refresh_time,
     renewal_time,
     stable_fraction,
 )
+from apitoken_operator.crd.durations import format_duration, parse_duration
 
 pytestmark = pytest.mark.unit
 

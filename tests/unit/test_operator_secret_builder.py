@@ -7,12 +7,10 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator import names
-from apitoken_operator.secret_builder import (
+from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
     SecretShape,
-    TokenValues,
     build_secret,
     data_hash,
     data_intact,
@@ -21,6 +19,8 @@ from apitoken_operator.secret_builder import (
     observe,
     token_data,
 )
+from apitoken_operator.crd import names
+from apitoken_operator.providers.answers import TokenValues
 
 pytestmark = pytest.mark.unit
 

@@ -15,13 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from apitoken_operator import reasons
-from apitoken_operator.service_client import (
-    TokenEndpointClient,
-    TokenServiceClient,
-    ssl_context,
-)
-from apitoken_operator.service_errors import (
+from apitoken_operator.crd import reasons
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.errors import (
     BadRequest,
     InvalidGrant,
     NotFound,
@@ -31,6 +27,8 @@ from apitoken_operator.service_errors import (
     Unauthorized,
     Unreachable,
 )
+from apitoken_operator.providers.http import ssl_context
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 
 pytestmark = pytest.mark.unit
 

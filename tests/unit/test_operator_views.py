@@ -8,15 +8,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apitoken_operator import reasons
-from apitoken_operator.models import ClusterTokenWorkspaceSpec, WorkspaceKind
-from apitoken_operator.views import (
+from apitoken_operator.core.bodies import (
     api_token_view,
+    invalid_spec,
     invalid_spec_status,
     observed_secret,
     secret_value,
     workspace_object,
-    workspace_view,
+    workspace_spec,
+)
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import (
+    ClusterTokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
 )
 
 pytestmark = pytest.mark.unit
@@ -78,6 +83,22 @@ def test_invalid_spec_is_reported_not_raised_in_a_loop() -> None:
     assert status.token_id == "tok-1"  # nothing stored is lost
 
 
+def test_an_invalid_workspace_spec_is_reported_the_same_way() -> None:
+    body = {
+        "metadata": {"name": "main", "uid": "ws-uid", "generation": 4},
+        "spec": {"url": "http://svc", "provider": "nope"},
+        "status": {"credentialTokenId": "tok-9"},
+    }
+    with pytest.raises(ValidationError) as caught:
+        workspace_object(WorkspaceKind.TOKEN_WORKSPACE, body)
+    status = invalid_spec(body, caught.value, T0, TokenWorkspaceStatus)
+    stalled = status.condition(reasons.STALLED)
+    assert stalled is not None and stalled.reason == reasons.INVALID_SPEC
+    assert "provider" in stalled.message and "nope" not in stalled.message
+    assert status.observed_generation == 4
+    assert status.credential_token_id == "tok-9"  # nothing stored is lost
+
+
 def test_observed_secret_decodes_data_and_owners() -> None:
     secret = observed_secret(
         {
@@ -119,10 +140,6 @@ def test_workspace_views() -> None:
         },
     }
     kind = WorkspaceKind.CLUSTER_TOKEN_WORKSPACE
-    view = workspace_view(kind, "shared", body, namespace_labels={"t": "a"}, usable=True)
-    assert isinstance(view.spec, ClusterTokenWorkspaceSpec)
-    assert view.ready and view.namespace_labels == {"t": "a"}
-    missing = workspace_view(kind, "gone", None, namespace_labels={}, usable=False)
-    assert missing.spec is None
+    assert isinstance(workspace_spec(kind, body), ClusterTokenWorkspaceSpec)
     obj = workspace_object(kind, body)
     assert (obj.namespace, obj.uid, obj.generation) == (None, "ws-uid", 1)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from apitoken_operator.models import AllowedNamespaces
-from apitoken_operator.workspace_access import namespace_allowed
+from apitoken_operator.core.apitoken.namespaces import namespace_allowed
+from apitoken_operator.crd.resources import AllowedNamespaces
 
 pytestmark = pytest.mark.unit
 

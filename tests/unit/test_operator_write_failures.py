@@ -21,16 +21,17 @@ from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
 from prometheus_client import generate_latest
 
-from apitoken_operator import reasons, token_runs
-from apitoken_operator.execute import WriteRetry
+from apitoken_operator.core.managed_secret import observe
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.execution.held_token import WriteRetry
 from apitoken_operator.metrics import Metrics
-from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.providers.http import utc_now
+from apitoken_operator.reconcilers import apitoken as token_runs
+from apitoken_operator.reconcilers.workspace import run_workspace, workspace_access, workspace_key
 from apitoken_operator.runtime import LaunchConfig, Runtime
-from apitoken_operator.secret_builder import observe
-from apitoken_operator.service_client import utc_now
 from apitoken_operator.settings import OperatorSettings
-from apitoken_operator.workspace_runs import run_workspace, workspace_access, workspace_key
-from unit.test_operator_execute import Clock, FakeService, Harness
+from support.held_tokens import Clock, FakeService, Harness
 
 pytestmark = pytest.mark.unit
 

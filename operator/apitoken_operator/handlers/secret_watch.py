@@ -12,7 +12,7 @@ from typing import Any
 from lightkube import ALL_NS
 from lightkube.resources.core_v1 import Secret
 
-from apitoken_operator import names
+from apitoken_operator.crd import names
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from apitoken_operator import names
-from apitoken_operator.durations import parse_duration
+from apitoken_operator.crd import names
+from apitoken_operator.crd.durations import parse_duration
 
 DEFAULT_LIFETIME_DAYS: Final = 90
 DEFAULT_REFRESH_PERCENT: Final = 75

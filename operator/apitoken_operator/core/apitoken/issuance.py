@@ -8,8 +8,8 @@ template, refreshPercent, renewBefore, deletionPolicy) are not part of it.
 import hashlib
 from datetime import datetime
 
-from apitoken_operator import reasons
-from apitoken_operator.models import ApiTokenStatus, ResolvedApiTokenSpec
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import ApiTokenStatus, ResolvedApiTokenSpec
 
 
 def _short(text: str) -> str:

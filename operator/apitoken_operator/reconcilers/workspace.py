@@ -3,7 +3,7 @@ from a workspace (its spec, whether the operator's credential works, the clients
 
 The run is idempotent and cheap when nothing is due (three GETs), so ApiToken runs call it too:
 they then always act with a fresh credential, whatever the workspace daemon's timing. It also
-keeps the credential Secret's finalizer in step (`credential_protection`); a workspace's
+keeps the credential Secret's finalizer in step (`core.workspace.protection`); a workspace's
 deletion disables the operator's own tokens there (`retire_credential`) before letting go.
 """
 
@@ -14,18 +14,27 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apitoken_operator import names, reasons
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.credential import (
+from apitoken_operator.core.bodies import (
+    invalid_spec,
+    observed_secret,
+    status_of,
+    workspace_object,
+    workspace_spec,
+)
+from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.core.workspace.credential import (
     CredentialObservation,
     credential_failed_state,
     credential_secret_location,
     credential_secret_ref,
-    credential_tokens_to_retire,
     decide_credential,
+)
+from apitoken_operator.core.workspace.deletion import (
+    Retirement,
+    credential_tokens_to_retire,
     retirement_waits,
 )
-from apitoken_operator.credential_protection import (
+from apitoken_operator.core.workspace.protection import (
     ProtectionChange,
     finalizer_patch,
     needs_user_count,
@@ -34,37 +43,38 @@ from apitoken_operator.credential_protection import (
     protection_view,
     protects,
 )
-from apitoken_operator.execute import Event, ManagementApi, WriteRetry, service_tokens
-from apitoken_operator.execute_credential import (
-    CredentialOutcome,
-    CredentialPorts,
-    reconcile_credential_once,
-)
-from apitoken_operator.kube_objects import (
-    Body,
-    SecretApplier,
-    SecretValueReader,
-    api_tokens_using,
-    error_detail,
-    get_secret,
-    get_workspace,
-    patch_secret_metadata,
-    patch_status,
-)
-from apitoken_operator.metrics import TimedManagement, TimedRefresh
-from apitoken_operator.models import (
-    Provider,
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
+from apitoken_operator.crd.resources import (
     TokenWorkspaceSpec,
     TokenWorkspaceStatus,
     WorkspaceKind,
     status_patch,
 )
-from apitoken_operator.names import KEY_ACCESS_TOKEN
+from apitoken_operator.execution.apitoken import service_tokens
+from apitoken_operator.execution.held_token import Event, ManagementApi, WriteRetry
+from apitoken_operator.execution.workspace import (
+    CredentialOutcome,
+    CredentialPorts,
+    reconcile_credential_once,
+)
+from apitoken_operator.kube.objects import (
+    Body,
+    SecretApplier,
+    SecretValueReader,
+    api_tokens_using,
+    get_secret,
+    get_workspace,
+    patch_secret_metadata,
+    patch_status,
+    write_failure_message,
+)
+from apitoken_operator.metrics import TimedManagement, TimedRefresh
+from apitoken_operator.providers.apitoken import TokenServiceClient
+from apitoken_operator.providers.capabilities import capabilities
+from apitoken_operator.providers.errors import NotFound, ServiceError
+from apitoken_operator.providers.oauth2 import TokenEndpointClient
 from apitoken_operator.runtime import Runtime
-from apitoken_operator.secret_builder import salted_digest
-from apitoken_operator.service_client import TokenEndpointClient, TokenServiceClient
-from apitoken_operator.service_errors import NotFound, ServiceError
-from apitoken_operator.views import observed_secret, workspace_object, workspace_spec
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +263,8 @@ async def _record_write_failure(
     Ready stays True while the access token the Secret holds is valid); the error's code and
     reason only, never its message. Returns the message."""
     ws = obs.workspace
-    message = (
-        f"writing credential Secret {secret_name} failed ({error_detail(exc)}); the credential "
-        "just obtained is kept in memory and written again, without another refresh"
-    )
+    secret = f"credential Secret {secret_name}"
+    message = write_failure_message(secret, "the credential just obtained is", exc)
     now = rt.clock()
     failed = credential_failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
     failed_obs = replace(obs, workspace=replace(ws, status=failed))
@@ -278,7 +286,7 @@ async def sync_credential_protection(
     workspace_deleting: bool,
 ) -> None:
     """Bring the finalizer apitoken.dev/credential-in-use on the workspace's credential Secret
-    in step (see `credential_protection`), from a live read of the Secret. For a workspace being
+    in step (see `core.workspace.protection`), from a live read of the Secret. For a workspace being
     deleted that no ApiToken uses any more this lets the Secret go (garbage collection or the
     namespace's deletion then removes it)."""
     if not protects(kind):
@@ -304,30 +312,23 @@ async def sync_credential_protection(
         )
 
 
-@dataclass(frozen=True)
-class CredentialRetirement:
-    # False: the service could not be reached; worth waiting for.
-    done: bool
-    message: str
-
-
 async def retire_credential(
     rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str, uid: str
-) -> CredentialRetirement:
+) -> Retirement:
     """For a workspace being deleted that no ApiToken uses any more: disable the operator's own
     tokens there (`credential_tokens_to_retire`), with a freshly refreshed credential."""
     run = await run_workspace(rt, kind, namespace, name, sync_protection=False)
     if run is None or run.outcome is None:
-        return CredentialRetirement(True, "no credential")
+        return Retirement(True, "no credential")
     spec = workspace_spec(kind, run.body)
-    if spec.resolved_provider is Provider.OAUTH2:
-        return CredentialRetirement(True, "refresh-only mode holds no credential")
+    if not capabilities(spec).needs_credential:
+        return Retirement(True, "refresh-only mode holds no credential")
     secret = run.outcome.observation.secret
     bearer = secret.data.get(KEY_ACCESS_TOKEN) if secret is not None else None
     if not run.usable or not bearer or secret is None:
         ready = run.outcome.decision.status.condition("Ready")
         waits = retirement_waits(ready.reason if ready is not None else None)
-        return CredentialRetirement(not waits, run.message or "no working credential")
+        return Retirement(not waits, run.message or "no working credential")
     api = management_api(rt, spec, bearer)
     try:
         tagged = service_tokens(await api.list_tokens(external_ref=uid))
@@ -338,13 +339,13 @@ async def retire_credential(
             except NotFound:
                 pass
     except ServiceError as exc:
-        return CredentialRetirement(not retirement_waits(exc.reason), exc.message)
+        return Retirement(not retirement_waits(exc.reason), exc.message)
     log.info(
         "workspace deleted: disabled the operator's own token(s) %s",
         ", ".join(retired),
         extra={"workspace": workspace_key(kind, namespace, name)},
     )
-    return CredentialRetirement(True, f"disabled {len(retired)} token(s)")
+    return Retirement(True, f"disabled {len(retired)} token(s)")
 
 
 async def _report_invalid_spec(
@@ -356,24 +357,10 @@ async def _report_invalid_spec(
     error: ValidationError,
 ) -> str:
     """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never values)."""
-    fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
-    message = f"spec is not valid: {fields}"
-    try:
-        old = TokenWorkspaceStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        old = TokenWorkspaceStatus()
-    generation = int((body.get("metadata") or {}).get("generation") or 0)
-    signal = Signal(reasons.INVALID_SPEC, message)
-    conditions = summarize(
-        old.conditions,
-        ready=False,
-        ready_signal=signal,
-        reconciling=None,
-        stalled=signal,
-        generation=generation,
-        now=rt.clock(),
-    )
-    new = old.model_copy(update={"conditions": conditions, "observed_generation": generation})
+    old = status_of(body, TokenWorkspaceStatus)
+    new = invalid_spec(body, error, rt.clock(), TokenWorkspaceStatus)
+    ready = new.condition("Ready")
+    message = ready.message if ready is not None else "spec is not valid"
     patch = status_patch(old, new)
     if patch:
         await patch_status(rt.kube, kind.value, name, namespace, patch)
@@ -406,7 +393,7 @@ async def workspace_access(
         return WorkspaceAccess(run.body, None, False, run.message, None, None)
     events = run.outcome.events if run.outcome is not None else ()
     endpoint = token_endpoint(rt, spec, count=True)
-    if spec.resolved_provider is Provider.OAUTH2:
+    if not capabilities(spec).needs_credential:
         return WorkspaceAccess(run.body, spec, True, "", None, endpoint, events)
     management = None
     if run.usable and run.outcome is not None:
@@ -432,7 +419,6 @@ async def management_for(rt: Runtime, workspace: str, namespace: str) -> Managem
 
 
 __all__ = [
-    "CredentialRetirement",
     "WorkspaceAccess",
     "WorkspaceRun",
     "management_for",

@@ -4,8 +4,8 @@ from typing import Final
 
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 
-from apitoken_operator import names
-from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import WorkspaceKind
 
 # Server-side apply owner of everything the operator writes (Secrets and status).
 FIELD_MANAGER: Final = "apitoken-operator"

@@ -12,40 +12,33 @@ than any token's lifetime. A new bootstrap value (a different digest) replaces t
 
 import base64
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from apitoken_operator import names, reasons
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.models import (
-    Provider,
-    TokenWorkspaceSpec,
-    TokenWorkspaceStatus,
-    WorkspaceKind,
-)
-from apitoken_operator.reconcile import (
-    IssuedToken,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
-    WriteSecret,
-)
-from apitoken_operator.schedule import TimingPolicy, next_refresh_time, stable_fraction
-from apitoken_operator.secret_builder import (
+from apitoken_operator.core import held_token as held
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
     SecretShape,
     build_secret,
     data_intact,
     metadata_drifted,
-    rfc3339,
     token_data,
 )
+from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
+    DEFAULT_REFRESH_PERCENT,
+    TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
+    WorkspaceKind,
+)
+from apitoken_operator.providers.answers import rfc3339
+from apitoken_operator.providers.capabilities import capabilities
 
 
 class CredentialPolicy(BaseModel):
@@ -59,6 +52,10 @@ class CredentialPolicy(BaseModel):
     # Where credential Secrets of ClusterTokenWorkspaces live (the operator's namespace).
     operator_namespace: str = "apitoken-operator"
     timing: TimingPolicy = TimingPolicy()
+
+
+# The one place the workspace names its attempts counter for the shared failure rules.
+_ATTEMPTS = "failed_attempts"
 
 
 def _renew_before(policy: CredentialPolicy) -> timedelta:
@@ -88,20 +85,6 @@ class CredentialObservation:
 
 
 @dataclass(frozen=True)
-class UseBootstrap:
-    """Refresh with the bootstrap value and store the result as the credential; afterwards
-    disable `retire_token_id` unless it is the token the bootstrap value belongs to."""
-
-    digest: str
-    retire_token_id: str | None
-
-
-@dataclass(frozen=True)
-class RefreshCredential:
-    token_id: str
-
-
-@dataclass(frozen=True)
 class RenewCredential:
     """Generate a new token for the operator itself (name, lifetime from the policy) with the
     current credential, write it, then the following RetireToken disables the old one."""
@@ -110,7 +93,9 @@ class RenewCredential:
     lifetime_days: int
 
 
-CredentialAction = UseBootstrap | RefreshCredential | RenewCredential | RetireToken | WriteSecret
+CredentialAction = (
+    held.Import | held.Refresh | RenewCredential | held.RetireToken | held.WriteSecret
+)
 
 
 @dataclass(frozen=True)
@@ -209,12 +194,12 @@ def decide_credential(
         final = _with(state, observed_generation=ws.generation, conditions=conditions)
         return CredentialDecision(tuple(actions), final, requeue, usable=ok)
 
-    if ws.spec.resolved_provider is Provider.OAUTH2:
+    if not capabilities(ws.spec).needs_credential:
         signal = Signal(reasons.WORKSPACE_READY, "refresh-only mode needs no credential")
         return finish([], signal, True)
 
     secret = obs.secret
-    if secret is not None and _foreign(secret, ws.uid):
+    if secret is not None and held.foreign(secret, ws.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {namespace}/{secret_name} exists and is not this workspace's credential",
@@ -241,7 +226,7 @@ def decide_credential(
 
     if new_bootstrap:
         assert obs.bootstrap_digest is not None
-        actions.append(UseBootstrap(obs.bootstrap_digest, current_id))
+        actions.append(held.Import(obs.bootstrap_digest, current_id))
         ready = Signal(reasons.IMPORTING, f"using the bootstrap value in {where}")
     elif secret is None or current_id is None:
         message = (
@@ -272,7 +257,7 @@ def decide_credential(
             refresh_at = next_refresh_time(
                 obtained_at=status.last_refresh_time,
                 expires_at=access_expires,
-                refresh_percent=75,
+                refresh_percent=DEFAULT_REFRESH_PERCENT,
                 token_id=current_id,
                 policy=policy.timing,
             )
@@ -295,14 +280,18 @@ def decide_credential(
         )
         if now >= refresh_at or not ready_ok:
             # First: renewing goes through the management API, which needs a valid access token.
-            actions.append(RefreshCredential(current_id))
+            actions.append(held.Refresh(current_id))
         elif renew_at is not None and now >= renew_at:
             actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
-            actions.append(RetireToken(current_id, RetireMode.DISABLE, reasons.RENEWAL_DUE))
+            actions.append(
+                held.RetireToken(current_id, held.RetireMode.DISABLE, reasons.RENEWAL_DUE)
+            )
         else:
             shape = _shape(ws, policy, current_id, refresh_expires)
             if metadata_drifted(shape, secret):
-                actions.append(WriteSecret("metadata drifted", build_secret(shape, secret.data)))
+                actions.append(
+                    held.WriteSecret("metadata drifted", build_secret(shape, secret.data))
+                )
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
@@ -310,7 +299,7 @@ def decide_credential(
     reconciling: Signal | None = None
     retry_at = _retry_at(ws, policy)
     if actions and retry_at is not None and now < retry_at:
-        actions = [a for a in actions if isinstance(a, WriteSecret)]
+        actions = [a for a in actions if isinstance(a, held.WriteSecret)]
         reconciling = Signal(
             status.last_failure_reason or reasons.SERVICE_ERROR,
             f"{status.last_failure_message or 'failed'}; retrying at {rfc3339(retry_at)}",
@@ -329,51 +318,21 @@ def decide_credential(
     )
 
 
-def _foreign(secret: ObservedSecret, uid: str) -> bool:
-    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
-
-
 def may_write_held_credential(obs: CredentialObservation) -> bool:
     """Whether a credential an earlier run could not write may still go to the Secret: never
     over a Secret that is not this workspace's credential. (A workspace being deleted still
     gets it: its deletion disables the operator's own tokens with it.)"""
-    return obs.secret is None or not _foreign(obs.secret, obs.workspace.uid)
-
-
-def credential_tokens_to_retire(
-    current_token_id: str | None, tagged: Sequence[ServiceToken]
-) -> tuple[str, ...]:
-    """When a workspace is deleted and no ApiToken uses it: the operator's own tokens there to
-    disable, so none outlives it. Those tagged with the workspace's UID that are still active
-    (left by a renewal cut short), then the current credential last: disabling it kills only
-    its refresh token, so its access token still authorizes the calls before."""
-    others = [t.id for t in tagged if t.status == "active" and t.id != current_token_id]
-    return (*others, current_token_id) if current_token_id else tuple(others)
-
-
-def retirement_waits(reason: str | None) -> bool:
-    """Whether disabling the operator's own tokens at a workspace's deletion, having failed for
-    `reason`, is worth waiting for: only while the service cannot be reached or fails. A refused
-    or missing credential will not get better; the deletion goes on without."""
-    return reason in (reasons.SERVICE_UNREACHABLE, reasons.SERVICE_ERROR)
+    return obs.secret is None or not held.foreign(obs.secret, obs.workspace.uid)
 
 
 def _retry_at(ws: WorkspaceObject, policy: CredentialPolicy) -> datetime | None:
     status = ws.status
-    if status.failed_attempts <= 0 or status.last_failure_time is None:
-        return None
-    delay = backoff_delay(
-        status.failed_attempts,
-        base=policy.timing.backoff_base,
-        cap=policy.timing.backoff_cap,
-        jitter=stable_fraction(ws.uid, str(status.failed_attempts)),
-    )
-    return status.last_failure_time + delay
+    return held.retry_at(status.failed_attempts, status.last_failure_time, ws.uid, policy.timing)
 
 
 def credential_stored_state(
     obs: CredentialObservation,
-    issued: IssuedToken,
+    issued: held.IssuedToken,
     policy: CredentialPolicy,
     *,
     bootstrap_digest: str | None = None,
@@ -386,18 +345,15 @@ def credential_stored_state(
         token_data(issued.values),
     )
     user, _ = token_claims(issued.values.access_token)
-    status = _with(
+    status = held.succeeded(
         ws.status,
+        _ATTEMPTS,
         user=user or ws.status.user,
         credential_secret_name=credential_secret_ref(ws, policy)[1],
         credential_token_id=issued.token_id,
         credential_expires_at=issued.refresh_token_expires_at,
-        last_refresh_time=issued.obtained_at.replace(microsecond=0),
+        last_refresh_time=held.whole(issued.obtained_at),
         bootstrap_digest=bootstrap_digest or ws.status.bootstrap_digest,
-        failed_attempts=0,
-        last_failure_time=None,
-        last_failure_reason=None,
-        last_failure_message=None,
     )
     return manifest, status
 
@@ -412,11 +368,5 @@ def credential_failed_state(
 ) -> TokenWorkspaceStatus:
     """After a failed call. A rejected bootstrap value is remembered as used: never retried."""
     status = obs.workspace.status
-    return _with(
-        status,
-        failed_attempts=status.failed_attempts + 1,
-        last_failure_time=now.replace(microsecond=0),
-        last_failure_reason=reason,
-        last_failure_message=message,
-        bootstrap_digest=consumed_bootstrap_digest or status.bootstrap_digest,
-    )
+    digest = consumed_bootstrap_digest or status.bootstrap_digest
+    return held.failed(status, _ATTEMPTS, reason, message, now, bootstrap_digest=digest)

@@ -7,7 +7,7 @@ with any token value the client knows replaced, so they are safe for logs, event
 
 from typing import ClassVar
 
-from apitoken_operator import reasons
+from apitoken_operator.crd import reasons
 
 
 class ServiceError(Exception):

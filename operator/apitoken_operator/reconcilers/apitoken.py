@@ -6,10 +6,9 @@ per token. The ApiToken and its Secret are read with live GETs; for provider api
 tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
 
 When the Secret cannot be written with values just obtained from the service (they stay in the
-token's backlog, see `execute`), the failure is recorded in status before the error goes up to
-Kopf's retry: Reconciling says so at once, and Ready turns False once the access token the
-Secret still holds expired.
-"""
+token's backlog, see `execution.held_token`), the failure is recorded in status before the error
+goes up to Kopf's retry: Reconciling says so at once, and Ready turns False once the access
+token the Secret still holds expired."""
 
 import asyncio
 import logging
@@ -18,39 +17,40 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from apitoken_operator import reasons
-from apitoken_operator.execute import Event, Ports, reconcile_once, service_tokens
-from apitoken_operator.kube_objects import (
+from apitoken_operator.core.apitoken.decide import Observation, WorkspaceView, decide, failed_state
+from apitoken_operator.core.bodies import (
+    api_token_view,
+    invalid_spec_status,
+    observed_secret,
+    status_of,
+)
+from apitoken_operator.core.held_token import ServiceToken
+from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import (
+    ApiTokenStatus,
+    ClusterTokenWorkspaceSpec,
+    WorkspaceKind,
+    status_patch,
+)
+from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
+from apitoken_operator.execution.held_token import Event
+from apitoken_operator.kube.objects import (
     Body,
     SecretApplier,
     SecretValueReader,
-    error_detail,
     get_api_token,
     get_secret,
     namespace_state,
     patch_status,
+    write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement
-from apitoken_operator.models import (
-    ApiTokenStatus,
-    ClusterTokenWorkspaceSpec,
-    Provider,
-    WorkspaceKind,
-    status_patch,
-)
-from apitoken_operator.reconcile import (
-    Observation,
-    ServiceToken,
-    WorkspaceView,
-    decide,
-    failed_state,
-)
+from apitoken_operator.providers.answers import RefreshResult
+from apitoken_operator.providers.capabilities import capabilities
+from apitoken_operator.providers.errors import ServiceError, Unreachable
+from apitoken_operator.reconcilers.workspace import management_for, workspace_access, workspace_key
 from apitoken_operator.runtime import Runtime
-from apitoken_operator.secret_builder import salted_digest
-from apitoken_operator.service_client import RefreshResult
-from apitoken_operator.service_errors import ServiceError, Unreachable
-from apitoken_operator.views import api_token_view, invalid_spec_status, observed_secret
-from apitoken_operator.workspace_runs import management_for, workspace_access, workspace_key
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         view = api_token_view(body)
     except ValidationError as exc:
         status = invalid_spec_status(body, exc, now)
-        old = _status_of(body)
+        old = status_of(body, ApiTokenStatus)
         patch = status_patch(old, status)
         if patch:
             await patch_status(rt.kube, "ApiToken", name, namespace, patch)
@@ -132,7 +132,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     rt.secret_owners[(namespace, spec.secret_name)] = uid
     management = (
         access.management
-        if access.spec is not None and access.spec.resolved_provider is Provider.APITOKEN
+        if access.spec is not None and capabilities(access.spec).manages_tokens
         else None
     )
     imports = (
@@ -203,10 +203,7 @@ async def _record_write_failure(
     so this write usually works). Only the error's code and reason are named (`error_detail`),
     never its message."""
     token = obs.token
-    message = (
-        f"writing Secret {secret_name} failed ({error_detail(exc)}); the values just obtained "
-        "are kept in memory and written again, without another refresh"
-    )
+    message = write_failure_message(f"Secret {secret_name}", "the values just obtained are", exc)
     now = rt.clock()
     failed = failed_state(obs, reasons.SECRET_WRITE_FAILED, message, now)
     decision = decide(replace(obs, token=replace(token, status=failed)), now, rt.timing)
@@ -240,13 +237,6 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
-
-
-def _status_of(body: Body) -> ApiTokenStatus:
-    try:
-        return ApiTokenStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        return ApiTokenStatus()
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:

@@ -16,15 +16,15 @@ from lightkube.core.resource import NamespacedResource
 from lightkube.resources.core_v1 import Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube_resources import (
+from apitoken_operator.core.bodies import secret_value
+from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.kube.resources import (
     FIELD_MANAGER,
     PROTECTION_FIELD_MANAGER,
     ApiToken,
     ClusterTokenWorkspace,
     TokenWorkspace,
 )
-from apitoken_operator.models import WorkspaceKind
-from apitoken_operator.views import secret_value
 
 Body = dict[str, Any]
 # Called with (namespace, name, resourceVersion) after the operator wrote a Secret, so the
@@ -38,6 +38,15 @@ def error_detail(error: Exception) -> str:
     status = error.status if isinstance(error, ApiError) else None
     code, why = getattr(status, "code", None), getattr(status, "reason", None)
     return f"{code} {why}" if code else type(error).__name__
+
+
+def write_failure_message(secret: str, kept: str, error: Exception) -> str:
+    """What status says when values just obtained could not be written to `secret` (they are
+    kept in the backlog): the error's code and reason only (`error_detail`)."""
+    return (
+        f"writing {secret} failed ({error_detail(error)}); {kept} kept in memory and written "
+        "again, without another refresh"
+    )
 
 
 def _not_found(error: ApiError) -> bool:

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 
-from apitoken_operator.models import (
+from apitoken_operator.crd.resources import (
     AllowedNamespaces,
     LabelSelector,
     LabelSelectorOperator,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from apitoken_operator import names
-from apitoken_operator.models import WorkspaceKind
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import WorkspaceKind
 
 
 class ProtectionChange(Enum):

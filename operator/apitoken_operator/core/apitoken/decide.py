@@ -4,7 +4,7 @@
 Secret, the workspace, the tokens the service lists for this ApiToken, now) and answers the
 actions to take, in order, and the status that describes the situation. The I/O layer runs the
 actions in order and stops at the first failure. A value-producing action (Generate, Reissue,
-ImportToken, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
+Import, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
 to write (first, from the values in memory) and the status to record; a failure by
 `failed_state`. Then `decide` runs again on the new observation to get the status to write;
 status and Secret are written only when they differ from what was observed.
@@ -16,44 +16,60 @@ backup restore) is healed by adopting what the Secret says.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
-from apitoken_operator import names, reasons
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.issuance import issued_spec_hash, reissue_reason
-from apitoken_operator.models import (
+from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
+from apitoken_operator.core.apitoken.namespaces import namespace_allowed
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.held_token import (
+    Import,
+    IssuedToken,
+    Refresh,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+    failed,
+    foreign,
+    retry_at,
+    succeeded,
+    whole,
+    whole_or_none,
+)
+from apitoken_operator.core.managed_secret import (
+    ObservedSecret,
+    Owner,
+    SecretShape,
+    build_secret,
+    data_intact,
+    disabled_data,
+    metadata_drifted,
+    token_data,
+)
+from apitoken_operator.core.schedule import (
+    TimingPolicy,
+    next_refresh_time,
+    renewal_time,
+)
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
     DeletionPolicy,
-    Provider,
     ResolvedApiTokenSpec,
     RetiringToken,
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
-from apitoken_operator.schedule import (
-    TimingPolicy,
-    next_refresh_time,
-    renewal_time,
-    stable_fraction,
+from apitoken_operator.providers.answers import TokenValues, rfc3339
+from apitoken_operator.providers.capabilities import (
+    Capabilities,
+    capabilities,
+    importing_providers,
 )
-from apitoken_operator.secret_builder import (
-    ObservedSecret,
-    Owner,
-    SecretShape,
-    TokenValues,
-    build_secret,
-    data_intact,
-    disabled_data,
-    metadata_drifted,
-    rfc3339,
-    token_data,
-)
-from apitoken_operator.workspace_access import namespace_allowed
 
 # ---------------------------------------------------------------------------------------------
 # What the core looks at.
@@ -87,15 +103,6 @@ class WorkspaceView:
 
 
 @dataclass(frozen=True)
-class ServiceToken:
-    """A token's metadata as the service lists it (GET tokens?externalRef=UID)."""
-
-    id: str
-    status: str  # active, disabled, expired
-    external_ref: str | None = None
-
-
-@dataclass(frozen=True)
 class Observation:
     token: ApiTokenView
     secret: ObservedSecret | None
@@ -114,11 +121,6 @@ class Observation:
 # What the core asks for.
 
 
-class RetireMode(StrEnum):
-    DISABLE = "disable"
-    DELETE = "delete"
-
-
 @dataclass(frozen=True)
 class Generate:
     """Create a token (name, lifetimeDays, externalRef=UID); then write the Secret."""
@@ -135,53 +137,14 @@ class Reissue:
     old_token_id: str | None
 
 
-@dataclass(frozen=True)
-class ImportToken:
-    """Refresh-only mode: refresh with the hand-made token in spec.refreshTokenSecretRef."""
-
-    digest: str
-
-
-@dataclass(frozen=True)
-class Refresh:
-    """Refresh the access token with the Secret's refresh token; persist before anything else."""
-
-    token_id: str
-
-
-@dataclass(frozen=True)
-class WriteSecret:
-    """Write the managed Secret with data already known (metadata repair, disable, orphan)."""
-
-    reason: str
-    manifest: dict[str, Any] = field(repr=False)
-
-
-@dataclass(frozen=True)
-class RetireToken:
-    """Disable or delete a token at the service (both are idempotent there; NotFound is done).
-    Afterwards `retired_state` drops it from status.retiringTokens."""
-
-    token_id: str
-    mode: RetireMode
-    reason: str
-    # "Kind/name" of the workspace the token lives in; None: the current workspace.
-    workspace: str | None = None
-
-
-@dataclass(frozen=True)
-class RemoveFinalizer:
-    reason: str
-
-
-Action = Generate | Reissue | ImportToken | Refresh | WriteSecret | RetireToken | RemoveFinalizer
+Action = Generate | Reissue | Import | Refresh | WriteSecret | RetireToken | RemoveFinalizer
 
 # Actions that call the token service and therefore wait out the backoff after a failure.
-_SERVICE_ACTIONS = (Generate, Reissue, ImportToken, Refresh, RetireToken)
+_SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, RetireToken)
 # Actions that need the management API and so the operator's workspace credential.
 _MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
 # Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
-_NEW_TOKEN_ACTIONS = (Generate, Reissue, ImportToken)
+_NEW_TOKEN_ACTIONS = (Generate, Reissue, Import)
 
 
 @dataclass(frozen=True)
@@ -190,17 +153,6 @@ class Decision:
     status: ApiTokenStatus
     # When to look again if nothing else happens (None: only on the next event).
     requeue_at: datetime | None
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    """A new token the service just returned (or an imported one just refreshed)."""
-
-    token_id: str
-    values: TokenValues
-    refresh_token_expires_at: datetime | None
-    obtained_at: datetime
-    imported_digest: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,16 +189,18 @@ def decide(obs: Observation, now: datetime, policy: TimingPolicy) -> Decision:
         status = _with(token.status, secret_name=spec.secret_name)
         return _finish(obs, (), status, blocked, now, now + policy.recheck_interval)
     assert obs.workspace.spec is not None  # _blocked ruled it out
-    provider = obs.workspace.spec.resolved_provider
+    can = capabilities(obs.workspace.spec)
     if spec.disabled:
-        return _decide_disabled(obs, spec, provider, now, policy)
-    if provider is Provider.OAUTH2:
+        return _decide_disabled(obs, spec, can, now, policy)
+    if can.needs_import:
         return _decide_refresh_only(obs, spec, now, policy)
     if spec.import_ref is not None:
         stalled = Signal(
             reasons.INVALID_SPEC,
-            "spec.refreshTokenSecretRef is for workspaces with provider oauth2; "
-            f"{obs.workspace.kind} {obs.workspace.name} has provider apitoken",
+            "spec.refreshTokenSecretRef is for workspaces with provider "
+            f"{' or '.join(importing_providers())}; "
+            f"{obs.workspace.kind} {obs.workspace.name} has provider "
+            f"{obs.workspace.spec.resolved_provider}",
         )
         verdict = _Verdict(False, stalled, stalled=stalled)
         return _finish(obs, (), token.status, verdict, now, None)
@@ -268,7 +222,7 @@ def _blocked(obs: Observation, spec: ResolvedApiTokenSpec) -> _Verdict | None:
             f"ClusterTokenWorkspace {ws.name} does not allow namespace {token.namespace} "
             "(spec.allowedNamespaces)",
         )
-    elif obs.secret is not None and _foreign(obs.secret, token.uid):
+    elif obs.secret is not None and foreign(obs.secret, token.uid):
         signal = Signal(
             reasons.SECRET_CONFLICT,
             f"Secret {obs.secret.name} exists and is not managed by this ApiToken; "
@@ -277,10 +231,6 @@ def _blocked(obs: Observation, spec: ResolvedApiTokenSpec) -> _Verdict | None:
     if signal is None:
         return None
     return _Verdict(False, signal, stalled=signal)
-
-
-def _foreign(secret: ObservedSecret, uid: str) -> bool:
-    return not secret.managed or any(owner != uid for owner in secret.owner_uids)
 
 
 def _current(obs: Observation) -> _Current | None:
@@ -362,16 +312,7 @@ def _timing(
 
 def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
     status = obs.token.status
-    if status.failed_refresh_attempts <= 0 or status.last_failure_time is None:
-        return None
-    attempts = status.failed_refresh_attempts
-    delay = backoff_delay(
-        attempts,
-        base=policy.backoff_base,
-        cap=policy.backoff_cap,
-        jitter=stable_fraction(obs.token.uid, str(attempts)),
-    )
-    return status.last_failure_time + delay
+    return retry_at(status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy)
 
 
 def _shape(
@@ -535,7 +476,7 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.GENERATING, f"generating a token ({reason})")
             case Reissue(reason=reason):
                 return Signal(reasons.REISSUING, f"re-issuing the token: {reason}")
-            case ImportToken():
+            case Import():
                 return Signal(reasons.IMPORTING, "importing the refresh token")
             case Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
@@ -607,8 +548,8 @@ def _decide_managed(
         refresh_at, renew_at = _timing(obs, spec, current, now, policy)
         status = _with(
             status,
-            next_refresh_time=_whole(refresh_at),
-            renewal_time=_whole_or_none(renew_at),
+            next_refresh_time=whole(refresh_at),
+            renewal_time=whole_or_none(renew_at),
         )
         why = reissue_reason(
             spec=spec,
@@ -671,7 +612,7 @@ def _decide_managed(
 def _decide_disabled(
     obs: Observation,
     spec: ResolvedApiTokenSpec,
-    provider: Provider,
+    can: Capabilities,
     now: datetime,
     policy: TimingPolicy,
 ) -> Decision:
@@ -681,7 +622,7 @@ def _decide_disabled(
     status = _with(status, renewal_time=None)
     actions: list[Action] = []
     holding = secret is not None and secret.holds_tokens
-    if provider is Provider.APITOKEN:
+    if can.manages_tokens:
         # A stripped Secret is the mark that the disable went through: it is written after.
         if secret is None or holding:
             for token_id in (token.status.token_id, secret.token_id if secret else None):
@@ -696,7 +637,7 @@ def _decide_disabled(
             WriteSecret(reasons.DISABLED, build_secret(shape, disabled_data(secret.data)))
         )
     message = "the token is disabled; its Secret holds no usable token"
-    if provider is Provider.OAUTH2:
+    if not can.manages_tokens:
         message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
     verdict = _Verdict(False, Signal(reasons.DISABLED, message))
     held, verdict, retry = _gate(
@@ -735,7 +676,7 @@ def _decide_refresh_only(
         )
     if new_import:
         assert obs.import_digest is not None
-        actions.append(ImportToken(obs.import_digest))
+        actions.append(Import(obs.import_digest))
     elif current is None:
         if obs.import_digest is None:
             stalled = Signal(reasons.IMPORT_SECRET_MISSING, f"{where} not found")
@@ -757,7 +698,7 @@ def _decide_refresh_only(
         )
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
-        status = _with(status, next_refresh_time=_whole(refresh_at), renewal_time=None)
+        status = _with(status, next_refresh_time=whole(refresh_at), renewal_time=None)
         if now >= refresh_at:
             actions.append(Refresh(current.token_id))
         else:
@@ -801,10 +742,10 @@ def _decide_deletion(
             obs, (RemoveFinalizer("abandoned"),), status, _Verdict(False, signal), now, None
         )
     secret = obs.secret
-    ours = secret if secret is not None and not _foreign(secret, token.uid) else None
+    ours = secret if secret is not None and not foreign(secret, token.uid) else None
     ws = obs.workspace
     actions: list[Action] = []
-    service_side = ws.spec is not None and ws.spec.resolved_provider is Provider.APITOKEN
+    service_side = ws.spec is not None and capabilities(ws.spec).manages_tokens
     current_id = (ours.token_id if ours else None) or status.token_id
     known = [status.token_id, ours.token_id if ours else None]
     policy_ = spec.deletion_policy
@@ -849,14 +790,12 @@ def _decide_deletion(
 # After the I/O layer ran a value-producing action.
 
 
+# The one place the ApiToken names its attempts counter for the shared failure rules.
+_ATTEMPTS = "failed_refresh_attempts"
+
+
 def _success(status: ApiTokenStatus) -> ApiTokenStatus:
-    return _with(
-        status,
-        failed_refresh_attempts=0,
-        last_failure_time=None,
-        last_failure_reason=None,
-        last_failure_message=None,
-    )
+    return succeeded(status, _ATTEMPTS)
 
 
 def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any], ApiTokenStatus]:
@@ -868,7 +807,7 @@ def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any],
     retiring = token.status.retiring_tokens
     secret = obs.secret
     replaced = [token.status.token_id]
-    if secret is not None and not _foreign(secret, token.uid):
+    if secret is not None and not foreign(secret, token.uid):
         replaced.append(secret.token_id)
     for old in replaced if issued.imported_digest is None else ():
         # Imported tokens cannot be retired (refresh-only mode has no management API).
@@ -880,9 +819,9 @@ def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any],
         token_workspace=workspace_key(spec),
         retiring_tokens=retiring,
         secret_name=spec.secret_name,
-        access_token_expires_at=_whole(issued.values.access_token_expires_at),
-        refresh_token_expires_at=_whole_or_none(issued.refresh_token_expires_at),
-        last_refresh_time=_whole(issued.obtained_at),
+        access_token_expires_at=whole(issued.values.access_token_expires_at),
+        refresh_token_expires_at=whole_or_none(issued.refresh_token_expires_at),
+        last_refresh_time=whole(issued.obtained_at),
         issued_spec_hash=issued_spec_hash(spec),
         last_reissue_request=token.annotations.get(
             names.ANNOTATION_REISSUE, token.status.last_reissue_request
@@ -913,9 +852,9 @@ def refreshed_state(
         _success(token.status),
         token_id=token_id,
         secret_name=spec.secret_name,
-        access_token_expires_at=_whole(values.access_token_expires_at),
-        refresh_token_expires_at=_whole_or_none(refresh_expires),
-        last_refresh_time=_whole(obtained_at),
+        access_token_expires_at=whole(values.access_token_expires_at),
+        refresh_token_expires_at=whole_or_none(refresh_expires),
+        last_refresh_time=whole(obtained_at),
     )
     return manifest, status
 
@@ -926,7 +865,7 @@ def may_write_held_values(obs: Observation) -> bool:
     token = obs.token
     if token.deleting or token.spec.disabled:
         return False
-    return obs.secret is None or not _foreign(obs.secret, token.uid)
+    return obs.secret is None or not foreign(obs.secret, token.uid)
 
 
 def retired_state(obs: Observation, token_id: str) -> ApiTokenStatus:
@@ -951,36 +890,9 @@ def failed_state(
     An imported refresh token that was rejected is remembered as used, so it is not retried.
     """
     status = obs.token.status
-    return _with(
-        status,
-        failed_refresh_attempts=status.failed_refresh_attempts + 1,
-        # Rounded up, not down: the backoff is measured from it and must not come early.
-        last_failure_time=_whole_up(now),
-        last_failure_reason=reason,
-        last_failure_message=message,
-        imported_token_digest=consumed_import_digest or status.imported_token_digest,
-    )
+    digest = consumed_import_digest or status.imported_token_digest
+    return failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
 
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:
     return status.model_copy(update=changes)
-
-
-def _whole(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
-
-
-def _whole_up(moment: datetime) -> datetime:
-    whole = _whole(moment)
-    return whole if whole == moment else whole + timedelta(seconds=1)
-
-
-def _whole_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else _whole(moment)
-
-
-def requeue_delay(decision: Decision, now: datetime) -> timedelta | None:
-    """How long the I/O layer's timer should sleep, for Kopf's `delay`."""
-    if decision.requeue_at is None:
-        return None
-    return max(decision.requeue_at - now, timedelta(0))

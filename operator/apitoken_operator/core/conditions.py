@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from apitoken_operator import reasons
-from apitoken_operator.models import Condition, ConditionStatus
+from apitoken_operator.crd import reasons
+from apitoken_operator.crd.resources import Condition, ConditionStatus
 
 _ORDER = (reasons.READY, reasons.RECONCILING, reasons.STALLED)
 

@@ -9,14 +9,16 @@ import base64
 import binascii
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from apitoken_operator import names, reasons
-from apitoken_operator.conditions import Signal, summarize
-from apitoken_operator.credential import WorkspaceObject
-from apitoken_operator.models import (
+from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.conditions import Signal, summarize
+from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.workspace.credential import WorkspaceObject
+from apitoken_operator.crd import names, reasons
+from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -24,8 +26,6 @@ from apitoken_operator.models import (
     TokenWorkspaceStatus,
     WorkspaceKind,
 )
-from apitoken_operator.reconcile import ApiTokenView, WorkspaceView
-from apitoken_operator.secret_builder import ObservedSecret
 
 Raw = Mapping[str, Any]
 
@@ -44,12 +44,7 @@ def _our_annotations(meta: Mapping[str, Any]) -> dict[str, str]:
 def api_token_view(body: Raw) -> ApiTokenView:
     """Raises pydantic.ValidationError for a spec the models refuse."""
     meta = _meta(body)
-    status_raw = body.get("status") or {}
-    try:
-        status = ApiTokenStatus.model_validate(status_raw)
-    except ValidationError:
-        # A status we cannot read is rebuilt from the Secret, which is the source of truth.
-        status = ApiTokenStatus()
+    status = status_of(body, ApiTokenStatus)
     return ApiTokenView(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
@@ -62,13 +57,27 @@ def api_token_view(body: Raw) -> ApiTokenView:
     )
 
 
-def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
-    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values)."""
-    meta = _meta(body)
+Status = TypeVar("Status", ApiTokenStatus, TokenWorkspaceStatus)
+
+
+def status_of(body: Raw, model: type[Status]) -> Status:
+    """The object's status; one we cannot read is rebuilt (the Secret is the source of truth)."""
     try:
-        status = ApiTokenStatus.model_validate(body.get("status") or {})
+        return model.model_validate(body.get("status") or {})
     except ValidationError:
-        status = ApiTokenStatus()
+        return model()
+
+
+def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
+    """An ApiToken's status for a spec the models refuse (see `invalid_spec`)."""
+    return invalid_spec(body, error, now, ApiTokenStatus)
+
+
+def invalid_spec(body: Raw, error: ValidationError, now: datetime, model: type[Status]) -> Status:
+    """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values):
+    the same for an ApiToken and a workspace (`model` is the resource's status type)."""
+    meta = _meta(body)
+    status = status_of(body, model)
     fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
     signal = Signal(reasons.INVALID_SPEC, f"spec is not valid: {fields}")
     generation = int(meta.get("generation") or 0)
@@ -125,33 +134,9 @@ def workspace_spec(kind: WorkspaceKind, body: Raw) -> TokenWorkspaceSpec:
     return model.model_validate(body.get("spec") or {})
 
 
-def workspace_view(
-    kind: WorkspaceKind,
-    name: str,
-    body: Raw | None,
-    *,
-    namespace_labels: Mapping[str, str],
-    usable: bool,
-    message: str = "",
-) -> WorkspaceView:
-    """`usable` comes from the workspace's credential decision (CredentialDecision.usable)."""
-    spec = workspace_spec(kind, body) if body is not None else None
-    return WorkspaceView(
-        kind=kind,
-        name=name,
-        spec=spec,
-        ready=usable,
-        message=message,
-        namespace_labels=dict(namespace_labels),
-    )
-
-
 def workspace_object(kind: WorkspaceKind, body: Raw) -> WorkspaceObject:
     meta = _meta(body)
-    try:
-        status = TokenWorkspaceStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = TokenWorkspaceStatus()
+    status = status_of(body, TokenWorkspaceStatus)
     namespace = meta.get("namespace")
     return WorkspaceObject(
         kind=kind,

@@ -10,31 +10,13 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from apitoken_operator import names
+from apitoken_operator.crd import names
+from apitoken_operator.providers.answers import TokenValues, parse_rfc3339, rfc3339
 
 _STRIPPED_KEYS = (names.KEY_TOKEN_TYPE, names.KEY_EXPIRES_AT)
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, whole seconds, with a Z: the form Kubernetes and the token service use."""
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def parse_rfc3339(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class TokenValues:
-    """A token pair in memory; its repr never shows the values."""
-
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    token_type: str
-    access_token_expires_at: datetime
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
 
-ApiTokens: one idempotent run (`token_runs.run_api_token`) on create, spec or annotation update
-and resume; a daemon per ApiToken for time-driven work (it sleeps until the decision's requeue
-time and is woken early by the Secret watch); deletion through Kopf's finalizer, retried with
-TemporaryError until the core releases it. Workspaces: the same for the operator's credential,
-and a finalizer that waits until no ApiToken uses the workspace, so their cleanup can still
-reach the token service; the credential Secret carries a finalizer of its own for the same
-reason (`credential_protection`), released with the workspace's, once the operator's own
-tokens in the workspace are disabled.
+ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`) on create, spec or
+annotation update and resume; a daemon per ApiToken for time-driven work (it sleeps until the
+decision's requeue time and is woken early by the Secret watch); deletion through Kopf's
+finalizer, retried with TemporaryError until the core releases it. Workspaces: the same for the
+operator's credential, and a finalizer that waits until no ApiToken uses the workspace, so their
+cleanup can still reach the token service; the credential Secret carries a finalizer of its own
+for the same reason (`core.workspace.protection`), released with the workspace's, once the
+operator's own tokens in the workspace are disabled.
 
 No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
-annotation. Managed Secrets are watched by `secret_watch` instead.
+annotation. Managed Secrets are watched by `handlers.secret_watch` instead.
 
 Token-service failures are recorded in status by the core and retried by the daemon with the
 core's backoff; Kubernetes API failures become kopf.TemporaryError with a backoff delay.
@@ -26,20 +26,22 @@ import httpx
 import kopf
 from lightkube import ApiError
 
-from apitoken_operator import names
-from apitoken_operator.backoff import backoff_delay
-from apitoken_operator.daemons import keep_running
-from apitoken_operator.kube_objects import api_tokens_using
-from apitoken_operator.models import WorkspaceKind
-from apitoken_operator.runtime import LaunchConfig, Runtime
-from apitoken_operator.secret_watch import watch_managed_secrets
-from apitoken_operator.token_runs import Posting, TokenRun, run_api_token
-from apitoken_operator.workspace_runs import (
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.workspace.deletion import DeletionStep, decide_deletion
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.handlers.daemons import keep_running
+from apitoken_operator.handlers.secret_watch import watch_managed_secrets
+from apitoken_operator.kube.objects import api_tokens_using
+from apitoken_operator.kube.resources import PLURALS
+from apitoken_operator.reconcilers.apitoken import Posting, TokenRun, run_api_token
+from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
     retire_credential,
     run_workspace,
     sync_credential_protection,
 )
+from apitoken_operator.runtime import LaunchConfig, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ registry = kopf.OperatorRegistry()
 
 GROUP, VERSION = names.GROUP, names.VERSION
 APITOKENS = "apitokens"
-TOKENWORKSPACES = "tokenworkspaces"
-CLUSTERTOKENWORKSPACES = "clustertokenworkspaces"
 T = TypeVar("T")
 DELETION_RECHECK = timedelta(seconds=15)
 
@@ -308,23 +308,21 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
         memo: kopf.Memo,
         **_: Any,
     ) -> None:
-        # ApiTokens being deleted still need this workspace's credential to clean up.
+        # Decided by the core (`core.workspace.deletion`); each step waits on the one before.
         rt = _runtime(memo)
         n, u = name or "", uid or ""
+        abandon = annotations.get(names.ANNOTATION_ABANDON) == "true"
         users = await _kube_call(rt, retry, api_tokens_using(rt.kube, kind, n, namespace))
-        if users:
-            raise kopf.TemporaryError(
-                f"waiting for {len(users)} ApiToken(s) using it: {', '.join(users[:5])}",
-                delay=max(rt.timing.backoff_base.total_seconds(), 1.0),
-            )
-        # None left: the operator's own tokens there go too, unless an admin lets them be.
+        step = decide_deletion(users, None, abandon=abandon)
+        if step.step is DeletionStep.WAIT_FOR_USERS:
+            # ApiTokens being deleted still need this workspace's credential to clean up.
+            delay = max(rt.timing.backoff_base.total_seconds(), 1.0)
+            raise kopf.TemporaryError(step.message, delay=delay)
         retired = await _kube_call(rt, retry, retire_credential(rt, kind, namespace, n, u))
-        if not retired.done and annotations.get(names.ANNOTATION_ABANDON) != "true":
-            raise kopf.TemporaryError(
-                f"waiting to disable the operator's own token at the service: {retired.message} "
-                f"(set {names.ANNOTATION_ABANDON}=true to leave it)",
-                delay=min(_backoff(rt, retry + 1), DELETION_RECHECK.total_seconds()),
-            )
+        step = decide_deletion(users, retired, abandon=abandon)
+        if step.step is DeletionStep.WAIT_FOR_RETIREMENT:
+            delay = min(_backoff(rt, retry + 1), DELETION_RECHECK.total_seconds())
+            raise kopf.TemporaryError(step.message, delay=delay)
         # Then the credential Secret may go (its finalizer held it for the ApiTokens).
         release = sync_credential_protection(rt, kind, namespace, n, u, workspace_deleting=True)
         await _kube_call(rt, retry, release)
@@ -350,7 +348,7 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
         await _daemon(rt, uid, step, f"{kind.value} {namespace or ''}/{name}")
 
 
-_workspace_handlers(TOKENWORKSPACES, WorkspaceKind.TOKEN_WORKSPACE)
-_workspace_handlers(CLUSTERTOKENWORKSPACES, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE)
+for _kind, _plural in PLURALS.items():
+    _workspace_handlers(_plural, _kind)
 
 __all__ = ["configure", "registry"]

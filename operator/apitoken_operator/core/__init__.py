@@ -1,0 +1,1 @@
+"""Pure decisions: from what is observed and the time, what to do. No I/O."""

@@ -1,0 +1,1 @@
+"""The ApiToken policy over the held-token core."""

@@ -1,0 +1,1 @@
+"""The workspace policy: the operator's own credential and its protection."""

@@ -1,0 +1,1 @@
+"""Runs decisions through injected ports (no Kubernetes client, no Kopf)."""

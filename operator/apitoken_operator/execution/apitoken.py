@@ -1,0 +1,238 @@
+"""The ApiToken policy's actions, run by the held-token executor (`execution.held_token`).
+
+The reconciler builds an Observation (for a provider that manages tokens it lists the tokens
+tagged with the ApiToken's UID on every run, one GET, so that tokens left by a crash or a failed
+retire are swept), calls `reconcile_once` under the token's lock, writes the returned status if
+it changed, posts the returned events, releases the finalizer if asked, and runs again at
+`decision.requeue_at`, or at once if `decision.actions` is not empty.
+"""
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from apitoken_operator.core.apitoken.decide import (
+    Action,
+    Decision,
+    Generate,
+    Observation,
+    Reissue,
+    decide,
+    failed_state,
+    issued_state,
+    may_write_held_values,
+    refreshed_state,
+    retired_state,
+)
+from apitoken_operator.core.held_token import (
+    Import,
+    IssuedToken,
+    Refresh,
+    RemoveFinalizer,
+    RetireMode,
+    RetireToken,
+    ServiceToken,
+    WriteSecret,
+)
+from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
+from apitoken_operator.crd.resources import ApiTokenStatus
+from apitoken_operator.execution.held_token import (
+    DEFAULT_RETRY,
+    Backlog,
+    Clock,
+    Event,
+    HeldTokenRun,
+    ImportReader,
+    ManagementApi,
+    RefreshApi,
+    SecretWriter,
+    Sleep,
+    WriteRetry,
+    run_rounds,
+)
+from apitoken_operator.providers.answers import TokenMetadata
+from apitoken_operator.providers.errors import InvalidGrant, ServiceError
+
+
+@dataclass(frozen=True)
+class Ports:
+    secrets: SecretWriter
+    token_endpoint: RefreshApi
+    # None for refresh-only workspaces, or while the workspace's credential does not work.
+    management: ManagementApi | None = None
+    imports: ImportReader | None = None
+    # The management API of another workspace ("Kind/name"), for tokens left in a workspace
+    # the ApiToken moved away from; None when that workspace is gone or not usable.
+    management_for: Callable[[str], Awaitable[ManagementApi | None]] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_changed: bool
+    decision: Decision  # the decision on the final observation: its status is the one to write
+    events: tuple[Event, ...]
+    finalizer_released: bool
+    # The Secret as last written (None when unchanged), for the caller's cache.
+    observation: Observation
+
+
+def _import_token_id(digest: str) -> str:
+    # Refresh-only providers give no token id; name the token after its import (not secret).
+    return "import-" + digest.removeprefix("sha256:")[:12]
+
+
+class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
+    """The ApiToken policy's actions over the shared executor."""
+
+    released = False
+
+    def _status(self) -> ApiTokenStatus:
+        return self.obs.token.status
+
+    def stopped(self) -> bool:
+        return self.released
+
+    def ports_refresh(self) -> RefreshApi:
+        return self.ports.token_endpoint
+
+    def next_round(self) -> None:
+        # The service's list was read before this round's changes: sweep only once.
+        self.obs = dataclasses.replace(self.obs, service_tokens=None)
+
+    def _with(self, secret: ObservedSecret | None, status: ApiTokenStatus) -> Observation:
+        token = dataclasses.replace(self.obs.token, status=status)
+        return dataclasses.replace(self.obs, token=token, secret=secret)
+
+    async def write_backlog(self) -> None:
+        """Write what an earlier run could not, before anything else is decided; values no
+        longer wanted (the ApiToken is being deleted or disabled, the Secret is not ours) are
+        dropped, and the sweep retires a token they held."""
+        await self._write_pending(wanted=may_write_held_values(self.obs))
+
+    def _management(self) -> ManagementApi:
+        if self.ports.management is None:
+            raise ServiceError("the workspace's management API is not available")
+        return self.ports.management
+
+    async def _issue(self, reason: str, event_reason: str) -> None:
+        spec = self.obs.token.spec.resolve(self.obs.token.namespace, self.obs.token.name)
+        created = await self._management().create_token(
+            name=spec.token_name, lifetime_days=spec.lifetime_days, external_ref=self.obs.token.uid
+        )
+        issued = IssuedToken(
+            token_id=created.metadata.id,
+            values=created.values,
+            refresh_token_expires_at=created.refresh_token_expires_at,
+            obtained_at=self.clock(),
+        )
+        manifest, status = issued_state(self.obs, issued)
+        # If the values cannot be written, the backlog keeps them; should they be dropped, the
+        # token is tagged with our UID and a later run's sweep retires it.
+        event = Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
+        await self._persist(manifest, status, (event,))
+
+    async def _refresh(self, action: Refresh) -> None:
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token:
+            raise InvalidGrant("the Secret holds no refresh token")
+        result = await self.ports.token_endpoint.refresh(refresh_token)
+        manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
+        await self._persist(manifest, status)
+        del action  # routine: no event
+
+    async def _import(self, action: Import) -> None:
+        if self.ports.imports is None:
+            raise ServiceError("no import source configured")
+        result = await self._redeem(self.ports.imports, self.obs.token.uid, action.digest)
+        if result is None:
+            return
+        issued = IssuedToken(
+            token_id=_import_token_id(action.digest),
+            values=result.values,
+            refresh_token_expires_at=result.refresh_token_expires_at,
+            obtained_at=result.obtained_at,
+            imported_digest=action.digest,
+        )
+        manifest, status = issued_state(self.obs, issued)
+        event = Event("Normal", "Imported", "imported the hand-made refresh token")
+        await self._persist(manifest, status, (event,))
+
+    async def _retire(self, action: RetireToken) -> None:
+        if action.workspace is None:
+            api = self._management()
+        else:
+            other = (
+                await self.ports.management_for(action.workspace)
+                if self.ports.management_for
+                else None
+            )
+            if other is None:
+                raise ServiceError(f"workspace {action.workspace} is not available")
+            api = other
+        await self._retire_at(api, action)
+        self._set(None, retired_state(self.obs, action.token_id))
+        verb = "deleted" if action.mode is RetireMode.DELETE else "disabled"
+        self.events.append(
+            Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
+        )
+
+    async def _dispatch(self, action: Action) -> None:
+        match action:
+            case Generate(reason=reason):
+                await self._issue(reason, "Generated")
+            case Reissue(reason=reason):
+                await self._issue(reason, "Reissued")
+            case Refresh():
+                await self._refresh(action)
+            case Import():
+                await self._import(action)
+            case RetireToken():
+                await self._retire(action)
+            case WriteSecret(manifest=manifest):
+                await self._write(manifest)
+            case RemoveFinalizer():
+                self.released = True
+
+    def _failed_status(self, exc: ServiceError) -> ApiTokenStatus:
+        return failed_state(
+            self.obs,
+            exc.reason,
+            exc.message,
+            self.clock(),
+            consumed_import_digest=self.consumed,
+        )
+
+
+async def reconcile_once(
+    obs: Observation,
+    ports: Ports,
+    *,
+    policy: TimingPolicy,
+    clock: Clock,
+    retry: WriteRetry = DEFAULT_RETRY,
+    sleep: Sleep = asyncio.sleep,
+    rounds: int = 3,
+    backlog: Backlog | None = None,
+) -> Outcome:
+    """One ApiToken reconcile (`run_rounds`); the outcome says what to write and post."""
+    run = _Run(obs, ports, policy, clock, retry, sleep, backlog)
+    final = await run_rounds(run, lambda seen: decide(seen, clock(), policy), rounds)
+    return Outcome(
+        status_changed=final.status != obs.token.status,
+        decision=final,
+        events=tuple(run.events),
+        finalizer_released=run.released,
+        observation=run.obs,
+    )
+
+
+__all__ = ["Outcome", "Ports", "reconcile_once", "service_tokens"]
+
+
+def service_tokens(listed: list[TokenMetadata]) -> tuple[ServiceToken, ...]:
+    """The service's list answer in the form the core reads."""
+    return tuple(ServiceToken(t.id, t.status, t.external_ref) for t in listed)

@@ -1,0 +1,1 @@
+"""The Kopf layer: registrations, daemons, the managed-Secret watch."""

@@ -1,0 +1,1 @@
+"""Kubernetes API adapters (lightkube): reads, server-side applies, status patches."""

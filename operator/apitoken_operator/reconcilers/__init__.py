@@ -1,0 +1,1 @@
+"""One run per kind against the cluster: observe, decide, act, record."""
