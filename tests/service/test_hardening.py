@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import httpx
@@ -351,3 +353,29 @@ async def test_an_unknown_refresh_token_uses_only_prebuilt_fast_path_statements(
     finally:
         sqlalchemy.event.remove(engine, "before_cursor_execute", count)
     assert executed == []  # the general engine path (a fresh 100-item IN per call) is not used
+
+
+# -- also decided: implausible times are refused; SQLite files are 0600 ----------------------
+
+
+async def test_tokens_with_implausible_times_are_refused(
+    admin: ApiSession, service: TokenService, clock: FakeClock
+) -> None:
+    now = int(clock().timestamp())
+    base = _claims(admin)
+    for changes in (
+        {"exp": now + 400 * 365 * 86_400},  # centuries away
+        {"iat": now + 3600, "exp": now + 7200},  # issued in the future
+        {"nbf": now + 3600},  # not yet valid
+    ):
+        token = service.keys.current.sign({**base, **changes})
+        response = await admin.http.get(
+            admin.path("/tokens"), headers={"authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401, changes
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_database_file_is_private(settings: Settings, runtime: object) -> None:
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -166,6 +167,9 @@ def create_engine(target: DatabaseTarget) -> AsyncEngine:
     if target.dialect == "sqlite":
         assert target.sqlite_path is not None
         target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 like the key-encryption key: names, owners and external refs are not for every
+        # local user. SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(target.sqlite_path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_async_engine(target.url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
