@@ -188,8 +188,8 @@ async def test_control_characters_in_ids_owners_and_cursors_are_not_found(
 # -- 9: a body over the limit is 413 whether it has a Content-Length or is chunked ----------
 
 
-def _chunks(data: bytes) -> object:
-    async def stream():  # type: ignore[no-untyped-def]
+def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
         for start in range(0, len(data), 8192):
             yield data[start : start + 8192]
 
@@ -210,7 +210,7 @@ async def test_oversized_body_is_413_with_or_without_content_length(admin: ApiSe
             response = await admin.http.post(
                 path,
                 content=content,
-                headers={**headers, **admin.headers},  # type: ignore[arg-type]
+                headers={**headers, **admin.headers},
             )
             assert response.status_code == 413, (path, response.text)
             assert response.json()["title"] == "Content too large"
