@@ -379,3 +379,32 @@ async def test_tokens_with_implausible_times_are_refused(
 async def test_sqlite_database_file_is_private(settings: Settings, runtime: object) -> None:
     path = Path(settings.database_url.removeprefix("sqlite:///"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- 10: after PostgreSQL drops every connection, readiness and refreshes recover -----------
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_after_every_connection_is_dropped_readyz_and_refresh_work(
+    admin: ApiSession, database_url: str
+) -> None:
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    assert (await admin.refresh(admin.refresh_token)).status_code == 200  # pools are warm
+    killer = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await killer.close()
+    await asyncio.sleep(0.5)
+    ready = await admin.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    listed = await admin.http.get(admin.path("/tokens"), headers=admin.headers)
+    assert listed.status_code == 200
+    created = await admin.create_token("after", 1)
+    assert (await admin.refresh(created["refreshToken"])).status_code == 200

@@ -173,7 +173,9 @@ def create_engine(target: DatabaseTarget) -> AsyncEngine:
         engine = create_async_engine(target.url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
-    return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=False)
+    # Pre-ping: after a PostgreSQL restart a pooled connection is replaced, not handed out
+    # (the management API's pool; the token endpoint's has its own check, pg_connections.py).
+    return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
 class _DirectPostgres:
@@ -188,6 +190,9 @@ class _DirectPostgres:
         self._connections = PgConnections(self._dsn, size=10)
         self._rotations = BatchedRotations(self._connections, self._rotate_alone)
         self._sql: dict[int, tuple[str, list[str], dict[str, Any]]] = {}
+
+    async def ping(self) -> None:
+        await self._connections.execute("SELECT 1")
 
     def _compiled(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
@@ -272,8 +277,12 @@ class SqlStorage:
         return await migrations.migrate(self._engine)
 
     async def ping(self) -> None:
+        """/readyz: both pools the requests use, the engine's and the token endpoint's."""
         async with self._auto.connect() as conn:
             await conn.execute(select(1))
+        direct = self._direct_connection()
+        if isinstance(direct, _DirectPostgres):
+            await direct.ping()
 
     async def close(self) -> None:
         if self._direct is not None:
