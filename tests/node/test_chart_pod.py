@@ -16,7 +16,7 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace, Pod, Secret
 
-from apitoken_operator.kube_resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from localkube.examples import apply_example
 from localkube.node import GATEWAY

@@ -54,3 +54,21 @@ async def test_cancelled_and_failed_statements_give_their_connection_back(
         assert row[0] == 42
     finally:
         await connections.close()
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_a_statement(
+    postgres_database_url: str,
+) -> None:
+    """What a PostgreSQL restart does to idle connections (issue 9 item 10)."""
+    connections = PgConnections(postgres_database_url, size=1)
+    killer = PgConnections(postgres_database_url, size=1)
+    try:
+        pid = (await connections.fetchrow("SELECT pg_backend_pid()"))[0]
+        await killer.execute(f"SELECT pg_terminate_backend({int(pid)})")
+        for _ in range(50):  # until asyncpg has seen the socket end
+            await asyncio.sleep(0.02)
+        row = await connections.fetchrow("SELECT pg_backend_pid()")
+        assert row[0] != pid
+    finally:
+        await connections.close()
+        await killer.close()

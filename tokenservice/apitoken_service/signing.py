@@ -28,6 +28,9 @@ from apitoken_service.storage.records import SigningKeyRecord
 ALGORITHM = "EdDSA"
 DIGEST_KEY = "refresh-digest"
 ROTATION_KEY = "refresh-rotation"
+# Settings.access_token_ttl_seconds allows at most a day; clocks may disagree by a minute.
+MAX_ACCESS_TOKEN_TTL_SECONDS = 86_400
+CLOCK_SKEW_SECONDS = 60
 
 
 def _b64url(raw: bytes) -> bytes:
@@ -166,9 +169,18 @@ class KeyRing:
                 "verify_nbf": False,
             },
         )
-        exp = claims["exp"]
+        exp, iat = claims["exp"], claims["iat"]
         if not isinstance(exp, int) or exp <= now.timestamp():
             raise jwt.ExpiredSignatureError("the access token has expired")
+        # This service never issues a token from the future or for longer than the longest
+        # lifetime it allows: one that says so was not made by it as it runs (a leaked key).
+        if (
+            not isinstance(iat, int)
+            or iat > now.timestamp() + CLOCK_SKEW_SECONDS
+            or exp - iat > MAX_ACCESS_TOKEN_TTL_SECONDS
+            or claims.get("nbf", iat) > now.timestamp() + CLOCK_SKEW_SECONDS
+        ):
+            raise jwt.ImmatureSignatureError("the access token's times are not plausible")
         return claims
 
 

@@ -8,8 +8,8 @@ from apitoken_service.domain.errors import InvalidRequest
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _FORM = FORM_MEDIA_TYPE.encode()
-# Parameter names of RFC 6749, 7009 and 7662 that a message may quote; any other name could be
-# anything the client sent (a token pasted in the wrong place) and is not repeated back.
+# Parameter names of RFC 6749, 7009 and 7662: refused when repeated (and quoted, being of a
+# known shape); any other name could be anything the client sent and is ignored.
 _KNOWN_PARAMETERS = frozenset(
     {"grant_type", "refresh_token", "client_id", "client_secret", "scope", "token",
      "token_type_hint"}
@@ -28,11 +28,12 @@ def parse_form(content_type: bytes, body: bytes) -> dict[str, str]:
                 continue
             raw_key, _, raw_value = field.partition(b"=")
             key = form_decode(raw_key)
+            value = form_decode(raw_value)
             if key in form:
                 if key in _KNOWN_PARAMETERS:
                     raise InvalidRequest(f"parameter {key!r} is repeated")
-                raise InvalidRequest("a parameter is repeated")
-            form[key] = form_decode(raw_value)
+                continue  # an unknown parameter is ignored (RFC 6749 section 3.2), repeated too
+            form[key] = value
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not a valid form") from None
     return form

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from apitoken_service.domain.errors import DomainError, Unauthenticated
 
@@ -78,6 +79,20 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
     )
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+_BODY_NOT_JSON = {"field": "body", "detail": "is not valid JSON"}
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path: Starlette's 405 names the first route's only
+    (a path with GET and POST routes answered `Allow: POST`)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -90,10 +105,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         return problem(exc.status, exc.title, exc.detail, headers=headers)
 
-    async def on_http(_request: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer to a JSON body that is not UTF-8: the documented 422 instead.
+            return problem(
+                422, "Invalid request", "body: is not valid JSON", errors=[_BODY_NOT_JSON]
+            )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         title = CONTENT_TOO_LARGE if exc.status_code == 413 else str(exc.detail)
-        return problem(exc.status_code, title, str(exc.detail), headers=exc.headers)
+        return problem(exc.status_code, title, str(exc.detail), headers=headers)
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(DomainError, on_domain)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from apitoken_service.api.cursors import after_key, encode_cursor
+from apitoken_service.api.cursors import CURSOR_PATTERN, after_key, encode_cursor
 from apitoken_service.api.deps import CallerDep, NowDep, ServiceDep
 from apitoken_service.api.problems import PROBLEM_RESPONSES
 from apitoken_service.api.schemas import AddMember, CreatedMember, Member, MemberPage
@@ -38,7 +38,7 @@ async def add_member(
 async def list_members(
     caller: CallerDep,
     service: ServiceDep,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
 ) -> MemberPage:
     page, last = await service.list_members(caller, after_key(cursor), limit)

@@ -89,7 +89,7 @@ TOKEN_PATH = "/oauth2/token"
         ["grant_type", "refresh_token"],
         {
             "grant_type": {"type": "string", "enum": ["refresh_token"]},
-            "refresh_token": {"type": "string"},
+            "refresh_token": {"type": "string", "minLength": 1},
             "client_id": {"type": "string"},
         },
     ),
@@ -107,7 +107,7 @@ async def token() -> Response:
     openapi_extra=_form_body(
         ["token"],
         {
-            "token": {"type": "string"},
+            "token": {"type": "string", "minLength": 1},
             "token_type_hint": {"type": "string"},
             "client_id": {"type": "string"},
         },
@@ -128,7 +128,8 @@ async def revoke(
     # Access tokens are self-contained JWTs that live their short life; RFC 7009 allows
     # answering 200 for tokens the server does not revoke.
     await service.revoke_refresh_token(presented, now)
-    return Response(status_code=200, headers=NO_STORE)
+    # An empty JSON object: RFC 7009 leaves the body open, the schema documents JSON.
+    return JSONResponse({}, headers=NO_STORE)
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -139,7 +140,8 @@ _bearer = HTTPBearer(auto_error=False)
     summary="Introspect a token of the caller's workspace (RFC 7662)",
     responses={401: {"model": OAuthErrorBody}, **_OAUTH_ERRORS},
     openapi_extra=_form_body(
-        ["token"], {"token": {"type": "string"}, "token_type_hint": {"type": "string"}}
+        ["token"],
+        {"token": {"type": "string", "minLength": 1}, "token_type_hint": {"type": "string"}},
     ),
 )
 async def introspect(

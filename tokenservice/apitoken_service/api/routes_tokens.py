@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from apitoken_service.api.cursors import after_key, encode_cursor
+from apitoken_service.api.cursors import CURSOR_PATTERN, after_key, encode_cursor
 from apitoken_service.api.deps import CallerDep, NowDep, ServiceDep
 from apitoken_service.api.problems import PROBLEM_RESPONSES
 from apitoken_service.api.schemas import (
@@ -45,7 +45,7 @@ async def list_tokens(
     ] = None,
     status: Annotated[Literal["active", "disabled", "expired"] | None, Query()] = None,
     external_ref: Annotated[str | None, Query(alias="externalRef", max_length=256)] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT)] = DEFAULT_PAGE_LIMIT,
 ) -> TokenPage:
     page, last = await service.list_tokens(

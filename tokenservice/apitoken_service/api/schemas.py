@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from apitoken_service.clock import rfc3339
 from apitoken_service.domain.identifiers import USER_PATTERN, has_forbidden_characters
@@ -27,7 +34,18 @@ def _printable(value: str) -> str:
     return value
 
 
-LifetimeDays = Annotated[int, Field(strict=True, ge=MIN_LIFETIME_DAYS, le=MAX_LIFETIME_DAYS)]
+def _integral_float(value: object) -> object:
+    """JSON (RFC 8259) has one number type, and JSON Schema's `integer` includes 290.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+LifetimeDays = Annotated[
+    int,
+    Field(strict=True, ge=MIN_LIFETIME_DAYS, le=MAX_LIFETIME_DAYS),
+    BeforeValidator(_integral_float),
+]
 TokenName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),

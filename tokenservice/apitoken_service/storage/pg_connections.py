@@ -30,7 +30,7 @@ class PgConnections:
         self._closed = False
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        conn = self._idle.pop() if self._idle else await self._acquire()
+        conn = await self._checkout()
         try:
             row = await conn.fetchrow(sql, *args)
         except BaseException:
@@ -41,7 +41,7 @@ class PgConnections:
         return row
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        conn = self._idle.pop() if self._idle else await self._acquire()
+        conn = await self._checkout()
         try:
             rows: list[Any] = await conn.fetch(sql, *args)
         except BaseException:
@@ -51,7 +51,7 @@ class PgConnections:
         return rows
 
     async def execute(self, sql: str, *args: Any) -> str:
-        conn = self._idle.pop() if self._idle else await self._acquire()
+        conn = await self._checkout()
         try:
             status: str = await conn.execute(sql, *args)
         except BaseException:
@@ -59,6 +59,16 @@ class PgConnections:
             raise
         self._release(conn)
         return status
+
+    async def _checkout(self) -> asyncpg.Connection:
+        """An open connection. One the server closed while it was idle (a PostgreSQL restart:
+        asyncpg saw the socket end) is replaced here, before any statement is sent on it, so a
+        restart costs no request an error once the server is back."""
+        while True:
+            conn = self._idle.pop() if self._idle else await self._acquire()
+            if not conn.is_closed():
+                return conn
+            self._discard(conn)
 
     async def _acquire(self) -> asyncpg.Connection:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -169,10 +170,15 @@ def create_engine(target: DatabaseTarget) -> AsyncEngine:
     if target.dialect == "sqlite":
         assert target.sqlite_path is not None
         target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 like the key-encryption key: names, owners and external refs are not for every
+        # local user. SQLite gives its -wal and -shm files the database file's mode.
+        os.close(os.open(target.sqlite_path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_async_engine(target.url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
-    return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=False)
+    # Pre-ping: after a PostgreSQL restart a pooled connection is replaced, not handed out
+    # (the management API's pool; the token endpoint's has its own check, pg_connections.py).
+    return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
 class _DirectPostgres:
@@ -187,6 +193,9 @@ class _DirectPostgres:
         self._connections = PgConnections(self._dsn, size=10)
         self._rotations = BatchedRotations(self._connections, self._rotate_alone)
         self._sql: dict[int, tuple[str, list[str], dict[str, Any]]] = {}
+
+    async def ping(self) -> None:
+        await self._connections.execute("SELECT 1")
 
     def _compiled(
         self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
@@ -271,8 +280,12 @@ class SqlStorage:
         return await migrations.migrate(self._engine)
 
     async def ping(self) -> None:
+        """/readyz: both pools the requests use, the engine's and the token endpoint's."""
         async with self._auto.connect() as conn:
             await conn.execute(select(1))
+        direct = self._direct_connection()
+        if isinstance(direct, _DirectPostgres):
+            await direct.ping()
 
     async def close(self) -> None:
         if self._direct is not None:
