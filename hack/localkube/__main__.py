@@ -33,7 +33,7 @@ from localkube.examples import (
 )
 from localkube.operator_process import follow, start_operator
 from localkube.processes import Process
-from localkube.tokenservice import run_token_service
+from localkube.tokenservice import WorkspaceCredential, run_token_service
 
 NAMESPACE = "apitoken-dev"
 EXAMPLE = EXAMPLES / "01-basic"
@@ -128,6 +128,8 @@ class Running:
     metrics_port: int
     pids: list[tuple[str, int]]
     api_tokens: list[str]
+    pages_workspace: str  # the pages' sign-in: this workspace, the user ADMIN, and
+    password_file: Path  # the password, kept only in this 0600 file
     secret: str  # the first ApiToken's Secret, the one to watch
 
 
@@ -152,10 +154,19 @@ def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Runnin
     ensure_namespace(client, NAMESPACE)
     # `init` runs once per TokenWorkspace of the example (one here); its credential goes from
     # memory into the workspace's Secret.
-    applied = apply_example(
-        client, EXAMPLE, NAMESPACE, service.url, lambda ws: service.init(ws, ADMIN)
-    )
+    workspaces: list[str] = []
+
+    def init(workspace: str) -> WorkspaceCredential:
+        workspaces.append(workspace)
+        return service.init(workspace, ADMIN)
+
+    applied = apply_example(client, EXAMPLE, NAMESPACE, service.url, init)
     _say(f"applied {EXAMPLE.relative_to(REPO)} to namespace {NAMESPACE}")
+    # A password for the pages, so that a person can sign in as the workspace's admin; it goes
+    # to a 0600 file and never to the terminal.
+    password_file = dev_dir / "pages-password"
+    service.set_password(workspaces[0], ADMIN, password_file)
+    stack.callback(password_file.unlink, missing_ok=True)
 
     metrics_port = free_port()
     operator_args = (
@@ -184,6 +195,8 @@ def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Runnin
         ],
         api_tokens=[d["metadata"]["name"] for d in api_tokens],
         secret=first["spec"].get("secretName", first["metadata"]["name"]),
+        pages_workspace=workspaces[0],
+        password_file=password_file,
     )
     return running, operator
 
@@ -192,9 +205,12 @@ def banner(running: Running, ttl: int, logs: Path) -> str:
     kubectl = Path(sys.executable).parent / "kubectl"
     tokens = " ".join(running.api_tokens)
     watch = "\n    ".join(watch_commands(kubectl, NAMESPACE, running.secret))
+    pw = running.password_file
     return f"""
   kubeconfig     {running.kubeconfig}
   token service  {running.service_url}  (access tokens live {ttl} s)
+  pages          {running.service_url}/signin
+                 workspace {running.pages_workspace}, user {ADMIN}, password in {pw}
   metrics        http://127.0.0.1:{running.metrics_port}/metrics  (the operator's)
   namespace      {NAMESPACE}: TokenWorkspace, ApiToken {tokens}
   processes      {" ".join(f"{n}[{pid}]" for n, pid in running.pids)}

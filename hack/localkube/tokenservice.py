@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,27 @@ class TokenService:
             raise RuntimeError(f"apitoken-service init failed ({done.returncode}), see {self._log}")
         printed = json.loads(done.stdout)
         return WorkspaceCredential(workspace=workspace, refresh_token=printed["refreshToken"])
+
+    def set_password(self, workspace: str, user: str, password_file: Path) -> None:
+        """Give `user` a random password for the pages, kept only in `password_file` (0600)."""
+        password = secrets.token_urlsafe(18)
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
+        argv = [str(SERVICE_BIN), "set-password", *self._common]
+        with self._log.open("a") as log:
+            done = subprocess.run(
+                [*argv, "--workspace", workspace, "--user", user],
+                input=password,
+                stdout=log,
+                stderr=log,
+                text=True,
+                env=self._env,
+                timeout=60,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"apitoken-service set-password failed, see {self._log}")
 
 
 def _environment() -> dict[str, str]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
@@ -139,6 +140,35 @@ def _start_dev(dev_dir: Path, **env: str) -> tuple[subprocess.Popen[str], Output
     return proc, Output(proc)
 
 
+def _sign_in_to_the_pages(banner: str) -> None:
+    """The printed pages URL, workspace, user and password file let a person sign in; the
+    password is in a 0600 file and nowhere in the output."""
+    pages = re.search(
+        r"pages +(\S+)/signin\n +workspace (\S+), user (\S+), password in (\S+)", banner
+    )
+    assert pages, banner
+    url, workspace, user, password_file = pages.groups()
+    assert os.stat(password_file).st_mode & 0o777 == 0o600
+    password = Path(password_file).read_text().strip()
+    assert len(password) >= 20 and password not in banner
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        form = browser.get("/signin")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf, form.text
+        fields = {"csrf_token": csrf.group(1), "workspace": workspace, "user": user}
+        wrong = browser.post("/signin", data={**fields, "password": password + "x"})
+        assert wrong.status_code != 303 and "/tokens" not in wrong.headers.get("location", "")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', wrong.text)
+        assert csrf, wrong.text
+        signed_in = browser.post(
+            "/signin", data={**fields, "csrf_token": csrf.group(1), "password": password}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        assert signed_in.headers["location"] == "/tokens"
+        page = browser.get("/tokens")
+        assert page.status_code == 200 and "OAuth 2.0 API Tokens" in page.text
+
+
 @pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
 def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     dev_dir = tmp_path / "dev"
@@ -169,6 +199,7 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "apitoken-operator"
         assert {"access_token", "refresh_token"} <= set(secret.data or {})
         values = _token_values(client)  # before and after the refresh below
+        _sign_in_to_the_pages(banner)
 
         # The printed watch command works, shows times rather than the token, and shows the
         # operator refreshing the access token.
@@ -208,6 +239,7 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         assert not kubeconfig.exists()
         assert not (dev_dir / "controlplane").exists()
         assert not (dev_dir / "tokenservice").exists()
+        assert not (dev_dir / "pages-password").exists()
         operator_log = (dev_dir / "logs" / "operator.log").read_text()  # kept after the stop
         assert operator_log.count("\n") > 5  # the operator did log
         assert "HTTP Request:" not in operator_log  # request lines only with --verbose
