@@ -37,17 +37,28 @@ binaries: ## Build kube-apiserver, kube-controller-manager, etcd and helm if mis
 cluster-binaries: # What `make dev` needs: the control plane without helm.
 	hack/build-binaries.sh etcd kube >/dev/null
 
+# Debian packages, each set installed only when one of it is missing (hack/install-debian-packages.sh).
+# PostgreSQL: server binaries only; the service tests run initdb and postgres in folders of their own.
+POSTGRES_PACKAGES := postgresql postgresql-contrib
+# Chromium: the pages' browser tests drive /usr/bin/chromium through Playwright for Python
+# (Playwright's own browser download is never used).
+CHROMIUM_PACKAGES := chromium fonts-dejavu-core
+# The local node (containerd, runc, CNI plugins; iptables for the one DNAT to the apiserver;
+# dnsmasq-base, the binary only, as the `dnsmasq` package would start a daemon) and images
+# without Docker (buildah, umoci, debootstrap).
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables dnsmasq-base buildah umoci debootstrap
+
 .PHONY: postgres
 postgres: ## Install PostgreSQL server binaries from Debian if missing (tests start their own).
-	hack/install-postgres.sh
+	hack/install-debian-packages.sh $(POSTGRES_PACKAGES)
 
 .PHONY: chromium
 chromium: ## Install Debian's Chromium if missing (the browser tests drive it through Playwright).
-	hack/install-chromium.sh
+	hack/install-debian-packages.sh $(CHROMIUM_PACKAGES)
 
 .PHONY: node-packages
 node-packages: ## Install the node's and the image build's Debian packages if missing.
-	hack/install-node-packages.sh
+	hack/install-debian-packages.sh $(NODE_PACKAGES)
 
 .PHONY: images
 images: venv node-packages ## Build the operator and token service images with buildah (cached).

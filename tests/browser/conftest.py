@@ -1,6 +1,6 @@
 """Debian's Chromium driven by Playwright for Python against `apitoken-service serve` on
 loopback. Playwright's own browser download is never used: `make test` installs Chromium from
-Debian (hack/install-chromium.sh) and the tests launch /usr/bin/chromium."""
+Debian (`make chromium`) and the tests launch /usr/bin/chromium."""
 
 from __future__ import annotations
 
