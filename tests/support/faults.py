@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,6 +88,11 @@ class FaultProxy:
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mode = Mode.PASS
+        # Any request (targeted or not) is held `slow_seconds` before it is forwarded, with
+        # probability `slow_fraction`: a service that answers slowly now and then.
+        self.slow_fraction = 0.0
+        self.slow_seconds = 0.0
+        self._slow_dice = random.Random(11)
         self._targets: set[str] = set()
         self._presented: list[Presented] = []
         self._lock = threading.Lock()
@@ -151,6 +157,8 @@ class FaultProxy:
                 await asyncio.sleep(0.05)
             response = Response(status_code=504)
         else:
+            if self.slow_fraction and self._slow_dice.random() < self.slow_fraction:
+                await asyncio.sleep(self.slow_seconds)
             response = await self._forward(request, body)
         if presented is not None:
             with self._lock:
