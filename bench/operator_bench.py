@@ -115,7 +115,9 @@ def service_counts(base_url: str) -> dict[str, float]:
     return out
 
 
-def diff(after: Counter[tuple[str, str, str]], before: Counter[tuple[str, str, str]]) -> dict[str, int]:
+def diff(
+    after: Counter[tuple[str, str, str]], before: Counter[tuple[str, str, str]]
+) -> dict[str, int]:
     return {"/".join(filter(None, k)): v - before[k] for k, v in after.items() if v - before[k]}
 
 
@@ -306,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
                     spy = subprocess.Popen(
                         [
                             str(Path(sys.executable).with_name("py-spy")),
-                            "record", "-p", str(pid), "-o", str(args.py_spy),
-                            "-f", "speedscope" if str(args.py_spy).endswith(".json") else "flamegraph",
+                            "record",
+                            "-p",
+                            str(pid),
+                            "-o",
+                            str(args.py_spy),
+                            "-f",
+                            "speedscope" if str(args.py_spy).endswith(".json") else "flamegraph",
                             "--nonblocking",
                         ],
                         stdout=subprocess.DEVNULL,
@@ -347,16 +354,28 @@ def main(argv: list[str] | None = None) -> int:
                 # Idle window: nothing due (access tokens live ttl, margin 60 s; window ends
                 # before the first refresh when idle < ttl - margin - convergence).
                 time.sleep(5)
-                k0, s0, c0 = apiserver_writes(cluster.kubeconfig), service_counts(service.base_url), cpu_seconds(pid)
+                k0, s0, c0 = (
+                    apiserver_writes(cluster.kubeconfig),
+                    service_counts(service.base_url),
+                    cpu_seconds(pid),
+                )
                 time.sleep(args.idle_seconds)
-                k1, s1, c1 = apiserver_writes(cluster.kubeconfig), service_counts(service.base_url), cpu_seconds(pid)
+                k1, s1, c1 = (
+                    apiserver_writes(cluster.kubeconfig),
+                    service_counts(service.base_url),
+                    cpu_seconds(pid),
+                )
                 results["idle_window_s"] = args.idle_seconds
                 results["idle_writes"] = diff(k1, k0)
                 results["idle_refreshes"] = s1["token_200"] - s0["token_200"]
                 results["idle_cpu_core"] = (c1 - c0) / args.idle_seconds
                 results["idle_load"] = load()
                 results["rss_after_idle_kib"] = rss_kib(pid)
-                say(f"idle: writes {results['idle_writes']}, refreshes {results['idle_refreshes']}, cpu {results['idle_cpu_core']:.3f} core")
+                say(
+                    f"idle: writes {results['idle_writes']}, "
+                    f"refreshes {results['idle_refreshes']}, "
+                    f"cpu {results['idle_cpu_core']:.3f} core"
+                )
 
                 if args.steady_seconds:
                     k0, s0, c0 = k1, s1, c1
@@ -365,27 +384,36 @@ def main(argv: list[str] | None = None) -> int:
                     samples = 0
                     while time.monotonic() - t0 < args.steady_seconds:
                         time.sleep(min(30, args.steady_seconds))
-                        expired, checked = expired_access_tokens(kube, "bench-operator", time.time())
+                        expired, checked = expired_access_tokens(
+                            kube, "bench-operator", time.time()
+                        )
                         worst_expired = max(worst_expired, expired)
                         samples += 1
                         say(f"steady: {expired}/{checked} expired access tokens")
                     span = time.monotonic() - t0
-                    k1, s1, c1 = apiserver_writes(cluster.kubeconfig), service_counts(service.base_url), cpu_seconds(pid)
+                    k1, s1, c1 = (
+                        apiserver_writes(cluster.kubeconfig),
+                        service_counts(service.base_url),
+                        cpu_seconds(pid),
+                    )
                     refreshes = s1["token_200"] - s0["token_200"]
                     writes = diff(k1, k0)
                     results["steady_s"] = span
                     results["steady_refreshes"] = refreshes
                     results["steady_writes"] = writes
-                    results["steady_writes_per_refresh"] = {
-                        k: v / refreshes for k, v in writes.items()
-                    } if refreshes else {}
+                    results["steady_writes_per_refresh"] = (
+                        {k: v / refreshes for k, v in writes.items()} if refreshes else {}
+                    )
                     results["steady_cpu_core"] = (c1 - c0) / span
                     results["steady_expired_worst"] = worst_expired
                     results["steady_samples"] = samples
                     results["steady_load"] = load()
                     results["rss_steady_kib"] = rss_kib(pid)
                     results["replays"] = s1["replays"]
-                    say(f"steady: {json.dumps({k: v for k, v in results.items() if k.startswith('steady')})}")
+                    say(
+                        "steady: "
+                        + json.dumps({k: v for k, v in results.items() if k.startswith("steady")})
+                    )
     print(json.dumps(results, indent=2), flush=True)
     return 0
 

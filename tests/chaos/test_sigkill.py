@@ -112,9 +112,7 @@ class Churn:
             del self.live[name]
 
     def _patch(self, name: str, body: dict[str, Any]) -> None:
-        self.kube.patch(
-            ApiToken, name, body, namespace=self.namespace, patch_type=PatchType.MERGE
-        )
+        self.kube.patch(ApiToken, name, body, namespace=self.namespace, patch_type=PatchType.MERGE)
 
 
 def test_sigkill_at_random_moments_loses_nothing(
@@ -160,7 +158,9 @@ def test_sigkill_at_random_moments_loses_nothing(
             raise AssertionError(not_ready(kube, namespace, live_enabled)) from None
 
         # Every live Secret refreshes (access tokens live 6 s).
-        before = {n: (secret_data(kube, namespace, n) or {}).get("access_token") for n in live_enabled}
+        before = {
+            n: (secret_data(kube, namespace, n) or {}).get("access_token") for n in live_enabled
+        }
 
         def all_refreshed() -> bool:
             return all(
@@ -179,7 +179,9 @@ def test_sigkill_at_random_moments_loses_nothing(
         }
         # The operator's own workspace credential may be tagged with the workspace's UID.
         workspaces = {
-            str(o.metadata.uid) for o in kube.list(TokenWorkspace, namespace=namespace) if o.metadata
+            str(o.metadata.uid)
+            for o in kube.list(TokenWorkspace, namespace=namespace)
+            if o.metadata
         }
 
         def settled() -> list[str]:
