@@ -93,6 +93,7 @@ class FaultProxy:
         self.slow_fraction = 0.0
         self.slow_seconds = 0.0
         self._slow_dice = random.Random(11)
+        self._client: httpx.AsyncClient | None = None
         self._targets: set[str] = set()
         self._presented: list[Presented] = []
         self._lock = threading.Lock()
@@ -167,14 +168,20 @@ class FaultProxy:
 
     async def _forward(self, request: Request, body: bytes) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED}
-        async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as client:
-            answer = await client.request(
-                request.method,
-                request.url.path,
-                params=request.url.query,
-                headers=headers,
-                content=body,
-            )
+        # One client for the proxy's lifetime (built on its loop): a client per request costs
+        # an SSL context each, which starved the proxy under load (chaos test). No keep-alive:
+        # the service closes idle connections.
+        if self._client is None:
+            limits = httpx.Limits(max_keepalive_connections=0)
+            self._client = httpx.AsyncClient(base_url=self.upstream, timeout=30, limits=limits)
+        client = self._client
+        answer = await client.request(
+            request.method,
+            request.url.path,
+            params=request.url.query,
+            headers=headers,
+            content=body,
+        )
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROPPED}
         return Response(answer.content, status_code=answer.status_code, headers=kept)
 
