@@ -88,6 +88,14 @@ dev: venv cluster-binaries ## Start the local system in the foreground (Ctrl-C s
 bench: venv postgres ## Run the benchmarks and print the tables for docs/benchmarks.md.
 	$(PY) -m bench
 
+.PHONY: bench-operator
+bench-operator: venv cluster-binaries ## The operator at size: convergence vs. an asyncio baseline, memory, API writes (BENCH_OPERATOR_ARGS).
+	$(PY) -m bench.operator_bench $(BENCH_OPERATOR_ARGS)
+
+.PHONY: chaos
+chaos: venv cluster-binaries ## The full chaos run: 50 SIGKILLs among 200 ApiTokens (make test runs the short one).
+	CHAOS_KILLS=50 CHAOS_TOKENS=200 .venv/bin/pytest tests/chaos --timeout 3600 $(PYTEST_ARGS)
+
 .PHONY: clean
 clean: ## Remove local state (.venv, .tools, .dev). The binary cache stays.
 	rm -rf .venv .tools .dev .pytest_cache .mypy_cache .ruff_cache

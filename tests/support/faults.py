@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,6 +88,12 @@ class FaultProxy:
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mode = Mode.PASS
+        # Any request (targeted or not) is held `slow_seconds` before it is forwarded, with
+        # probability `slow_fraction`: a service that answers slowly now and then.
+        self.slow_fraction = 0.0
+        self.slow_seconds = 0.0
+        self._slow_dice = random.Random(11)
+        self._client: httpx.AsyncClient | None = None
         self._targets: set[str] = set()
         self._presented: list[Presented] = []
         self._lock = threading.Lock()
@@ -151,6 +158,8 @@ class FaultProxy:
                 await asyncio.sleep(0.05)
             response = Response(status_code=504)
         else:
+            if self.slow_fraction and self._slow_dice.random() < self.slow_fraction:
+                await asyncio.sleep(self.slow_seconds)
             response = await self._forward(request, body)
         if presented is not None:
             with self._lock:
@@ -159,14 +168,20 @@ class FaultProxy:
 
     async def _forward(self, request: Request, body: bytes) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROPPED}
-        async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as client:
-            answer = await client.request(
-                request.method,
-                request.url.path,
-                params=request.url.query,
-                headers=headers,
-                content=body,
-            )
+        # One client for the proxy's lifetime (built on its loop): a client per request costs
+        # an SSL context each, which starved the proxy under load (chaos test). No keep-alive:
+        # the service closes idle connections.
+        if self._client is None:
+            limits = httpx.Limits(max_keepalive_connections=0)
+            self._client = httpx.AsyncClient(base_url=self.upstream, timeout=30, limits=limits)
+        client = self._client
+        answer = await client.request(
+            request.method,
+            request.url.path,
+            params=request.url.query,
+            headers=headers,
+            content=body,
+        )
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROPPED}
         return Response(answer.content, status_code=answer.status_code, headers=kept)
 
