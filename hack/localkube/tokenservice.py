@@ -96,7 +96,10 @@ def run_token_service(
     log: Callable[[str], None] = lambda _msg: None,
 ) -> Iterator[TokenService]:
     """SQLite and key-encryption key in `state_dir` (removed on exit), log in `log_dir`."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    # What a killed run left behind is thrown away like a clean run's state: its key file
+    # would make generate-kek refuse, and its database belongs to a control plane that is gone.
+    shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         port = free_port()

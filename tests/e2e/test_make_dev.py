@@ -280,3 +280,36 @@ def test_dev_on_an_existing_cluster_removes_what_it_applied(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
+def test_dev_killed_outright_leaves_no_process_and_starts_again(tmp_path: Path) -> None:
+    """SIGKILL gives the harness no chance to clean up: the kernel kills its children
+    (PR_SET_PDEATHSIG), and the next `make dev` in the same folder starts cleanly."""
+    dev_dir = tmp_path / "dev"
+    proc, output = _start_dev(dev_dir)
+    try:
+        pids = _started_pids(output.wait_for("Ctrl-C stops everything", timeout=240))
+        assert set(pids) == STARTED
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while [pid for pid in pids.values() if _alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = {name: pid for name, pid in pids.items() if _alive(pid)}
+        assert not left, f"still running after the harness was killed: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    again, output = _start_dev(dev_dir)
+    try:
+        output.wait_for("Ctrl-C stops everything", timeout=240)
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=90)
+        assert again.returncode == 0, output.close(timeout=10)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
