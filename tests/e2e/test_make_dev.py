@@ -140,7 +140,7 @@ def _start_dev(dev_dir: Path, **env: str) -> tuple[subprocess.Popen[str], Output
     return proc, Output(proc)
 
 
-def _sign_in_to_the_pages(banner: str) -> None:
+def _sign_in_to_the_pages(banner: str) -> str:
     """The printed pages URL, workspace, user and password file let a person sign in; the
     password is in a 0600 file and nowhere in the output."""
     pages = re.search(
@@ -167,6 +167,7 @@ def _sign_in_to_the_pages(banner: str) -> None:
         assert signed_in.headers["location"] == "/tokens"
         page = browser.get("/tokens")
         assert page.status_code == 200 and "OAuth 2.0 API Tokens" in page.text
+    return password
 
 
 @pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
@@ -199,7 +200,7 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "apitoken-operator"
         assert {"access_token", "refresh_token"} <= set(secret.data or {})
         values = _token_values(client)  # before and after the refresh below
-        _sign_in_to_the_pages(banner)
+        password = _sign_in_to_the_pages(banner)
 
         # The printed watch command works, shows times rather than the token, and shows the
         # operator refreshing the access token.
@@ -236,6 +237,9 @@ def test_dev_runs_the_system_shows_a_ready_token_and_cleans_up_on_ctrl_c(tmp_pat
         for where, text in haystacks:
             leaked = [v[:8] for v in values if v in text]
             assert not leaked, f"token values starting {leaked} in {where}"
+        # The pages' password lives only in its file: not in the output or any kept log.
+        for where, text in [("make dev output", out), *logs_after_stop.items()]:
+            assert password not in text, f"the pages' password in {where}"
         assert not kubeconfig.exists()
         assert not (dev_dir / "controlplane").exists()
         assert not (dev_dir / "tokenservice").exists()
