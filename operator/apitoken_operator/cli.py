@@ -1,21 +1,36 @@
-"""`apitoken-operator run`: the operator's command line.
+"""`apitoken-operator run`: the operator's command line, and who may write.
 
     apitoken-operator run [--namespace NS ...| --all-namespaces] [--liveness-port PORT]
                           [--metrics-port PORT] [--standalone] [--verbose] [--log-format F]
 
 Kubernetes access comes from KUBECONFIG or the in-cluster ServiceAccount; everything else from
 APITOKEN_OPERATOR_* environment variables (see docs/usage.md).
+
+Without --standalone the process first takes the Lease (`kube.lease`); a standby serves only its
+liveness endpoint and runs no Kopf at all, so it writes nothing, not even Kopf's annotations.
+The holder runs Kopf with the Lease's write gate; when it loses the Lease it stops Kopf and
+exits with status 1 (the kubelet restarts it as a standby), as client-go based controllers do.
+On a clean stop (SIGTERM) it gives the Lease up so a standby takes over at once.
 """
 
 import argparse
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import kopf
+from lightkube import AsyncClient, KubeConfig
 
+from apitoken_operator.kube.lease import LeaseElector
+from apitoken_operator.providers.http import utc_now
 from apitoken_operator.runtime import LaunchConfig
 from apitoken_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
 
 LOG_FORMATS = {
     "json": kopf.LogFormat.JSON,
@@ -63,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--standalone",
         action="store_true",
-        help="no peering with other operator instances (run exactly one replica)",
+        help="no leader election: write without taking the Lease (one process only: tests, "
+        "development)",
     )
     run.add_argument(
         "--verbose",
@@ -88,18 +104,88 @@ def launch_config(args: argparse.Namespace, settings: OperatorSettings) -> Launc
     )
 
 
-async def _operate(args: argparse.Namespace, config: LaunchConfig) -> None:
+async def _run_kopf(
+    args: argparse.Namespace, config: LaunchConfig, stop: asyncio.Event | None = None
+) -> None:
     from apitoken_operator.handlers.registry import registry
 
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     await kopf.operator(
         registry=registry,
-        standalone=args.standalone,
+        # Never Kopf's peering: the Lease decides who runs.
+        standalone=True,
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=liveness,
         memo=kopf.Memo(launch=config),
+        stop_flag=stop,
     )
+
+
+def leader_identity() -> str:
+    return os.environ.get("POD_ID") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+async def _operate(args: argparse.Namespace, config: LaunchConfig) -> int:
+    if args.standalone:
+        await _run_kopf(args, config)
+        return 0
+    settings = config.settings
+    client = AsyncClient(KubeConfig.from_env())
+    elector = LeaseElector(
+        client,
+        namespace=settings.namespace,
+        name=settings.leader_lease_name,
+        identity=leader_identity(),
+        timing=settings.lease_timing(),
+        wall_clock=utc_now,
+    )
+    try:
+        standby = await _serve_standby_health(args.liveness_port)
+        try:
+            await elector.acquire()
+        finally:
+            if standby is not None:
+                standby.close()
+                await standby.wait_closed()
+        stop = asyncio.Event()
+        operator = asyncio.create_task(_run_kopf(args, replace(config, gate=elector.check), stop))
+        holding = asyncio.create_task(elector.hold())
+        await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding.done():
+            stop.set()
+            await operator
+            log.error("leadership lost: exiting (restarted as a standby)")
+            return 1
+        holding.cancel()
+        await operator  # Kopf's own exception, if any, goes up
+        await elector.release()
+        return 0
+    finally:
+        await client.close()
+
+
+async def _serve_standby_health(port: int) -> asyncio.Server | None:
+    """200 at any path while standing by: a standby is alive; Kopf serves the port once this
+    process holds the Lease."""
+    if not port:
+        return None
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            body = b'{"standby": true}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "0.0.0.0", port, reuse_address=True)
 
 
 def quiet_http_request_lines(*, verbose: bool) -> None:
@@ -116,5 +202,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = OperatorSettings()
     kopf.configure(verbose=args.verbose, log_format=LOG_FORMATS[args.log_format])
     quiet_http_request_lines(verbose=args.verbose)
-    asyncio.run(_operate(args, launch_config(args, settings)))
-    return 0
+    return asyncio.run(_operate(args, launch_config(args, settings)))

@@ -101,16 +101,25 @@ def _remove(gauge: Gauge, namespace: str, name: str) -> None:
         pass
 
 
-class TimedManagement:
-    """A TokenServiceClient whose calls are timed."""
+def _open() -> None:
+    return None
 
-    def __init__(self, inner: TokenServiceClient, metrics: Metrics) -> None:
+
+class TimedManagement:
+    """A TokenServiceClient whose calls are timed, each after the write gate (`gate` raises
+    when this process lost its leadership)."""
+
+    def __init__(
+        self, inner: TokenServiceClient, metrics: Metrics, gate: Callable[[], None] = _open
+    ) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._gate = gate
 
     async def create_token(
         self, *, name: str, lifetime_days: int, external_ref: str | None
     ) -> CreatedToken:
+        self._gate()
         return await self._metrics.timed(
             "create_token",
             self._inner.create_token(
@@ -119,26 +128,39 @@ class TimedManagement:
         )
 
     async def disable_token(self, token_id: str) -> TokenMetadata:
+        self._gate()
         return await self._metrics.timed("disable_token", self._inner.disable_token(token_id))
 
     async def delete_token(self, token_id: str) -> None:
+        self._gate()
         await self._metrics.timed("delete_token", self._inner.delete_token(token_id))
 
     async def list_tokens(self, *, external_ref: str) -> list[TokenMetadata]:
+        self._gate()
         return await self._metrics.timed(
             "list_tokens", self._inner.list_tokens(external_ref=external_ref)
         )
 
 
 class TimedRefresh:
-    """A token endpoint client whose calls are timed and, for ApiTokens, counted by result."""
+    """A token endpoint client whose calls are timed and, for ApiTokens, counted by result;
+    each after the write gate, like `TimedManagement`."""
 
-    def __init__(self, inner: TokenEndpointClient, metrics: Metrics, *, count: bool = True) -> None:
+    def __init__(
+        self,
+        inner: TokenEndpointClient,
+        metrics: Metrics,
+        *,
+        count: bool = True,
+        gate: Callable[[], None] = _open,
+    ) -> None:
         self._inner = inner
         self._metrics = metrics
         self._count = count
+        self._gate = gate
 
     async def refresh(self, refresh_token: str) -> RefreshResult:
+        self._gate()
         try:
             result = await self._metrics.timed("refresh", self._inner.refresh(refresh_token))
         except ServiceError:

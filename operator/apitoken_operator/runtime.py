@@ -4,9 +4,10 @@ Built once at start-up from the settings (no module-level singletons) and closed
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import httpx
 from lightkube import AsyncClient, KubeConfig
@@ -28,6 +29,9 @@ class LaunchConfig:
     # Namespaces served; empty: all of them.
     namespaces: Sequence[str] = ()
     metrics_port: int | None = None
+    # The write gate of leader election (raises when this process may not write); the
+    # default lets a --standalone process always write.
+    gate: Callable[[], None] = field(default=lambda: None)
 
 
 class Runtime:
@@ -39,6 +43,8 @@ class Runtime:
         self.timing: TimingPolicy = config.settings.timing()
         self.credential_policy: CredentialPolicy = config.settings.credential_policy()
         self.write_retry: WriteRetry = config.settings.write_retry()
+        # Checked before every provider call and Secret write (`kube.lease.LeaseElector`).
+        self.check_writes: Callable[[], None] = config.gate
         self.locks = TokenLocks()
         self.workspace_locks = TokenLocks()
         # Daemons sleep on these until their next scheduled run or an early wake-up.
@@ -50,6 +56,11 @@ class Runtime:
         # ApiToken uid -> "Kind/namespace/name" of its workspace; workspace key -> usable.
         self.token_workspaces: dict[str, str] = {}
         self.workspace_usable: dict[str, bool] = {}
+        # ApiToken uid -> the answer of a handler's run, for the daemon it wakes.
+        self.handled_runs: dict[str, Any] = {}
+        # Workspace key -> (its last run's answer, until when ApiToken runs may reuse it);
+        # kept by `reconcilers.workspace`.
+        self.workspace_runs: dict[str, tuple[Any, datetime]] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
 
     @classmethod

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apitoken_operator.core.leader import LeaseTiming
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.crd.durations import parse_duration
@@ -46,6 +47,13 @@ class OperatorSettings(BaseSettings):
     namespace: str = "apitoken-operator"
     # Token-service HTTP calls.
     http_timeout: Duration = timedelta(seconds=10)
+    # Leader election (off with --standalone): the Lease `leader_lease_name` in `namespace`.
+    # The identity is the Pod's name (POD_ID, set by the chart), so a restarted container
+    # takes its own Lease back at once; without POD_ID the host name and a random suffix.
+    leader_lease_name: str = Field(default="apitoken-operator", min_length=1)
+    leader_lease_duration: Duration = timedelta(seconds=15)
+    leader_renew_deadline: Duration = timedelta(seconds=10)
+    leader_retry_period: Duration = timedelta(seconds=2)
 
     def timing(self) -> TimingPolicy:
         return TimingPolicy(
@@ -62,6 +70,13 @@ class OperatorSettings(BaseSettings):
             renew_before=self.credential_renew_before,
             operator_namespace=self.namespace,
             timing=self.timing(),
+        )
+
+    def lease_timing(self) -> LeaseTiming:
+        return LeaseTiming(
+            duration=self.leader_lease_duration,
+            renew_deadline=self.leader_renew_deadline,
+            retry_period=self.leader_retry_period,
         )
 
     def write_retry(self) -> WriteRetry:

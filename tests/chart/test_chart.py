@@ -121,14 +121,20 @@ def test_lint_strict(helm: Helm, namespaced_values: Path) -> None:
 def test_defaults_serve_all_namespaces(helm: Helm) -> None:
     manifests = helm.template()
     kinds = sorted(m["kind"] for m in manifests)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
     c = container(manifests)
     assert c["image"] == "localhost/apitoken-operator:0.1.0"
     assert c["command"] == [
         "apitoken-operator",
         "run",
         "--all-namespaces",
-        "--standalone",
         "--liveness-port=8080",
         "--metrics-port=9090",
         "--log-format=json",
@@ -213,6 +219,10 @@ def test_cluster_role_rules_match_deploy_rbac(helm: Helm) -> None:
     source = (REPO / "deploy" / "rbac.yaml").read_text()
     expected = only(list(yaml.safe_load_all(source)), "ClusterRole")["rules"]
     assert only(helm.template(), "ClusterRole")["rules"] == expected
+    # The Lease of leader election: a Role in the release namespace, the same rules.
+    role = only(list(yaml.safe_load_all(source)), "Role")
+    assert only(helm.template(), "Role")["rules"] == role["rules"]
+    assert only(helm.template(), "Role")["metadata"]["namespace"] == "ops"
     # Each rule keeps its why-comment: every comment line of deploy/rbac.yaml's rules.
     rules_text = source.split("rules:", 1)[1].split("---", 1)[0]
     why = [line.strip() for line in rules_text.splitlines() if line.strip().startswith("#")]

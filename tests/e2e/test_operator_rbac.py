@@ -21,6 +21,7 @@ from lightkube.types import PatchType
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
+    OPERATOR_NAMESPACE,
     RunningOperator,
     ServiceAdmin,
     Workspace,
@@ -50,7 +51,10 @@ def rbac_objects() -> list[Any]:
             meta["namespace"] = SA_NAMESPACE
         else:
             meta["name"] += SUFFIX
-        if doc["kind"] == "ClusterRoleBinding":
+        if doc["kind"] in ("Role", "RoleBinding"):
+            # The Lease lives where the operator keeps its own Secrets.
+            meta["namespace"] = OPERATOR_NAMESPACE
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             doc["roleRef"]["name"] += SUFFIX
             for subject in doc["subjects"]:
                 subject["namespace"] = SA_NAMESPACE
@@ -98,7 +102,8 @@ def running_operator(
         kube.apply(obj, force=True)
     directory = tmp_path_factory.mktemp("operator-rbac")
     kubeconfig = service_account_kubeconfig(kube, cluster, directory / "kubeconfig")
-    with start_operator(directory, kubeconfig, wait=False) as running:
+    # The Lease name the Role grants (resourceNames), so election runs on exactly these rules.
+    with start_operator(directory, kubeconfig, wait=False, lease="apitoken-operator") as running:
         yield running
 
 

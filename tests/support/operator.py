@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from support.tokenservice import RunningTokenService, free_loopback_port, start_
 
 __all__ = [
     "ACCESS_TOKEN_TTL",
+    "ELECTION_SETTINGS",
     "OPERATOR_NAMESPACE",
     "SEEN_VALUES",
     "RunningOperator",
@@ -79,6 +81,13 @@ FAST_SETTINGS = {
     "APITOKEN_OPERATOR_HTTP_TIMEOUT": "3s",
     "APITOKEN_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
 }
+# Leader election is on, with a Lease of a few seconds (it is taken at once: each operator
+# of a test gets a Lease of its own unless the test shares one on purpose).
+ELECTION_SETTINGS = {
+    "APITOKEN_OPERATOR_LEADER_LEASE_DURATION": "8s",
+    "APITOKEN_OPERATOR_LEADER_RENEW_DEADLINE": "6s",
+    "APITOKEN_OPERATOR_LEADER_RETRY_PERIOD": "1s",
+}
 T = TypeVar("T")
 
 
@@ -106,18 +115,27 @@ class RunningOperator:
         self.process = _spawn(self.argv, self.env, self.log_path)
         self.wait_ready()
 
+    def start_again(self, *, leading: bool = True) -> None:
+        """Start the process that exited again, as the kubelet would (same command line)."""
+        assert self.process.poll() is not None, "still running"
+        self.process = _spawn(self.argv, self.env, self.log_path)
+        self.wait_ready(leading=leading)
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self) -> None:
-        """Until Kopf serves its liveness endpoint (started, logged in, watching)."""
+    def wait_ready(self, *, leading: bool = True) -> None:
+        """Until Kopf serves its liveness endpoint (holds the Lease, started, logged in,
+        watching); with leading=False, until it answers at all (a standby does too)."""
 
         def alive_and_ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"apitoken-operator exited early:\n{self.logs()[-3000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-                return httpx.get(url, timeout=1).status_code == 200
+                response = httpx.get(url, timeout=1)
+                standby = "standby" in response.text
+                return response.status_code == 200 and (not leading or not standby)
             return False
 
         eventually("the operator's liveness endpoint", alive_and_ready, timeout=60)
@@ -152,10 +170,13 @@ def start_operator(
     namespaces: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    lease: str | None = None,
+    identity: str | None = None,
 ) -> Iterator[RunningOperator]:
     """`apitoken-operator run` with fast settings; stops exactly that process afterwards.
     With wait=False it returns at once (the caller starts other things meanwhile and calls
-    `wait_ready`)."""
+    `wait_ready`). Leader election is on: the Lease `lease` (default: one of its own) in
+    OPERATOR_NAMESPACE, as `identity` (default: a new one; a restart keeps it)."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "operator.log"
     metrics_port, liveness_port = free_loopback_port(), free_loopback_port()
@@ -164,7 +185,6 @@ def start_operator(
         str(OPERATOR_BIN),
         "run",
         *where,
-        "--standalone",
         "--verbose",
         "--metrics-port",
         str(metrics_port),
@@ -173,6 +193,10 @@ def start_operator(
     ]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("APITOKEN_OPERATOR_")}
     full_env.update(FAST_SETTINGS)
+    full_env.update(ELECTION_SETTINGS)
+    tag = uuid.uuid4().hex[:10]
+    full_env["APITOKEN_OPERATOR_LEADER_LEASE_NAME"] = lease or f"e2e-{tag}"
+    full_env["POD_ID"] = identity or f"operator-{tag}"
     full_env.update(env or {})
     full_env["KUBECONFIG"] = str(kubeconfig)
     process = _spawn(argv, full_env, log_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,6 +134,12 @@ class RunningTokenService:
                     env=self.serve_env,
                 )
             _wait_ready(self.base_url, self.process, self.log_path)
+
+    def replays(self) -> float:
+        """The service's count of rotated refresh tokens presented again (zero: no replay)."""
+        text = httpx.get(f"{self.base_url}/metrics", timeout=10).text
+        found = re.search(r"^apitoken_service_refresh_replays_total (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run another `apitoken-service` command against the same database."""

@@ -241,7 +241,7 @@ async def apitoken_daemon(
     ns, n, u = _ids(namespace, name, uid)
 
     async def step() -> Any:
-        result = await run_api_token(rt, ns, n, u)
+        result = await run_api_token(rt, ns, n, u, daemon=True)
         if result is None:
             return None
         _post(result.postings)

@@ -169,17 +169,44 @@ async def patch_secret_metadata(
     return str(written.metadata.resourceVersion or "") if written.metadata else ""
 
 
-class SecretApplier:
-    """The execute layer's SecretWriter: server-side apply by the operator's field manager."""
+def resource_version(body: Body | None) -> str | None:
+    if body is None:
+        return None
+    return ((body.get("metadata") or {}).get("resourceVersion")) or None
 
-    def __init__(self, client: AsyncClient, on_written: OnWritten | None = None) -> None:
+
+class SecretApplier:
+    """The execute layer's SecretWriter: server-side apply by the operator's field manager.
+
+    Fenced: each write carries the resourceVersion the run read (then the one it last wrote),
+    so the apiserver refuses it (409) when anyone wrote the Secret since: a paused old leader
+    that wakes up cannot put back an older token. A Secret the run found absent is created
+    unconditionally (apply has no create-only form); the write gate still applies. `gate`
+    raises when this process may not write (leader election)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        on_written: OnWritten | None = None,
+        *,
+        expected_version: str | None = None,
+        gate: Callable[[], None] | None = None,
+    ) -> None:
         self._client = client
         self._on_written = on_written
+        self._expected = expected_version
+        self._gate = gate
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         secret = cast(Secret, Secret.from_dict(manifest))
+        if self._expected is not None and secret.metadata is not None:
+            secret.metadata.resourceVersion = self._expected
+        if self._gate is not None:
+            self._gate()
         written = await self._client.apply(secret, field_manager=FIELD_MANAGER, force=True)
         meta = written.metadata
+        if meta is not None and meta.resourceVersion:
+            self._expected = str(meta.resourceVersion)
         if self._on_written is not None and meta is not None:
             self._on_written(str(meta.namespace), str(meta.name), str(meta.resourceVersion or ""))
 

@@ -43,6 +43,7 @@ from apitoken_operator.kube.objects import (
     get_secret,
     namespace_state,
     patch_status,
+    resource_version,
     write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement
@@ -81,18 +82,35 @@ class _NoEndpoint:
 
 
 async def run_api_token(
-    rt: Runtime, namespace: str, name: str, uid: str, *, deleting: bool = False
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    uid: str,
+    *,
+    deleting: bool = False,
+    daemon: bool = False,
 ) -> TokenRun | None:
     """None when the ApiToken is gone (or was replaced by another of the same name), or when
-    it is being deleted and the caller is not the deletion handler (`deleting`)."""
+    it is being deleted and the caller is not the deletion handler (`deleting`).
+
+    The daemon's run (`daemon`) right after a handler's run takes that run's answer instead of
+    running again: Kopf starts the daemon together with the creation or resume handler, and
+    every handler run wakes the daemon to pick up its schedule."""
     async with rt.locks.for_uid(uid):
+        handled = rt.handled_runs.pop(uid, None)
+        if daemon and handled is not None:
+            run: TokenRun = replace(handled, postings=())  # posted by the handler
+            return run
         body = await get_api_token(rt.kube, namespace, name)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid:
             return None
         if meta.get("deletionTimestamp") and not deleting:
             return None
-        return await _run(rt, body, namespace, name, uid)
+        result = await _run(rt, body, namespace, name, uid)
+        if not daemon and not result.released:
+            rt.handled_runs[uid] = result
+        return result
 
 
 async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
@@ -150,7 +168,12 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     import_digest = salted_digest(uid, import_value) if import_value else None
 
     ports = Ports(
-        secrets=SecretApplier(rt.kube, rt.note_written),
+        secrets=SecretApplier(
+            rt.kube,
+            rt.note_written,
+            expected_version=resource_version(secret_body),
+            gate=rt.check_writes,
+        ),
         token_endpoint=access.token_endpoint or _NoEndpoint(),
         management=management,
         imports=imports,
@@ -237,6 +260,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
+    rt.handled_runs.pop(uid, None)
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:

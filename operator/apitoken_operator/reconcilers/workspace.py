@@ -1,8 +1,13 @@
 """One run of a workspace's credential reconcile against the cluster, and what ApiTokens need
 from a workspace (its spec, whether the operator's credential works, the clients).
 
-The run is idempotent and cheap when nothing is due (three GETs), so ApiToken runs call it too:
-they then always act with a fresh credential, whatever the workspace daemon's timing. It also
+The run is idempotent and cheap when nothing is due (three GETs). ApiToken runs reuse the last
+run's answer while its credential needs nothing (`rt.workspace_runs`, until the decision's
+requeue time: the access token is valid past it by the refresh margin), so a thousand
+ApiTokens of one workspace neither read the workspace and its Secrets again nor queue behind
+the workspace's lock; when it is due they run it themselves and act with a fresh credential,
+whatever the workspace daemon's timing. Every run of the workspace (its handlers, its daemon
+woken by a change of its credential Secret) replaces that answer. It also
 keeps the credential Secret's finalizer in step (`core.workspace.protection`); a workspace's
 deletion disables the operator's own tokens there (`retire_credential`) before letting go.
 """
@@ -67,6 +72,7 @@ from apitoken_operator.kube.objects import (
     get_workspace,
     patch_secret_metadata,
     patch_status,
+    resource_version,
     write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
@@ -103,7 +109,7 @@ def token_endpoint(rt: Runtime, spec: TokenWorkspaceSpec, *, count: bool) -> Tim
     inner = TokenEndpointClient(
         rt.http_for(spec.ca_bundle), token_endpoint=endpoint, client_id=spec.client_id
     )
-    return TimedRefresh(inner, rt.metrics, count=count)
+    return TimedRefresh(inner, rt.metrics, count=count, gate=rt.check_writes)
 
 
 def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedManagement:
@@ -116,7 +122,7 @@ def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedM
         workspace=spec.workspace or "",
         bearer=source,
     )
-    return TimedManagement(inner, rt.metrics)
+    return TimedManagement(inner, rt.metrics, gate=rt.check_writes)
 
 
 class _WriteAgain(Exception):
@@ -151,7 +157,13 @@ async def run_workspace(
         last = attempt == attempts
         try:
             async with rt.workspace_locks.for_uid(key):
-                return await _run_locked(
+                # ApiToken runs that queued here behind the one that ran take its answer.
+                kept = _remembered(rt, key) if for_api_token else None
+                if kept is not None:
+                    return kept
+                # A failed run (its values kept in the backlog) leaves nothing to reuse.
+                rt.workspace_runs.pop(key, None)
+                run = await _run_locked(
                     rt,
                     kind,
                     namespace,
@@ -160,6 +172,8 @@ async def run_workspace(
                     last=last,
                     degrade=for_api_token,
                 )
+                _remember(rt, key, run)
+                return run
         except _WriteAgain:
             await asyncio.sleep(delay)
             delay *= 2
@@ -199,7 +213,12 @@ async def _run_locked(
         digest = salted_digest(ws.uid, value) if value else None
     spec = ws.spec
     ports = CredentialPorts(
-        secrets=SecretApplier(rt.kube, rt.note_written),
+        secrets=SecretApplier(
+            rt.kube,
+            rt.note_written,
+            expected_version=resource_version(secret_body),
+            gate=rt.check_writes,
+        ),
         token_endpoint=token_endpoint(rt, spec, count=False),
         bootstrap=bootstrap,
         management_with=lambda bearer: management_api(rt, spec, bearer),
@@ -250,6 +269,26 @@ async def _run_locked(
                 if ws_key == key:
                     rt.wake(uid)
     return WorkspaceRun(body, outcome, usable, ready.message if ready else "")
+
+
+def _remember(rt: Runtime, key: str, run: WorkspaceRun | None) -> None:
+    """Keep a run's answer for the ApiToken runs while the credential needs nothing."""
+    outcome = run.outcome if run is not None else None
+    if run is None or outcome is None or outcome.decision.actions:
+        rt.workspace_runs.pop(key, None)
+        return
+    until = rt.clock() + rt.timing.recheck_interval
+    if outcome.decision.requeue_at is not None:
+        until = min(until, outcome.decision.requeue_at)
+    rt.workspace_runs[key] = (replace(run, outcome=replace(outcome, events=())), until)
+
+
+def _remembered(rt: Runtime, key: str) -> WorkspaceRun | None:
+    kept = rt.workspace_runs.get(key)
+    if kept is None or rt.clock() >= kept[1]:
+        return None
+    run: WorkspaceRun = kept[0]
+    return run
 
 
 # Under the lock a run makes one write attempt; `run_workspace` spaces the retries outside it.
@@ -384,7 +423,9 @@ async def workspace_access(
     rt: Runtime, kind: WorkspaceKind, namespace: str | None, name: str
 ) -> WorkspaceAccess:
     where = None if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE else namespace
-    run = await run_workspace(rt, kind, where, name, for_api_token=True)
+    run = _remembered(rt, workspace_key(kind, where, name))
+    if run is None:
+        run = await run_workspace(rt, kind, where, name, for_api_token=True)
     if run is None:
         return WorkspaceAccess(None, None, False, "not found", None, None)
     try:
