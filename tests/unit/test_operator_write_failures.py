@@ -52,6 +52,7 @@ class FakeApiServer:
         self.refuse_secret_writes = False
         self.secret_writes = 0
         self.version = 0
+        self.gets: list[str] = []
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         self.version += 1
@@ -61,6 +62,7 @@ class FakeApiServer:
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
         if request.method == "GET":
+            self.gets.append(path)
             if path in self.objects:
                 return httpx2.Response(200, json=self.objects[path])
             return self._status(404, "NotFound", f"{path} not found")
@@ -232,6 +234,32 @@ async def test_api_token_runs_are_not_held_by_the_write_retries() -> None:
         await own
     assert not lock.locked()
     assert c.service.calls.count(REFRESHES) == 2
+
+
+async def test_api_token_runs_reuse_the_workspace_answer_until_the_credential_is_due() -> None:
+    """A thousand ApiTokens of one workspace must not each read the workspace and its two
+    Secrets under the workspace's lock: the last run's answer serves until its requeue time."""
+    c = Cluster.new()
+    first = await c.run()
+    assert first is not None and first.usable and first.outcome is not None
+    due = first.outcome.decision.requeue_at
+    assert due is not None
+    reads = len(c.api.gets)
+    for _ in range(5):
+        access = await workspace_access(c.rt, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE, "apps", "main")
+        assert access.usable and access.management is not None and access.events == ()
+    assert len(c.api.gets) == reads
+    assert not c.rt.workspace_locks.for_uid(
+        workspace_key(WorkspaceKind.CLUSTER_TOKEN_WORKSPACE, None, "main")
+    ).locked()
+    # Once due, the next ApiToken run runs the workspace itself (reads, and refreshes).
+    c.clock.now = due + timedelta(seconds=1)
+    refreshes = c.service.calls.count(REFRESHES)
+    access = await workspace_access(c.rt, WorkspaceKind.CLUSTER_TOKEN_WORKSPACE, "apps", "main")
+    assert access.usable
+    assert len(c.api.gets) > reads
+    # (More than one: the fake service dates tokens by the real clock, this test's runs ahead.)
+    assert c.service.calls.count(REFRESHES) > refreshes
 
 
 async def test_record_write_failure_names_the_status_code_and_never_the_error_text() -> None:
