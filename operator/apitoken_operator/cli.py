@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -150,14 +151,20 @@ async def _operate(args: argparse.Namespace, config: LaunchConfig) -> int:
                 await standby.wait_closed()
         stop = asyncio.Event()
         operator = asyncio.create_task(_run_kopf(args, replace(config, gate=elector.check), stop))
-        holding = asyncio.create_task(elector.hold())
+        done = threading.Event()
+        holding = asyncio.ensure_future(
+            asyncio.to_thread(
+                elector.hold_in_thread, lambda: AsyncClient(KubeConfig.from_env()), done
+            )
+        )
         await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
-        if holding.done():
+        if holding.done() and holding.result():
             stop.set()
             await operator
             log.error("leadership lost: exiting (restarted as a standby)")
             return 1
-        holding.cancel()
+        done.set()
+        await holding  # within a retry period
         await operator  # Kopf's own exception, if any, goes up
         await elector.release()
         return 0

@@ -10,8 +10,9 @@ refused before anything of it runs, whatever its tasks were doing.
 import asyncio
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -109,23 +110,20 @@ class LeaseElector:
             return False
         new = claimed(record, self.identity, self._wall(), self.timing)
         lease.spec = _spec(new)
-        try:
-            # resourceVersion from the GET: a conflict means another candidate wrote first.
-            self._lease = await self._client.replace(lease)
-        except ApiError as error:
-            if error.status.code == 409:
-                return False
-            raise
-        self._taken(new, sent)
-        return True
+        # resourceVersion from the GET: a conflict means another candidate wrote first.
+        return await self._claim(self._client.replace(lease), new, sent)
 
     async def _create(self, sent: float) -> bool:
         new = claimed(None, self.identity, self._wall(), self.timing)
-        lease = Lease(
-            metadata=ObjectMeta(name=self.name, namespace=self.namespace), spec=_spec(new)
+        meta = ObjectMeta(name=self.name, namespace=self.namespace)
+        return await self._claim(
+            self._client.create(Lease(metadata=meta, spec=_spec(new))), new, sent
         )
+
+    async def _claim(self, write: Awaitable[Lease], new: LeaseRecord, sent: float) -> bool:
+        """The write of a claim; False when another candidate won the race (409)."""
         try:
-            self._lease = await self._client.create(lease)
+            self._lease = await write
         except ApiError as error:
             if error.status.code == 409:
                 return False
@@ -162,12 +160,33 @@ class LeaseElector:
                 log.warning("Lease %s: %s", self.name, _why(exc))
             await asyncio.sleep(self._pause())
 
-    async def hold(self) -> None:
-        """Renew every retry period; return when the Lease is lost (another holder took it,
-        or no renewal succeeded within the renew deadline). The gate is already shut then."""
+    def hold_in_thread(self, client: Callable[[], AsyncClient], stop: threading.Event) -> bool:
+        """`hold` on an event loop and a client of this thread's own: a busy operator loop
+        (a thousand ApiTokens applied at once keep it saturated for many seconds) must not
+        delay the renewals past the deadline. True when the Lease was lost, False when `stop`
+        was set."""
+        own, self._client = self._client, client()
+
+        async def holding() -> bool:
+            try:
+                return await self.hold(stop)
+            finally:
+                await self._client.close()
+
+        try:
+            return asyncio.run(holding())
+        finally:
+            self._client = own
+
+    async def hold(self, stop: threading.Event | None = None) -> bool:
+        """Renew every retry period; return True when the Lease is lost (another holder took
+        it, or no renewal succeeded within the renew deadline; the gate is already shut then),
+        False when `stop` is set."""
         period = self.timing.retry_period.total_seconds()
         while True:
             await asyncio.sleep(period)
+            if stop is not None and stop.is_set():
+                return False
             while True:
                 left = self._left()
                 if left <= 0:
@@ -177,7 +196,7 @@ class LeaseElector:
                         self.name,
                         self.timing.renew_deadline,
                     )
-                    return
+                    return True
                 try:
                     renewed = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=left)
                 except Exception as exc:  # timeouts included: try again until the deadline
@@ -190,7 +209,7 @@ class LeaseElector:
                         "Lease %s/%s taken by %s: stopping", self.namespace, self.name, holder
                     )
                     self._last_renewal_sent = None
-                    return
+                    return True
                 break
 
     def _left(self) -> float:
