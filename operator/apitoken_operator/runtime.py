@@ -75,7 +75,11 @@ class Runtime:
         """One connection pool per trust setting (a workspace's caBundle)."""
         client = self._http.get(ca_bundle)
         if client is None:
-            timeout = self.settings.http_timeout.total_seconds()
+            seconds = self.settings.http_timeout.total_seconds()
+            # Waiting for a free connection is no failure of the service: a thousand ApiTokens
+            # applied at once queue for the pool instead of failing with PoolTimeout (seen in
+            # make bench-operator once runs no longer queued behind the workspace lock).
+            timeout = httpx.Timeout(seconds, pool=None)
             client = httpx.AsyncClient(verify=ssl_context(ca_bundle), timeout=timeout)
             self._http[ca_bundle] = client
         return client
