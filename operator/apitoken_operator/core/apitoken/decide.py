@@ -16,7 +16,7 @@ backup restore) is healed by adopting what the Secret says.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
@@ -32,6 +32,7 @@ from apitoken_operator.core.held_token import (
     ServiceToken,
     WriteSecret,
     failed,
+    failure_time,
     foreign,
     retry_at,
     succeeded,
@@ -115,6 +116,9 @@ class Observation:
     import_digest: str | None = None
     # The ApiToken's namespace is being deleted (or is gone): no Secret can be created there.
     namespace_terminating: bool = False
+    # Refresh-only mode: a digest of the workspace's client settings and client secret, so
+    # settings the provider rejected are tried again only once they changed.
+    client_digest: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,10 +141,20 @@ class Reissue:
     old_token_id: str | None
 
 
-Action = Generate | Reissue | Import | Refresh | WriteSecret | RetireToken | RemoveFinalizer
+@dataclass(frozen=True)
+class Revoke:
+    """Refresh-only mode: revoke the Secret's refresh token at the provider (RFC 7009), where
+    the workspace has a revocation endpoint; otherwise say what to do in the provider's UI."""
+
+    reason: str
+
+
+Action = (
+    Generate | Reissue | Import | Refresh | Revoke | WriteSecret | RetireToken | RemoveFinalizer
+)
 
 # Actions that call the token service and therefore wait out the backoff after a failure.
-_SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, RetireToken)
+_SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, Revoke, RetireToken)
 # Actions that need the management API and so the operator's workspace credential.
 _MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
 # Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
@@ -311,8 +325,12 @@ def _timing(
 
 
 def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
+    """The backoff after failures, or later if the provider said so (Retry-After)."""
     status = obs.token.status
-    return retry_at(status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy)
+    at = retry_at(status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy)
+    if at is not None and status.retry_not_before is not None:
+        return max(at, status.retry_not_before)
+    return at
 
 
 def _shape(
@@ -480,6 +498,8 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.IMPORTING, "importing the refresh token")
             case Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
+            case Revoke():
+                return Signal(reasons.DISABLING, "revoking the refresh token at the provider")
             case RetireToken(reason=reasons.DISABLED):
                 return Signal(reasons.DISABLING, "disabling the token at the service")
             case RetireToken(reason=reason):
@@ -630,6 +650,8 @@ def _decide_disabled(
                     actions.append(RetireToken(token_id, RetireMode.DISABLE, reasons.DISABLED))
         actions.extend(_pending(token.status, spec, RetireMode.DISABLE))
         actions.extend(_sweep(obs, (), RetireMode.DISABLE))
+    elif holding and _revocable(obs):
+        actions.append(Revoke(reasons.DISABLED))
     if secret is not None and holding:
         token_id = secret.token_id or token.status.token_id or ""
         shape = _shape(obs, spec, token_id, secret.refresh_token_expires_at)
@@ -638,7 +660,7 @@ def _decide_disabled(
         )
     message = "the token is disabled; its Secret holds no usable token"
     if not can.manages_tokens:
-        message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
+        message += _revocation_note(obs)
     verdict = _Verdict(False, Signal(reasons.DISABLED, message))
     held, verdict, retry = _gate(
         obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
@@ -674,7 +696,11 @@ def _decide_refresh_only(
             and current.access_expires_at is not None
             and now < current.access_expires_at
         )
-    if new_import:
+    client_stall = _client_stall(obs)
+    if client_stall is not None:
+        # Calling again with the same client settings gets the same answer.
+        stalled = client_stall
+    elif new_import:
         assert obs.import_digest is not None
         actions.append(Import(obs.import_digest))
     elif current is None:
@@ -687,10 +713,18 @@ def _decide_refresh_only(
                 f"{spec.secret_name} holds none: put a new refresh token in {where}",
             )
     elif status.last_failure_reason == reasons.REFRESH_TOKEN_REJECTED:
-        stalled = Signal(
-            reasons.REFRESH_TOKEN_REJECTED,
-            f"the provider rejected the refresh token (invalid_grant): put a new one in {where}",
-        )
+        if (status.last_failure_message or "").startswith(LOST_CHAIN):
+            message = (
+                "the provider rejected the refresh token (invalid_grant) right after the answer "
+                "to an earlier refresh was lost: it most likely rotated the token on that "
+                f"request, so the chain is broken; import a new refresh token into {where}"
+            )
+        else:
+            message = (
+                "the provider rejected the refresh token (invalid_grant: disabled, deleted or "
+                f"expired in its UI, or a broken chain): import a new refresh token into {where}"
+            )
+        stalled = Signal(reasons.REFRESH_TOKEN_REJECTED, message)
     elif current.refresh_expires_at is not None and now >= current.refresh_expires_at:
         stalled = Signal(
             reasons.REFRESH_TOKEN_EXPIRED,
@@ -709,12 +743,15 @@ def _decide_refresh_only(
                     WriteSecret("metadata drifted", build_secret(shape, obs.secret.data))
                 )
             requeue.append(refresh_at)
-    if valid:
+    if stalled is not None:
+        # Ready=False at once, though the Secret keeps its access token until it expires: the
+        # token will not be refreshed again without a person.
+        ready_signal = stalled
+        valid = False
+    elif valid:
         ready_signal = Signal(
             reasons.TOKEN_READY, f"Secret {spec.secret_name} holds a valid access token"
         )
-    elif stalled is not None:
-        ready_signal = stalled
     else:
         ready_signal = _failure_signal(
             status, Signal(reasons.IMPORTING, f"no usable token in Secret {spec.secret_name} yet")
@@ -764,6 +801,8 @@ def _decide_deletion(
         actions.extend(RetireToken(t, mode, reason) for t in known if t)
         actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (), mode))
+    elif ours is not None and ours.holds_tokens and _revocable(obs):
+        actions.append(Revoke(f"deletionPolicy {policy_}"))
     pending = Signal(
         reasons.CLEANUP_PENDING,
         f"waiting to {str(policy_).lower()} the token at the service before the ApiToken goes; "
@@ -795,7 +834,7 @@ _ATTEMPTS = "failed_refresh_attempts"
 
 
 def _success(status: ApiTokenStatus) -> ApiTokenStatus:
-    return succeeded(status, _ATTEMPTS)
+    return succeeded(status, _ATTEMPTS, retry_not_before=None, rejected_client_digest=None)
 
 
 def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any], ApiTokenStatus]:
@@ -883,15 +922,86 @@ def failed_state(
     now: datetime,
     *,
     consumed_import_digest: str | None = None,
+    retry_after: float | None = None,
+    lost_answer: bool = False,
 ) -> ApiTokenStatus:
     """The status after a failed call: counts the attempt for the backoff.
 
     `message` must come from the service client's exceptions, which never carry token values.
     An imported refresh token that was rejected is remembered as used, so it is not retried.
+    A provider's Retry-After holds the next call back at least that long. In refresh-only mode
+    a request whose answer was lost is recorded as ResponseLost, so that an invalid_grant on
+    the next attempt (the provider rotated, the new token never arrived) says so; rejected
+    client settings are remembered by digest, so they are not tried again unchanged.
     """
     status = obs.token.status
+    refresh_only = obs.workspace.spec is not None and capabilities(obs.workspace.spec).needs_import
+    if lost_answer and refresh_only:
+        reason = reasons.RESPONSE_LOST
+    if reason == reasons.REFRESH_TOKEN_REJECTED and status.last_failure_reason == (
+        reasons.RESPONSE_LOST
+    ):
+        message = LOST_CHAIN + message
     digest = consumed_import_digest or status.imported_token_digest
-    return failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
+    not_before = (
+        failure_time(now + timedelta(seconds=retry_after)) if retry_after is not None else None
+    )
+    return failed(
+        status,
+        _ATTEMPTS,
+        reason,
+        message,
+        now,
+        imported_token_digest=digest,
+        retry_not_before=not_before,
+        rejected_client_digest=obs.client_digest if reason in _CLIENT_STALLS else None,
+    )
+
+
+# Marks a rejection that followed a lost answer (the chain broken by it).
+LOST_CHAIN = "after a lost answer: "
+# Failures of the client settings themselves: not retried until they change.
+_CLIENT_STALLS = (reasons.CLIENT_REJECTED, reasons.CLIENT_SECRET_MISSING)
+
+
+def _client_stall(obs: Observation) -> Signal | None:
+    status = obs.token.status
+    if status.last_failure_reason not in _CLIENT_STALLS:
+        return None
+    if status.rejected_client_digest != obs.client_digest:
+        return None  # the settings or the secret changed since: try them
+    ws = f"{obs.workspace.kind} {obs.workspace.name}"
+    if status.last_failure_reason == reasons.CLIENT_SECRET_MISSING:
+        what = f"the client secret of {ws} is missing ({status.last_failure_message})"
+    else:
+        what = (
+            f"the provider refused the client settings of {ws} "
+            f"({status.last_failure_message}): fix spec.oauth2 clientId, clientAuthMethod or "
+            "the Secret in clientSecretRef"
+        )
+    return Signal(
+        status.last_failure_reason or reasons.CLIENT_REJECTED,
+        what + "; not retried until they change",
+    )
+
+
+def _revocable(obs: Observation) -> bool:
+    """Whether the refresh token in the Secret is still worth revoking (refresh-only mode)."""
+    secret = obs.secret
+    if secret is None or not secret.data.get(names.KEY_REFRESH_TOKEN):
+        return False
+    # A token the provider already rejected is dead: nothing to revoke.
+    return obs.token.status.last_failure_reason != reasons.REFRESH_TOKEN_REJECTED
+
+
+def _revocation_note(obs: Observation) -> str:
+    ws = obs.workspace.spec
+    if ws is not None and ws.revocation_configured:
+        return " (its refresh token is revoked at the provider)"
+    return (
+        " (the workspace names no oauth2.revocationEndpoint, so the refresh token is not "
+        "revoked: disable or delete it in the provider's UI)"
+    )
 
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:
