@@ -984,7 +984,7 @@ def test_retry_after_holds_the_next_call_back() -> None:
     assert held.requeue_at == REFRESH_AT + timedelta(seconds=120)
     due = decide(after.obs, REFRESH_AT + timedelta(seconds=121), POLICY)
     assert kinds(due.actions) == ["Refresh:import-1"]
-    manifest, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT)
+    _, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT)
     assert done.retry_not_before is None and done.failed_refresh_attempts == 0
 
 
