@@ -14,6 +14,7 @@ import pytest
 from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from support.foreign_idp import CONFIDENTIAL, CONFIDENTIAL_POST, PUBLIC, ForeignIdP, digest
@@ -270,7 +271,9 @@ def test_deletion_and_disable_revoke_the_refresh_token(
     eventually(
         "the deleted ApiToken's refresh token to be revoked", lambda: idp.revoked(held["deleted"])
     )
-    kube.patch(ApiToken, "disabled", {"spec": {"disabled": True}}, namespace=ns)
+    kube.patch(
+        ApiToken, "disabled", {"spec": {"disabled": True}}, namespace=ns, patch_type=PatchType.MERGE
+    )
 
     def stripped() -> bool:
         data = secret_data(kube, ns, "disabled") or {}
@@ -311,7 +314,9 @@ def test_without_a_revocation_endpoint_the_condition_says_to_use_the_ui(
     api_token(kube, ns, name="tok", workspace="idp", refreshTokenSecretRef={"name": "handmade"})
     ready(kube, ns, "tok")
     held = (secret_data(kube, ns, "tok") or {})["refresh_token"]
-    kube.patch(ApiToken, "tok", {"spec": {"disabled": True}}, namespace=ns)
+    kube.patch(
+        ApiToken, "tok", {"spec": {"disabled": True}}, namespace=ns, patch_type=PatchType.MERGE
+    )
 
     def disabled() -> Any:
         obj = get(kube, ns, "tok")
