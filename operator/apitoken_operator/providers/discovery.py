@@ -2,9 +2,9 @@
 
 RFC 8414 puts the well-known segment between the host and the issuer's path
 (`https://idp/.well-known/oauth-authorization-server/realms/x`); OpenID Connect appends it to
-the issuer (`https://idp/realms/x/.well-known/openid-configuration`). Keycloak, Entra ID and
-Auth0 serve only the second, the project's token service and Okta both: the first that answers
-200 wins. The metadata's `issuer` must equal the configured one (RFC 8414 section 3.3), or a
+the issuer (`https://idp/realms/x/.well-known/openid-configuration`). Keycloak, Entra ID, Okta
+and Auth0 answer the second, the project's token service the first: the first that answers 200
+wins. The metadata's `issuer` must equal the configured one (RFC 8414 section 3.3), or a
 mix-up could send refresh tokens elsewhere. Answers are cached per issuer for a while.
 """
 
