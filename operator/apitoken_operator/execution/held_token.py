@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from apitoken_operator.core.held_token import RetireMode, RetireToken
+from apitoken_operator.core.held_token import Issue, IssuedToken, RetireMode, RetireToken
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.crd.resources import ApiTokenStatus, TokenWorkspaceStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
@@ -236,6 +236,10 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     def _status(self) -> Any:
         raise NotImplementedError
 
+    def _owner_uid(self) -> str:
+        """The UID of the ApiToken or workspace that holds the token."""
+        raise NotImplementedError
+
     def _with(self, secret: ObservedSecret | None, status: Any) -> Obs:
         raise NotImplementedError
 
@@ -302,14 +306,23 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
         except NotFound:
             pass  # already gone: what we wanted
 
-    async def _redeem(
-        self, source: ImportReader, owner_uid: str, digest: str
-    ) -> RefreshResult | None:
+    async def _create(self, api: ManagementApi, action: Issue) -> IssuedToken:
+        """Issue: a new token through the management API, tagged with the owner's UID."""
+        created = await api.create_token(
+            name=action.token_name,
+            lifetime_days=action.lifetime_days,
+            external_ref=self._owner_uid(),
+        )
+        return IssuedToken(
+            created.metadata.id, created.values, created.refresh_token_expires_at, self.clock()
+        )
+
+    async def _redeem(self, source: ImportReader, digest: str) -> RefreshResult | None:
         """Import: refresh once with the hand-made value if it is still the one decided on (its
         salted digest); None if it changed since. A value the endpoint rejects is remembered
         (`consumed`, recorded by the failed state) so it is never presented again."""
         value = await source.read()
-        if value is None or salted_digest(owner_uid, value) != digest:
+        if value is None or salted_digest(self._owner_uid(), value) != digest:
             return None  # changed since it was observed: the next run sees the new value
         try:
             return await self.ports_refresh().refresh(value)

@@ -21,7 +21,6 @@ from apitoken_operator.core.workspace.credential import (
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RenewCredential,
     credential_failed_state,
     credential_stored_state,
     decide_credential,
@@ -65,6 +64,9 @@ class _Run(
     def _status(self) -> TokenWorkspaceStatus:
         return self.obs.workspace.status
 
+    def _owner_uid(self) -> str:
+        return self.obs.workspace.uid
+
     def _with(
         self, secret: ObservedSecret | None, status: TokenWorkspaceStatus
     ) -> CredentialObservation:
@@ -105,7 +107,7 @@ class _Run(
         await self.run(replaced)
 
     async def _bootstrap(self, action: held.Import) -> None:
-        result = await self._redeem(self.ports.bootstrap, self.obs.workspace.uid, action.digest)
+        result = await self._redeem(self.ports.bootstrap, action.digest)
         if result is None:
             return
         user, tid = token_claims(result.values.access_token)
@@ -134,20 +136,10 @@ class _Run(
             held.IssuedToken(action.token_id, result.values, expires, result.obtained_at)
         )
 
-    async def _renew(self, action: RenewCredential) -> None:
-        created = await self._api().create_token(
-            name=action.token_name,
-            lifetime_days=action.lifetime_days,
-            external_ref=self.obs.workspace.uid,
-        )
-        issued = held.IssuedToken(
-            created.metadata.id,
-            created.values,
-            created.refresh_token_expires_at,
-            self.clock(),
-        )
+    async def _renew(self, action: held.Issue) -> None:
+        issued = await self._create(self._api(), action)
         event = executor.Event(
-            "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
+            "Normal", "CredentialRenewed", f"the operator's token is now {issued.token_id}"
         )
         # The RetireToken that follows in the decision disables the old token; should the write
         # fail, the backlog carries that retirement to the run that writes the new one.
@@ -163,7 +155,7 @@ class _Run(
                 await self._bootstrap(action)
             case held.Refresh():
                 await self._refresh(action)
-            case RenewCredential():
+            case held.Issue():
                 await self._renew(action)
             case held.RetireToken():
                 await self._retire(action)
