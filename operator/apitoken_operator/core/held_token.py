@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from apitoken_operator.core.backoff import backoff_delay
-from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.managed_secret import (
+    ObservedSecret,
+    SecretShape,
+    build_secret,
+    metadata_drifted,
+)
 from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.providers.answers import TokenValues
 
@@ -123,6 +128,14 @@ def foreign(secret: ObservedSecret, owner_uid: str) -> bool:
     return not secret.managed or any(owner != owner_uid for owner in secret.owner_uids)
 
 
+def repair(shape: SecretShape, secret: ObservedSecret) -> list[WriteSecret]:
+    """When nothing else is due: a WriteSecret that puts the managed Secret's metadata (labels,
+    annotations, owner) back as `shape` says, with the data it holds, if they drifted."""
+    if not metadata_drifted(shape, secret):
+        return []
+    return [WriteSecret("metadata drifted", build_secret(shape, secret.data))]
+
+
 def retry_at(
     attempts: int, last_failure_time: datetime | None, owner_uid: str, policy: TimingPolicy
 ) -> datetime | None:
@@ -204,6 +217,7 @@ __all__ = [
     "failed",
     "failure_time",
     "foreign",
+    "repair",
     "retry_at",
     "succeeded",
     "whole",

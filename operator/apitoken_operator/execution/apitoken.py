@@ -27,7 +27,6 @@ from apitoken_operator.core.apitoken.decide import (
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd import reasons
-from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.execution.held_token import (
     DEFAULT_RETRY,
@@ -44,7 +43,7 @@ from apitoken_operator.execution.held_token import (
     run_rounds,
 )
 from apitoken_operator.providers.answers import TokenMetadata
-from apitoken_operator.providers.errors import InvalidGrant, ServiceError
+from apitoken_operator.providers.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -120,11 +119,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
         await self._persist(manifest, status, (event,))
 
     async def _refresh(self, action: held.Refresh) -> None:
-        secret = self.obs.secret
-        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
-        if not refresh_token:
-            raise InvalidGrant("the Secret holds no refresh token")
-        result = await self.ports.token_endpoint.refresh(refresh_token)
+        result = await self._rotate()
         manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
         await self._persist(manifest, status)
         del action  # routine: no event
@@ -165,20 +160,8 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
         )
 
-    async def _dispatch(self, action: Action) -> None:
-        match action:
-            case held.Issue():
-                await self._issue(action)
-            case held.Refresh():
-                await self._refresh(action)
-            case held.Import():
-                await self._import(action)
-            case held.RetireToken():
-                await self._retire(action)
-            case held.WriteSecret(manifest=manifest):
-                await self._write(manifest)
-            case held.RemoveFinalizer():
-                self.released = True
+    def _release(self) -> None:
+        self.released = True
 
     def _failed_status(self, exc: ServiceError) -> ApiTokenStatus:
         return failed_state(

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
+from apitoken_operator.core import held_token as held
 from apitoken_operator.core.held_token import Issue, IssuedToken, RetireMode, RetireToken
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
+from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import ApiTokenStatus, TokenWorkspaceStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
 from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
@@ -205,7 +207,8 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     from memory, and kept in the `Backlog` if every attempt fails, so they are never lost nor
     obtained twice; retirements tolerate NotFound; a provider failure is recorded through the
     policy's failed state and ends the run's actions. A policy subclass supplies how its
-    observation carries the status (`_status`, `_with`) and how it dispatches its own actions.
+    observation carries the status (`_status`, `_with`) and how it issues, imports, refreshes
+    and retires (`_issue`, `_import`, `_refresh`, `_retire`); `_dispatch` routes the actions.
     """
 
     def __init__(
@@ -243,7 +246,20 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     def _with(self, secret: ObservedSecret | None, status: Any) -> Obs:
         raise NotImplementedError
 
-    async def _dispatch(self, action: A) -> None:
+    async def _issue(self, action: Issue) -> None:
+        raise NotImplementedError
+
+    async def _import(self, action: held.Import) -> None:
+        raise NotImplementedError
+
+    async def _refresh(self, action: held.Refresh) -> None:
+        raise NotImplementedError
+
+    async def _retire(self, action: RetireToken) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """RemoveFinalizer (asked for by the ApiToken only)."""
         raise NotImplementedError
 
     async def write_backlog(self) -> None:
@@ -333,6 +349,30 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     def ports_refresh(self) -> RefreshApi:
         """The token endpoint of the policy's ports."""
         raise NotImplementedError
+
+    async def _rotate(self) -> RefreshResult:
+        """Refresh: present the refresh token the Secret holds to the token endpoint."""
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token:
+            raise InvalidGrant("the Secret holds no refresh token")
+        return await self.ports_refresh().refresh(refresh_token)
+
+    async def _dispatch(self, action: A) -> None:
+        """Run one action of the held-token core through the policy's ways of doing it."""
+        match action:
+            case Issue():
+                await self._issue(action)
+            case held.Import():
+                await self._import(action)
+            case held.Refresh():
+                await self._refresh(action)
+            case RetireToken():
+                await self._retire(action)
+            case held.WriteSecret(manifest=manifest):
+                await self._write(manifest)
+            case held.RemoveFinalizer():
+                self._release()
 
     def _failed(self, exc: ServiceError) -> None:
         self._set(None, self._failed_status(exc))

@@ -31,7 +31,6 @@ from apitoken_operator.core.managed_secret import (
     build_secret,
     data_intact,
     disabled_data,
-    metadata_drifted,
     token_data,
 )
 from apitoken_operator.core.schedule import (
@@ -529,10 +528,7 @@ def _decide_managed(
         else:
             shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
             assert secret is not None  # _current found it
-            if metadata_drifted(shape, secret):
-                actions.append(
-                    held.WriteSecret("metadata drifted", build_secret(shape, secret.data))
-                )
+            actions.extend(held.repair(shape, secret))
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
@@ -667,10 +663,7 @@ def _decide_refresh_only(
         else:
             assert obs.secret is not None
             shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
-            if metadata_drifted(shape, obs.secret):
-                actions.append(
-                    held.WriteSecret("metadata drifted", build_secret(shape, obs.secret.data))
-                )
+            actions.extend(held.repair(shape, obs.secret))
             requeue.append(refresh_at)
     if valid:
         ready_signal = Signal(

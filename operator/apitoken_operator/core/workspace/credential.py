@@ -26,7 +26,6 @@ from apitoken_operator.core.managed_secret import (
     SecretShape,
     build_secret,
     data_intact,
-    metadata_drifted,
     token_data,
 )
 from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time
@@ -281,11 +280,7 @@ def decide_credential(
                 held.RetireToken(current_id, held.RetireMode.DISABLE, reasons.RENEWAL_DUE)
             )
         else:
-            shape = _shape(ws, policy, current_id, refresh_expires)
-            if metadata_drifted(shape, secret):
-                actions.append(
-                    held.WriteSecret("metadata drifted", build_secret(shape, secret.data))
-                )
+            actions.extend(held.repair(_shape(ws, policy, current_id, refresh_expires), secret))
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
