@@ -27,9 +27,9 @@ from lightkube import Client
 from apitoken_operator.core.backoff import backoff_delay
 from apitoken_operator.core.schedule import stable_fraction
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
-from localkube import Cluster
 from support.faults import FaultProxy, Mode, Presented, secret_writes_denied
 from support.operator import (
+    OperatorTest,
     RunningOperator,
     ServiceAdmin,
     Workspace,
@@ -40,10 +40,9 @@ from support.operator import (
     ready_token,
     reason,
     secret_data,
-    start_operator,
     status_of,
 )
-from support.tokenservice import RunningTokenService, start_token_service
+from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
@@ -60,30 +59,19 @@ WRITE_BUDGET = WRITE_FIRST_DELAY * (2 ** (WRITE_ATTEMPTS - 1) - 1)
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
-    with start_token_service(
-        tmp_path_factory.mktemp("tokenservice-faults"), access_token_ttl=ACCESS_TOKEN_TTL
-    ) as running:
-        yield running
+def access_token_ttl() -> int:
+    return ACCESS_TOKEN_TTL
 
 
 @pytest.fixture(scope="module")
-def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    with start_operator(
-        tmp_path_factory.mktemp("operator-faults"),
-        cluster.kubeconfig,
-        env={
-            "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
-            "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
-            "APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s",
-            "APITOKEN_OPERATOR_SECRET_WRITE_ATTEMPTS": str(WRITE_ATTEMPTS),
-            "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "1s",
-        },
-        wait=False,
-    ) as running:
-        yield running
+def operator_settings() -> dict[str, str]:
+    return {
+        "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
+        "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
+        "APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s",
+        "APITOKEN_OPERATOR_SECRET_WRITE_ATTEMPTS": str(WRITE_ATTEMPTS),
+        "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "1s",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +206,7 @@ def ride_out_a_fault(
 
 
 def test_5xx_is_retried_with_capped_exponential_backoff(
-    kube: Client, proxied: str, proxy: FaultProxy, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest, proxied: str, proxy: FaultProxy
 ) -> None:
     ns = proxied
     created = api_token(kube, ns, workspace="proxied", refreshPercent=50)
@@ -229,7 +217,7 @@ def test_5xx_is_retried_with_capped_exponential_backoff(
     assert status["lastFailureReason"] == "ServiceError"
     assert "503" in status["lastFailureMessage"]
     assert_backoff(presented, created.metadata.uid, call_time=timedelta(0))
-    token = service_admin.token(status["tokenId"])
+    token = op.admin.token(status["tokenId"])
     assert token is not None and token["status"] == "active"
 
 
@@ -262,12 +250,7 @@ def refused_writes(operator: RunningOperator, namespace: str) -> int:
 
 @pytest.mark.parametrize("denied_for", ["a retry", "longer than the retries"])
 def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
-    kube: Client,
-    proxied: str,
-    proxy: FaultProxy,
-    running_operator: RunningOperator,
-    service_admin: ServiceAdmin,
-    denied_for: str,
+    kube: Client, op: OperatorTest, proxied: str, proxy: FaultProxy, denied_for: str
 ) -> None:
     ns = proxied
     api_token(kube, ns, workspace="proxied", refreshPercent=50)
@@ -298,8 +281,8 @@ def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
             assert "kept in memory" in status_of(obj)["lastFailureMessage"]
             assert condition(obj, "Reconciling") == "True"
         assert refresh_token(kube, ns) == r0, "a write got through the admission policy"
-    assert refused_writes(running_operator, ns) >= 1
-    exhausted = f"ApiToken {ns}/tok: run failed (ApiError: 422 Invalid)" in running_operator.logs()
+    assert refused_writes(op.operator, ns) >= 1
+    exhausted = f"ApiToken {ns}/tok: run failed (ApiError: 422 Invalid)" in op.operator.logs()
     assert exhausted == (denied_for != "a retry")
 
     def rotated() -> str | None:
@@ -318,7 +301,7 @@ def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
     obj = eventually("Ready", lambda: ready(kube, ns))
     assert status_of(obj)["tokenId"] == token_id  # not re-issued
     assert "lastFailureReason" not in status_of(obj)
-    token = service_admin.token(token_id)
+    token = op.admin.token(token_id)
     assert token is not None and token["status"] == "active"  # no replay was taken for theft
 
 
@@ -332,11 +315,7 @@ CREDENTIAL = "proxied-apitoken-credential"
 
 
 def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
-    kube: Client,
-    proxied: str,
-    proxy: FaultProxy,
-    running_operator: RunningOperator,
-    service_admin: ServiceAdmin,
+    kube: Client, op: OperatorTest, proxied: str, proxy: FaultProxy
 ) -> None:
     """The workspace's own credential Secret refused past the in-memory retries: the refreshed
     credential is kept and written once writes are allowed, with exactly one refresh of the old
@@ -408,5 +387,5 @@ def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
         ),
     )
     assert status_of(ws)["credentialTokenId"] == credential_id
-    token = service_admin.token(credential_id)
+    token = op.admin.token(credential_id)
     assert token is not None and token["status"] == "active"  # no replay taken for theft

@@ -17,19 +17,15 @@ from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
-from localkube import Cluster
 from support.operator import (
-    RunningOperator,
-    ServiceAdmin,
-    Workspace,
+    OperatorTest,
     api_token,
     condition,
     eventually,
     reason,
-    start_operator,
     status_of,
 )
-from support.tokenservice import RunningTokenService, start_token_service
+from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
@@ -39,24 +35,13 @@ ACCESS_TOKEN_TTL = 12
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
-    with start_token_service(
-        tmp_path_factory.mktemp("tokenservice-outage"), access_token_ttl=ACCESS_TOKEN_TTL
-    ) as running:
-        yield running
+def access_token_ttl() -> int:
+    return ACCESS_TOKEN_TTL
 
 
 @pytest.fixture(scope="module")
-def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    with start_operator(
-        tmp_path_factory.mktemp("operator-outage"),
-        cluster.kubeconfig,
-        env={"APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s"},
-        wait=False,
-    ) as running:
-        yield running
+def operator_settings() -> dict[str, str]:
+    return {"APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s"}
 
 
 @contextlib.contextmanager
@@ -77,15 +62,13 @@ def is_ready(kube: Client, namespace: str) -> Any:
     return obj if condition(obj, "Ready") == "True" else None
 
 
-def test_ready_holds_while_the_access_token_is_valid(
-    kube: Client, workspace: Workspace, e2e_service: RunningTokenService
-) -> None:
-    ns = workspace.namespace
+def test_ready_holds_while_the_access_token_is_valid(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     # Refresh at half the access token's life (minus jitter): the failure is recorded seconds
     # before expiry, even with three calls timing out in a run.
     api_token(kube, ns, refreshPercent=50)
     eventually("Ready", lambda: is_ready(kube, ns))
-    with service_stopped(e2e_service):
+    with service_stopped(op.service):
 
         def failed() -> tuple[Any, datetime] | None:
             obj = get(kube, ns)
@@ -116,17 +99,14 @@ def test_ready_holds_while_the_access_token_is_valid(
 
 
 def test_deletion_waits_for_the_service_and_abandon_releases_it(
-    kube: Client,
-    workspace: Workspace,
-    e2e_service: RunningTokenService,
-    service_admin: ServiceAdmin,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns)
     tid = status_of(eventually("Ready", lambda: is_ready(kube, ns))).get("tokenId")
     # A real outage, not SIGSTOP: a frozen server would still accept the operator's DELETE and
     # run it after the outage, and the token would be gone for reasons this test is not about.
-    with e2e_service.down():
+    with op.service.down():
         kube.delete(ApiToken, "tok", namespace=ns)
 
         def waiting() -> Any:
@@ -154,6 +134,6 @@ def test_deletion_waits_for_the_service_and_abandon_releases_it(
 
         eventually("the abandoned ApiToken to be released", gone, timeout=20)
     # Released without cleanup: the token is still there (valid until it expires).
-    assert [(t["id"], t["status"]) for t in service_admin.tokens_of(created.metadata.uid)] == [
+    assert [(t["id"], t["status"]) for t in op.admin.tokens_of(created.metadata.uid)] == [
         (tid, "active")
     ]

@@ -16,7 +16,7 @@ from lightkube.types import PatchType
 from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace
 from support.operator import (
     OPERATOR_NAMESPACE,
-    RunningOperator,
+    OperatorTest,
     ServiceAdmin,
     Workspace,
     api_token,
@@ -64,12 +64,9 @@ def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | No
 
 
 def test_a_secret_the_operator_does_not_manage_is_left_alone(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     kube.create(
         Secret(metadata=ObjectMeta(name="tok", namespace=ns), stringData={"mine": "keep me"})
     )
@@ -80,29 +77,27 @@ def test_a_secret_the_operator_does_not_manage_is_left_alone(
     # Looked at again every recheck interval, the status is not written again: it is unchanged.
     path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
     runs, writes = (
-        requests(running_operator, "GET", path),
-        requests(running_operator, "PATCH", path + "/status"),
+        requests(op.operator, "GET", path),
+        requests(op.operator, "PATCH", path + "/status"),
     )
     assert runs >= 1 and writes >= 1
-    eventually(
-        "another run", lambda: requests(running_operator, "GET", path) >= runs + 1, timeout=20
-    )
-    assert requests(running_operator, "PATCH", path + "/status") == writes
+    eventually("another run", lambda: requests(op.operator, "GET", path) >= runs + 1, timeout=20)
+    assert requests(op.operator, "PATCH", path + "/status") == writes
     assert status_of(kube.get(ApiToken, "tok", namespace=ns)) == status_of(obj)
     assert secret_data(kube, ns, "tok") == {"mine": "keep me"}
     secret = kube.get(Secret, "tok", namespace=ns)
     assert secret.metadata is not None and not secret.metadata.ownerReferences
-    assert service_admin.tokens_of(created.metadata.uid) == []
+    assert op.admin.tokens_of(created.metadata.uid) == []
     # Once the person deletes it, the operator takes over.
     kube.delete(Secret, "tok", namespace=ns)
     ready_token(kube, ns)
-    assert len(service_admin.tokens_of(created.metadata.uid)) == 1
+    assert len(op.admin.tokens_of(created.metadata.uid)) == 1
 
 
 def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns)
     old = status_of(ready_token(kube, ns))["tokenId"]
     kube.delete(Secret, "tok", namespace=ns)
@@ -113,14 +108,12 @@ def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
 
     new = eventually("the Secret to be recreated with a new token", recreated, timeout=20)
     ready_with(kube, ns, new)
-    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+    eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [new]
 
 
-def test_an_edited_managed_secret_is_repaired(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
-) -> None:
-    ns = workspace.namespace
+def test_an_edited_managed_secret_is_repaired(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     created = api_token(kube, ns)
     old = status_of(ready_token(kube, ns))["tokenId"]
     tampered = base64.b64encode(b"not-a-token").decode()
@@ -141,9 +134,9 @@ def test_an_edited_managed_secret_is_repaired(
     new = eventually("the Secret to be repaired", repaired, timeout=20)
     ready_with(kube, ns, new)
     data = secret_data(kube, ns, "tok")
-    assert data is not None and service_admin.introspect(data["access_token"])["active"]
-    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+    assert data is not None and op.admin.introspect(data["access_token"])["active"]
+    eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [new]
 
 
 @pytest.fixture
@@ -178,20 +171,16 @@ def cluster_workspace(
 
 
 def test_cluster_workspace_allowed_namespaces_is_enforced(
-    kube: Client,
-    workspace: Workspace,
-    cluster_workspace: str,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest, cluster_workspace: str
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(
         kube, ns, workspaceRef={"name": cluster_workspace, "kind": "ClusterTokenWorkspace"}
     )
     obj = with_reason(kube, ns, "NotAllowed")
     assert condition(obj, "Stalled") == "True"
     assert secret_data(kube, ns, "tok") is None
-    assert service_admin.tokens_of(created.metadata.uid) == []
+    assert op.admin.tokens_of(created.metadata.uid) == []
     # Allowing the namespace by label (test namespaces carry apitoken.dev/test=true) lets the
     # ApiToken proceed at its next look, without touching the ApiToken.
     kube.patch(
@@ -208,7 +197,7 @@ def test_cluster_workspace_allowed_namespaces_is_enforced(
         patch_type=PatchType.MERGE,
     )
     status = status_of(ready_token(kube, ns))
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
     # The operator's credential for the cluster workspace lives in its own namespace.
     credential = kube.get(
         Secret, f"ctokws-{cluster_workspace}-credential", namespace=OPERATOR_NAMESPACE

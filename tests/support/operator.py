@@ -41,9 +41,11 @@ __all__ = [
     "ACCESS_TOKEN_TTL",
     "OPERATOR_NAMESPACE",
     "SEEN_VALUES",
+    "OperatorTest",
     "RunningOperator",
     "ServiceAdmin",
     "Workspace",
+    "access_token_ttl",
     "api_token",
     "condition",
     "create_workspace",
@@ -53,7 +55,9 @@ __all__ = [
     "eventually",
     "leaks",
     "next_refresh",
+    "op",
     "operator_namespace",
+    "operator_settings",
     "reason",
     "release_leftovers",
     "requests",
@@ -278,9 +282,25 @@ class ServiceAdmin:
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
+def access_token_ttl() -> int:
+    """Seconds the token service's access tokens live; a module overrides it for a wider
+    window between a failed refresh and expiry."""
+    return ACCESS_TOKEN_TTL
+
+
+@pytest.fixture(scope="module")
+def operator_settings() -> dict[str, str]:
+    """Settings (environment) of the module's operator over FAST_SETTINGS; a module overrides
+    it for what it tests (shorter timeouts, fewer write attempts, credential renewal)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def e2e_service(
+    tmp_path_factory: pytest.TempPathFactory, access_token_ttl: int
+) -> Iterator[RunningTokenService]:
     with start_token_service(
-        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=ACCESS_TOKEN_TTL
+        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=access_token_ttl
     ) as running:
         yield running
 
@@ -305,11 +325,16 @@ def operator_namespace(kube: Client) -> str:
 
 @pytest.fixture(scope="module")
 def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    operator_namespace: str,
+    operator_settings: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningOperator]:
     # Not waited for here: the token service starts meanwhile; `workspace` waits.
     directory = tmp_path_factory.mktemp("operator")
-    with start_operator(directory, cluster.kubeconfig, wait=False) as running:
+    with start_operator(
+        directory, cluster.kubeconfig, env=operator_settings, wait=False
+    ) as running:
         yield running
 
 
@@ -407,6 +432,34 @@ def workspace(
     found = leaks(kube, namespace, running_operator, service_admin.service)
     release_leftovers(kube, namespace)
     assert not found, found
+
+
+@dataclass(frozen=True)
+class OperatorTest:
+    """What an end-to-end test of the operator works with, besides the cluster client: its own
+    namespace with a Ready TokenWorkspace "main" (`workspace`), the token service's workspace
+    admin and the module's running operator."""
+
+    workspace: Workspace
+    admin: ServiceAdmin
+    operator: RunningOperator
+
+    @property
+    def namespace(self) -> str:
+        return self.workspace.namespace
+
+    @property
+    def service(self) -> RunningTokenService:
+        return self.admin.service
+
+
+@pytest.fixture
+def op(
+    workspace: Workspace, service_admin: ServiceAdmin, running_operator: RunningOperator
+) -> OperatorTest:
+    """The test's namespace, workspace, service admin and operator in one (see OperatorTest);
+    the leak scan and the release of what the test left run when it ends (`workspace`)."""
+    return OperatorTest(workspace, service_admin, running_operator)
 
 
 # ---------------------------------------------------------------------------------------------

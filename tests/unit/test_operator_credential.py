@@ -26,11 +26,11 @@ from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
 from apitoken_operator.providers.answers import TokenValues
 from support.decisions import Row, check, describe, rows
+from support.held_tokens import WS_UID, workspace_object
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-WS_UID = "ws-uid"
 POLICY = CredentialPolicy(timing=TimingPolicy(refresh_jitter_percent=0))
 SPEC = TokenWorkspaceSpec.model_validate(
     {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "bootstrap"}}
@@ -47,15 +47,7 @@ def jwt(**claims: str) -> str:
 
 
 def workspace(spec: TokenWorkspaceSpec = SPEC, **status: Any) -> WorkspaceObject:
-    return WorkspaceObject(
-        kind=WorkspaceKind.TOKEN_WORKSPACE,
-        name="main",
-        namespace="apps",
-        uid=WS_UID,
-        generation=1,
-        spec=spec,
-        status=TokenWorkspaceStatus(**status),
-    )
+    return workspace_object(spec, TokenWorkspaceStatus(**status))
 
 
 def stored(
