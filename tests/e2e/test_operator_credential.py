@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from support.operator import (
     OperatorTest,
     Workspace,
     api_token,
+    apply_bootstrap_secret,
     condition,
     events_of,
     eventually,
+    merge_patch,
     ready_token,
     reason,
     secret_data,
@@ -55,17 +55,6 @@ def ws(kube: Client, namespace: str) -> Any:
 
 def credential_secret(kube: Client, workspace: Workspace) -> Secret:
     return kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=workspace.namespace)
-
-
-def put_bootstrap(kube: Client, namespace: str, value: str) -> None:
-    kube.apply(
-        Secret(
-            metadata=ObjectMeta(name="bootstrap", namespace=namespace),
-            stringData={"refresh_token": value},
-        ),
-        field_manager="gitops",
-        force=True,
-    )
 
 
 def parse(text: str) -> datetime:
@@ -126,13 +115,7 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
 
     # The ApiToken stayed Ready, and the new credential manages it: a re-issue goes through.
     assert condition(kube.get(ApiToken, "tok", namespace=ns), "Ready") == "True"
-    kube.patch(
-        ApiToken,
-        "tok",
-        {"metadata": {"annotations": {"apitoken.dev/reissue": "after-renewal"}}},
-        namespace=ns,
-        patch_type=PatchType.MERGE,
-    )
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": "after-renewal"}}})
 
     def reissued() -> str | None:
         tid = status_of(kube.get(ApiToken, "tok", namespace=ns)).get("tokenId")
@@ -180,7 +163,7 @@ def test_a_refused_credential_is_reported_as_unauthorized_until_a_new_bootstrap_
     assert op.admin.tokens_of(waiting.metadata.uid) == []
 
     # A new bootstrap value (a GitOps commit of a freshly made token) recovers the workspace.
-    put_bootstrap(kube, ns, op.admin.new_bootstrap_value(f"operator-again-{ns}"))
+    apply_bootstrap_secret(kube, ns, op.admin.new_bootstrap_value(f"operator-again-{ns}"))
 
     def recovered() -> Any:
         obj = ws(kube, ns)

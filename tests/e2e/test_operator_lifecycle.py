@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
@@ -20,6 +19,8 @@ from support.operator import (
     condition,
     events_of,
     eventually,
+    gone,
+    merge_patch,
     next_refresh,
     ready_token,
     reason,
@@ -100,10 +101,6 @@ def new_token_id(kube: Client, namespace: str, old: str, name: str = "tok") -> s
     return eventually("a new token", probe, timeout=30)
 
 
-def merge(kube: Client, namespace: str, patch: dict[str, Any], name: str = "tok") -> None:
-    kube.patch(ApiToken, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
-
-
 def test_refresh_rotates_both_tokens_and_keeps_them_working(kube: Client, op: OperatorTest) -> None:
     ns = op.namespace
     api_token(kube, ns)
@@ -136,7 +133,7 @@ def test_lifetime_change_reissues_and_template_change_does_not(
     created = api_token(kube, ns, lifetimeDays=7)
     ready_token(kube, ns)
     old = token_id(kube, ns)
-    merge(kube, ns, {"spec": {"lifetimeDays": 8}})
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 8}})
     new = new_token_id(kube, ns, old)
     # The replaced token is deleted (deletionPolicy Delete) once the Secret switched.
     eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
@@ -146,7 +143,7 @@ def test_lifetime_change_reissues_and_template_change_does_not(
     assert timedelta(days=7, hours=23) < expires - datetime.now(UTC) <= timedelta(days=8)
     assert "retiringTokens" not in status_of(kube.get(ApiToken, "tok", namespace=ns))
 
-    merge(kube, ns, {"spec": {"secretTemplate": {"labels": {"tier": "gold"}}}})
+    merge_patch(kube, ns, {"spec": {"secretTemplate": {"labels": {"tier": "gold"}}}})
 
     def labelled() -> bool:
         secret = kube.get(Secret, "tok", namespace=ns)
@@ -163,7 +160,7 @@ def test_reissue_annotation_mints_a_new_token_once(kube: Client, op: OperatorTes
     ready_token(kube, ns)
     old = token_id(kube, ns)
     request = "2026-11-29T01:00:00Z"
-    merge(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": request}}})
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": request}}})
     new = new_token_id(kube, ns, old)
     assert status_of(kube.get(ApiToken, "tok", namespace=ns))["lastReissueRequest"] == request
     # deletionPolicy Disable: the replaced token is disabled, not deleted.
@@ -182,7 +179,7 @@ def test_disabled_disables_the_token_and_empties_the_secret(kube: Client, op: Op
     api_token(kube, ns)
     ready_token(kube, ns)
     tid = token_id(kube, ns)
-    merge(kube, ns, {"spec": {"disabled": True}})
+    merge_patch(kube, ns, {"spec": {"disabled": True}})
 
     def disabled() -> Any:
         obj = kube.get(ApiToken, "tok", namespace=ns)
@@ -215,7 +212,7 @@ def test_disabled_disables_the_token_and_empties_the_secret(kube: Client, op: Op
     assert secret_data(kube, ns, "tok") == data
     # Irreversible: the API server refuses turning it back on.
     with pytest.raises(ApiError) as refused:
-        merge(kube, ns, {"spec": {"disabled": False}})
+        merge_patch(kube, ns, {"spec": {"disabled": False}})
     assert refused.value.status.code == 422
 
 
@@ -230,14 +227,7 @@ def test_deletion_policy(kube: Client, op: OperatorTest, policy: str) -> None:
     assert meta is not None and meta.finalizers == ["apitoken.dev/finalizer"]
     kube.delete(ApiToken, "tok", namespace=ns)
 
-    def gone() -> bool:
-        try:
-            kube.get(ApiToken, "tok", namespace=ns)
-        except ApiError as e:
-            return e.status.code == 404
-        return False
-
-    eventually("the ApiToken to be released", gone)
+    eventually("the ApiToken to be released", lambda: gone(kube, ApiToken, "tok", ns))
     token = op.admin.token(tid)
     if policy == "Delete":
         assert token is None

@@ -14,7 +14,6 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from support.operator import (
@@ -22,9 +21,14 @@ from support.operator import (
     OperatorTest,
     RunningOperator,
     ServiceAdmin,
+    abandon,
     api_token,
+    create_cluster_workspace,
     eventually,
+    get_or_none,
+    gone,
     leaks,
+    merge_patch,
     ready_token,
     secret_data,
     status_of,
@@ -33,16 +37,6 @@ from support.operator import (
 pytestmark = pytest.mark.e2e
 
 CREDENTIAL_FINALIZER = "apitoken.dev/credential-in-use"
-
-
-def namespace_gone(kube: Client, name: str) -> bool:
-    try:
-        kube.get(Namespace, name)
-    except ApiError as error:
-        if error.status.code == 404:
-            return True
-        raise
-    return False
 
 
 def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
@@ -74,7 +68,7 @@ def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
         return None
 
     eventually("the tokens to be deleted and disabled at the service", cleaned_up, timeout=60)
-    eventually("the namespace to disappear", lambda: namespace_gone(kube, ns), timeout=60)
+    eventually("the namespace to disappear", lambda: gone(kube, Namespace, ns), timeout=60)
     assert op.admin.tokens_of(deleted.metadata.uid) == []
     # The namespace's deletion may remove the managed Secret a moment before the ApiToken is
     # marked for deletion; the operator does not re-issue it in a terminating namespace (no
@@ -109,9 +103,7 @@ def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
     assert held.metadata is not None and held.metadata.deletionTimestamp is not None
     # Still usable: a re-issue goes through the management API with that credential.
     first = status_of(kube.get(ApiToken, "tok", namespace=ns))["tokenId"]
-    kube.patch(
-        ApiToken, "tok", {"spec": {"lifetimeDays": 2}}, namespace=ns, patch_type=PatchType.MERGE
-    )
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 2}})
 
     def reissued() -> str | None:
         tid = status_of(kube.get(ApiToken, "tok", namespace=ns)).get("tokenId")
@@ -143,22 +135,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
     running_operator.wait_ready()
     name = f"ctw-{namespace}"[:63]
     credential = f"ctokws-{name}-credential"
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
-            stringData={"refresh_token": service_admin.new_bootstrap_value(name)},
-        )
-    )
-    kube.create(
-        ClusterTokenWorkspace(
-            metadata=ObjectMeta(name=name),
-            spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
-            },
-        )
-    )
+    create_cluster_workspace(kube, name, service_admin)
     try:
         created: Any = kube.create(
             ApiToken(
@@ -174,7 +151,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
         credential_id = status_of(kube.get(ClusterTokenWorkspace, name))["credentialTokenId"]
 
         kube.delete(Namespace, namespace)
-        eventually("the namespace to disappear", lambda: namespace_gone(kube, namespace), 60)
+        eventually("the namespace to disappear", lambda: gone(kube, Namespace, namespace), 60)
         assert service_admin.token(token_id) is None
         assert service_admin.tokens_of(created.metadata.uid) == []
         held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
@@ -187,14 +164,11 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
 
         eventually("the operator's own token to be disabled with its workspace", retired, 30)
 
-        def workspace_gone() -> bool:
-            try:
-                kube.get(ClusterTokenWorkspace, name)
-            except ApiError as error:
-                return error.status.code == 404
-            return False
-
-        eventually("the workspace's finalizer to be released", workspace_gone, 30)
+        eventually(
+            "the workspace's finalizer to be released",
+            lambda: gone(kube, ClusterTokenWorkspace, name),
+            30,
+        )
         found = leaks(kube, namespace, running_operator, service_admin.service)
         assert not found, found
     finally:
@@ -225,29 +199,19 @@ def test_workspace_deletion_waits_for_the_service_and_abandon_lets_it_go(
         held = kube.get(Secret, f"{op.workspace.name}-apitoken-credential", namespace=ns)
         assert held.metadata is not None
         assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
-        kube.patch(
-            TokenWorkspace,
-            op.workspace.name,
-            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
-            namespace=ns,
-            patch_type=PatchType.MERGE,
+        abandon(kube, ns, op.workspace.name, TokenWorkspace)
+
+        eventually(
+            "the abandoned workspace to be released",
+            lambda: gone(kube, TokenWorkspace, op.workspace.name, ns),
+            timeout=30,
         )
-
-        def gone() -> bool:
-            try:
-                kube.get(TokenWorkspace, op.workspace.name, namespace=ns)
-            except ApiError as error:
-                return error.status.code == 404
-            return False
-
-        eventually("the abandoned workspace to be released", gone, timeout=30)
 
         def released() -> bool:
             # Garbage collection then removes it (it may take a while to see a new kind).
-            try:
-                held = kube.get(Secret, f"{op.workspace.name}-apitoken-credential", namespace=ns)
-            except ApiError as error:
-                return error.status.code == 404
+            held = get_or_none(kube, Secret, f"{op.workspace.name}-apitoken-credential", ns)
+            if held is None:
+                return True
             return CREDENTIAL_FINALIZER not in ((held.metadata and held.metadata.finalizers) or [])
 
         eventually("the credential Secret's finalizer to be released", released, 30)

@@ -16,7 +16,6 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessR
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
@@ -25,6 +24,7 @@ from support.operator import (
     RunningOperator,
     api_token,
     eventually,
+    merge_patch,
     next_refresh,
     ready_token,
     secret_data,
@@ -108,9 +108,7 @@ def test_the_operator_works_with_the_documented_rbac_only(kube: Client, op: Oper
     data = secret_data(kube, ns, "tok")
     assert data is not None
     next_refresh(kube, ns, after=data)
-    kube.patch(
-        ApiToken, "tok", {"spec": {"lifetimeDays": 3}}, namespace=ns, patch_type=PatchType.MERGE
-    )
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 3}})
 
     def reissued() -> bool:
         status = status_of(kube.get(ApiToken, "tok", namespace=ns))

@@ -20,7 +20,6 @@ import httpx
 import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
@@ -33,6 +32,7 @@ from support.operator import (
     create_workspace,
     events_of,
     eventually,
+    merge_patch,
     ready_token,
     status_of,
 )
@@ -186,10 +186,6 @@ def test_renew_before_reissues_the_token(kube: Client, op: OperatorTest, cluster
     )
 
 
-def merge(kube: Client, namespace: str, patch: dict[str, Any]) -> None:
-    kube.patch(ApiToken, "tok", patch, namespace=namespace, patch_type=PatchType.MERGE)
-
-
 def test_token_name_change_reissues_under_the_new_name(
     kube: Client, op: OperatorTest, cluster: Cluster
 ) -> None:
@@ -197,7 +193,7 @@ def test_token_name_change_reissues_under_the_new_name(
     with History(cluster, ns, "tok") as history:
         created = api_token(kube, ns, tokenName="before", deletionPolicy="Disable")
         old = status_of(ready_token(kube, ns))["tokenId"]
-        merge(kube, ns, {"spec": {"tokenName": "after"}})
+        merge_patch(kube, ns, {"spec": {"tokenName": "after"}})
         new = switched_to_new_token(kube, ns, old)["tokenId"]
         # deletionPolicy Disable: the replaced token is disabled, not deleted.
         eventually(
@@ -254,7 +250,7 @@ def test_workspace_change_reissues_in_the_new_workspace(
         created = api_token(kube, ns, deletionPolicy=policy)
         uid = created.metadata.uid
         old = status_of(ready_token(kube, ns))["tokenId"]
-        merge(kube, ns, {"spec": {"workspaceRef": {"name": "second"}}})
+        merge_patch(kube, ns, {"spec": {"workspaceRef": {"name": "second"}}})
         new = switched_to_new_token(kube, ns, old)["tokenId"]
         # The new token lives in the second workspace, tagged with the ApiToken's UID.
         assert [(t["id"], t["status"]) for t in second_admin.tokens_of(uid)] == [(new, "active")]

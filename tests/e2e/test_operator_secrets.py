@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -21,7 +21,10 @@ from support.operator import (
     Workspace,
     api_token,
     condition,
+    create_cluster_workspace,
     eventually,
+    get_or_none,
+    merge_patch,
     ready_token,
     reason,
     release_leftovers,
@@ -53,12 +56,9 @@ def with_reason(kube: Client, namespace: str, wanted: str, name: str = "tok") ->
 
 
 def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | None:
-    try:
-        secret = kube.get(Secret, name, namespace=namespace)
-    except ApiError as error:
-        if error.status.code == 404:
-            return None
-        raise
+    secret = get_or_none(kube, Secret, name, namespace)
+    if secret is None:
+        return None
     annotations = (secret.metadata.annotations if secret.metadata else None) or {}
     return annotations.get("apitoken.dev/token-id")
 
@@ -117,13 +117,7 @@ def test_an_edited_managed_secret_is_repaired(kube: Client, op: OperatorTest) ->
     created = api_token(kube, ns)
     old = status_of(ready_token(kube, ns))["tokenId"]
     tampered = base64.b64encode(b"not-a-token").decode()
-    kube.patch(
-        Secret,
-        "tok",
-        {"data": {"access_token": tampered}},
-        namespace=ns,
-        patch_type=PatchType.MERGE,
-    )
+    merge_patch(kube, ns, {"data": {"access_token": tampered}}, kind=Secret)
 
     def repaired() -> str | None:
         data = secret_data(kube, ns, "tok") or {}
@@ -145,23 +139,8 @@ def cluster_workspace(
 ) -> Iterator[str]:
     """A ClusterTokenWorkspace allowing only a namespace that does not exist."""
     name = f"ctw-{workspace.namespace}"[:63]
-    value = service_admin.new_bootstrap_value(name)
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
-            stringData={"refresh_token": value},
-        )
-    )
-    kube.create(
-        ClusterTokenWorkspace(
-            metadata=ObjectMeta(name=name),
-            spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
-                "allowedNamespaces": {"names": ["somewhere-else"]},
-            },
-        )
+    create_cluster_workspace(
+        kube, name, service_admin, allowedNamespaces={"names": ["somewhere-else"]}
     )
     yield name
     # Its finalizer waits for the ApiTokens that use it: release them first.

@@ -15,6 +15,7 @@ from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from support.operator import (
     OperatorTest,
     api_token,
+    apply_bootstrap_secret,
     condition,
     eventually,
     reason,
@@ -28,16 +29,6 @@ pytestmark = pytest.mark.e2e
 
 def ws_status(kube: Client, namespace: str, name: str = "main") -> dict[str, Any]:
     return status_of(kube.get(TokenWorkspace, name, namespace=namespace))
-
-
-def put_bootstrap(kube: Client, namespace: str, value: str, name: str = "bootstrap") -> None:
-    kube.apply(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=namespace), stringData={"refresh_token": value}
-        ),
-        field_manager="gitops",
-        force=True,
-    )
 
 
 def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
@@ -63,7 +54,7 @@ def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
     kube.delete(Secret, "bootstrap", namespace=ns)
     bootstrap_path = f"/api/v1/namespaces/{ns}/secrets/bootstrap"
     reads = requests(op.operator, "GET", bootstrap_path)
-    put_bootstrap(kube, ns, bootstrap["refresh_token"])
+    apply_bootstrap_secret(kube, ns, bootstrap["refresh_token"])
     # Presenting it again would be a replay that makes the service disable the whole token.
     # Let the operator read it a few times (each run does), while an ApiToken uses the workspace.
     api_token(kube, ns)
@@ -80,7 +71,7 @@ def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
     assert ws_status(kube, ns)["credentialTokenId"] == credential_id
 
     # A new bootstrap value replaces the credential; the old credential token is disabled.
-    put_bootstrap(kube, ns, op.admin.new_bootstrap_value(f"operator-2-{ns}"))
+    apply_bootstrap_secret(kube, ns, op.admin.new_bootstrap_value(f"operator-2-{ns}"))
 
     def replaced() -> str | None:
         tid = ws_status(kube, ns).get("credentialTokenId")
@@ -141,7 +132,7 @@ def test_refresh_only_mode_imports_a_hand_made_refresh_token(
         )
     )
     handmade = op.admin.new_bootstrap_value(f"handmade-{ns}")
-    put_bootstrap(kube, ns, handmade, name="handmade")
+    apply_bootstrap_secret(kube, ns, handmade, name="handmade")
     api_token(
         kube, ns, name="imported", workspace="provider", refreshTokenSecretRef={"name": "handmade"}
     )
