@@ -5,7 +5,7 @@ workspace credential) that runs a reconcile and feeds its result back as the nex
 import base64
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,8 +35,8 @@ from apitoken_operator.execution.workspace import (
 )
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.oauth2 import TokenEndpointClient
+from support.clock import Clock
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 UID = "uid-1"
 POLICY = TimingPolicy(refresh_jitter_percent=0)
 NO_WAIT = WriteRetry(attempts=3, first_delay=timedelta(0))
@@ -70,14 +70,6 @@ def workspace_object(
         spec=spec,
         status=status or TokenWorkspaceStatus(),
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class FakeService:

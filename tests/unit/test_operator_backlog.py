@@ -11,7 +11,8 @@ import pytest
 from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.crd import reasons
 from apitoken_operator.execution.held_token import Backlog, TokenLocks, Unwritten
-from support.held_tokens import T0, Harness, refresh_not_written
+from support.clock import T0
+from support.held_tokens import Harness, refresh_not_written
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@
 import base64
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,12 +25,12 @@ from apitoken_operator.core.workspace.credential import (
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
 from support.decisions import Row, check, describe, rows
 from support.held_tokens import WS_UID, workspace_object
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POLICY = CredentialPolicy(timing=TimingPolicy(refresh_jitter_percent=0))
 SPEC = TokenWorkspaceSpec.model_validate(
     {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "bootstrap"}}

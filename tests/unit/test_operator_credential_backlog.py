@@ -11,7 +11,8 @@ import pytest
 from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.core.workspace.credential import may_write_held_credential
 from apitoken_operator.execution.held_token import Backlog, Unwritten
-from support.held_tokens import T0, CredentialHarness, refresh_not_written
+from support.clock import T0
+from support.held_tokens import CredentialHarness, refresh_not_written
 
 pytestmark = pytest.mark.unit
 

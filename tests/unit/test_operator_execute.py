@@ -13,12 +13,8 @@ from apitoken_operator.crd.resources import (
     ApiTokenSpec,
 )
 from apitoken_operator.execution.held_token import TokenLocks
-from support.held_tokens import (
-    T0,
-    UID,
-    CredentialHarness,
-    Harness,
-)
+from support.clock import T0
+from support.held_tokens import UID, CredentialHarness, Harness
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -37,11 +37,11 @@ from apitoken_operator.crd.resources import (
     WorkspaceKind,
 )
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
 from support.decisions import Row, check, condition, describe, rows
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 UID = "uid-1"
 POLICY = TimingPolicy(refresh_jitter_percent=0)
 HOUR = timedelta(hours=1)

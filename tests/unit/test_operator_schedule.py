@@ -1,6 +1,6 @@
 """Refresh and renewal times, backoff and durations: pure functions with the clock passed in."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -12,10 +12,10 @@ from apitoken_operator.core.schedule import (
     stable_fraction,
 )
 from apitoken_operator.crd.durations import format_duration, parse_duration
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NO_JITTER = TimingPolicy(refresh_jitter_percent=0)
 
 
