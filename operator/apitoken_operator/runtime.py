@@ -17,6 +17,7 @@ from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
+from apitoken_operator.providers.discovery import Discovery
 from apitoken_operator.providers.http import ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
 
@@ -62,6 +63,8 @@ class Runtime:
         # kept by `reconcilers.workspace`.
         self.workspace_runs: dict[str, tuple[Any, datetime]] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
+        # Authorization server metadata of oauth2 workspaces that name an issuer.
+        self.discovery = Discovery(clock=self.clock)
 
     @classmethod
     def create(cls, config: LaunchConfig) -> "Runtime":

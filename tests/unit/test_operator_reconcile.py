@@ -1,20 +1,17 @@
 """The reconcile core: named table cases over (spec, status, Secret, workspace, service, now)."""
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from apitoken_operator.core.apitoken.decide import (
-    Action,
     ApiTokenView,
     Decision,
-    Generate,
     Observation,
-    Reissue,
+    Revoke,
     WorkspaceView,
     decide,
     failed_state,
@@ -22,11 +19,8 @@ from apitoken_operator.core.apitoken.decide import (
     refreshed_state,
     retired_state,
 )
-from apitoken_operator.core.held_token import Import as ImportToken
 from apitoken_operator.core.held_token import (
     IssuedToken,
-    Refresh,
-    RemoveFinalizer,
     RetireMode,
     RetireToken,
     ServiceToken,
@@ -44,10 +38,11 @@ from apitoken_operator.crd.resources import (
     WorkspaceKind,
 )
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
+from support.decisions import Row, check, condition, describe, rows
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 UID = "uid-1"
 POLICY = TimingPolicy(refresh_jitter_percent=0)
 HOUR = timedelta(hours=1)
@@ -155,29 +150,7 @@ def refreshed_at(world: World, when: datetime) -> World:
 
 
 def cond(decision: Decision, type_: str) -> tuple[str, str] | None:
-    c = decision.status.condition(type_)
-    return None if c is None else (c.status.value, c.reason)
-
-
-def kinds(actions: tuple[Action, ...]) -> list[str]:
-    out = []
-    for a in actions:
-        match a:
-            case Generate():
-                out.append("Generate")
-            case Reissue(reason=r):
-                out.append(f"Reissue:{r}")
-            case RetireToken(token_id=t, mode=m):
-                out.append(f"{m.value}:{t}")
-            case Refresh(token_id=t):
-                out.append(f"Refresh:{t}")
-            case WriteSecret(reason=r):
-                out.append(f"WriteSecret:{r}")
-            case ImportToken():
-                out.append("Import")
-            case RemoveFinalizer():
-                out.append("RemoveFinalizer")
-    return out
+    return condition(decision.status, type_)
 
 
 def edited(secret: ObservedSecret | None, **data: str) -> ObservedSecret:
@@ -185,36 +158,24 @@ def edited(secret: ObservedSecret | None, **data: str) -> ObservedSecret:
     return dataclasses.replace(secret, data={**secret.data, **data})
 
 
-@dataclass(frozen=True)
-class Case:
-    id: str
-    world: Callable[[], World]
-    now: datetime
-    actions: list[str]
-    ready: tuple[str, str] | None = None
-    # None: the condition is absent; ANY: not checked.
-    reconciling: tuple[str, str] | str | None = "ANY"
-    stalled: tuple[str, str] | None = None
-
-
 REFRESH_AT = T0 + timedelta(minutes=45)
-CASES = [
-    Case(
+CASES: list[Row[World]] = [
+    Row(
         "new-token-is-generated",
         lambda: World(fresh()),
         T0,
-        ["Generate"],
+        [f"Issue:{reasons.GENERATING}"],
         ready=("False", reasons.GENERATING),
         reconciling=("True", reasons.GENERATING),
     ),
-    Case(
+    Row(
         "steady-state-does-nothing",
         lambda: STEADY,
         T0 + timedelta(minutes=10),
         [],
         ready=("True", reasons.TOKEN_READY),
     ),
-    Case(
+    Row(
         "refresh-at-75-percent",
         lambda: STEADY,
         REFRESH_AT,
@@ -222,52 +183,52 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.REFRESHING),
     ),
-    Case(
+    Row(
         "renewal-due-reissues-and-deletes-old",
         lambda: STEADY,
         T0 + timedelta(days=60),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
         reconciling=("True", reasons.REISSUING),
     ),
-    Case(
+    Row(
         "renewal-with-disable-policy-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Disable"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
     ),
-    Case(
+    Row(
         "renewal-with-orphan-policy-still-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Orphan"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
     ),
-    Case(
+    Row(
         "custom-renew-before",
         lambda: STEADY.with_spec(renew_before="24h"),
         T0 + timedelta(days=60),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "lifetime-change-reissues",
         lambda: STEADY.with_spec(lifetime_days=30),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.LIFETIME_CHANGED}"],
+        [f"Issue:{reasons.LIFETIME_CHANGED}"],
     ),
-    Case(
+    Row(
         "token-name-change-reissues",
         lambda: STEADY.with_spec(token_name="billing-prod"),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.TOKEN_NAME_CHANGED}"],
+        [f"Issue:{reasons.TOKEN_NAME_CHANGED}"],
     ),
-    Case(
+    Row(
         "workspace-change-reissues",
         lambda: STEADY.with_token(
             spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}})
         ),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.WORKSPACE_CHANGED}"],
+        [f"Issue:{reasons.WORKSPACE_CHANGED}"],
     ),
-    Case(
+    Row(
         "template-change-only-updates-secret",
         lambda: STEADY.with_token(
             spec=ApiTokenSpec.model_validate(
@@ -279,25 +240,25 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.UPDATING_SECRET),
     ),
-    Case(
+    Row(
         "refresh-percent-change-does-not-reissue",
         lambda: STEADY.with_spec(refresh_percent=50),
         T0 + timedelta(minutes=31),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "deletion-policy-orphan-removes-owner-reference-only",
         lambda: STEADY.with_spec(deletion_policy="Orphan"),
         T0 + timedelta(minutes=1),
         ["WriteSecret:metadata drifted"],
     ),
-    Case(
+    Row(
         "reissue-annotation-reissues",
         lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "2026-11-28"}),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.REISSUE_REQUESTED}"],
+        [f"Issue:{reasons.REISSUE_REQUESTED}"],
     ),
-    Case(
+    Row(
         "handled-reissue-annotation-is-ignored",
         lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "x"}).with_status(
             last_reissue_request="x"
@@ -305,20 +266,20 @@ CASES = [
         T0 + timedelta(minutes=1),
         [],
     ),
-    Case(
+    Row(
         "deleted-secret-reissues-and-retires-old",
         lambda: STEADY.with_secret(None),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_DELETED}"],
+        [f"Issue:{reasons.SECRET_DELETED}"],
         ready=("False", reasons.GENERATING),
     ),
-    Case(
+    Row(
         "edited-secret-reissues",
         lambda: STEADY.with_secret(edited(STEADY.obs.secret, refresh_token="by-hand")),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_MODIFIED}"],
+        [f"Issue:{reasons.SECRET_MODIFIED}"],
     ),
-    Case(
+    Row(
         "unmanaged-secret-is-a-conflict",
         lambda: STEADY.with_secret(ObservedSecret(name="billing", data={"x": "y"})),
         T0,
@@ -326,7 +287,7 @@ CASES = [
         ready=("False", reasons.SECRET_CONFLICT),
         stalled=("True", reasons.SECRET_CONFLICT),
     ),
-    Case(
+    Row(
         "secret-of-another-apitoken-is-a-conflict",
         lambda: STEADY.with_secret(
             dataclasses.replace(STEADY.obs.secret or ObservedSecret(""), owner_uids=("uid-2",))
@@ -335,7 +296,7 @@ CASES = [
         [],
         stalled=("True", reasons.SECRET_CONFLICT),
     ),
-    Case(
+    Row(
         "missing-workspace-stalls",
         lambda: World(fresh()).with_obs(workspace=workspace(None)),
         T0,
@@ -343,7 +304,7 @@ CASES = [
         ready=("False", reasons.WORKSPACE_NOT_FOUND),
         stalled=("True", reasons.WORKSPACE_NOT_FOUND),
     ),
-    Case(
+    Row(
         "namespace-not-allowed-generates-nothing",
         lambda: World(fresh()).with_obs(
             workspace=workspace(
@@ -357,7 +318,7 @@ CASES = [
         ready=("False", reasons.NOT_ALLOWED),
         stalled=("True", reasons.NOT_ALLOWED),
     ),
-    Case(
+    Row(
         "allowed-namespace-by-selector-generates",
         lambda: World(fresh()).with_obs(
             workspace=workspace(
@@ -371,29 +332,29 @@ CASES = [
             )
         ),
         T0,
-        ["Generate"],
+        [f"Issue:{reasons.GENERATING}"],
     ),
-    Case(
+    Row(
         "workspace-not-ready-holds-generation",
         lambda: World(fresh()).with_obs(workspace=workspace(ready=False, message="401")),
         T0,
         [],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "workspace-not-ready-still-refreshes",
         lambda: STEADY.with_obs(workspace=workspace(ready=False)),
         REFRESH_AT,
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "renewal-waiting-for-workspace-still-refreshes",
         lambda: STEADY.with_obs(workspace=workspace(ready=False)),
         T0 + timedelta(days=61),
         ["Refresh:tok-1"],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "renewal-waiting-for-workspace",
         lambda: refreshed_at(STEADY, T0 + timedelta(days=61)).with_obs(
             workspace=workspace(ready=False)
@@ -402,7 +363,7 @@ CASES = [
         [],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "invalid-grant-reissues",
         lambda: STEADY.with_status(
             failed_refresh_attempts=1,
@@ -410,9 +371,9 @@ CASES = [
             last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
         ),
         T0 + timedelta(minutes=5),
-        [f"Reissue:{reasons.TOKEN_REVOKED}"],
+        [f"Issue:{reasons.TOKEN_REVOKED}"],
     ),
-    Case(
+    Row(
         "backoff-holds-refresh-while-token-valid",
         lambda: STEADY.with_status(
             failed_refresh_attempts=3,
@@ -425,7 +386,7 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.SERVICE_UNREACHABLE),
     ),
-    Case(
+    Row(
         "backoff-over-retries",
         lambda: STEADY.with_status(
             failed_refresh_attempts=1,
@@ -435,7 +396,7 @@ CASES = [
         REFRESH_AT + timedelta(seconds=6),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "ready-false-once-access-token-expired",
         lambda: STEADY.with_status(
             failed_refresh_attempts=8,
@@ -448,7 +409,7 @@ CASES = [
         ready=("False", reasons.SERVICE_ERROR),
         reconciling=("True", reasons.SERVICE_ERROR),
     ),
-    Case(
+    Row(
         "sweep-retires-unused-tokens-never-the-current",
         lambda: STEADY.with_obs(
             service_tokens=(
@@ -460,7 +421,7 @@ CASES = [
         T0 + timedelta(minutes=1),
         ["delete:tok-0", "delete:tok-old"],
     ),
-    Case(
+    Row(
         "sweep-with-disable-policy-skips-disabled",
         lambda: STEADY.with_spec(deletion_policy="Disable").with_obs(
             service_tokens=(
@@ -472,26 +433,26 @@ CASES = [
         T0 + timedelta(minutes=1),
         ["disable:tok-0"],
     ),
-    Case(
+    Row(
         "crash-before-secret-write-is-swept-and-regenerated",
         lambda: World(fresh()).with_obs(service_tokens=(ServiceToken("tok-leak", "active", UID),)),
         T0,
-        ["Generate", "delete:tok-leak"],
+        [f"Issue:{reasons.GENERATING}", "delete:tok-leak"],
     ),
-    Case(
+    Row(
         "lost-status-adopts-secret-and-refreshes",
         lambda: STEADY.with_token(status=ApiTokenStatus()),
         T0 + timedelta(minutes=1),
         ["Refresh:tok-1"],
         ready=("True", reasons.TOKEN_READY),
     ),
-    Case(
+    Row(
         "crash-between-secret-and-status-adopts-secret",
         lambda: STEADY.with_status(token_id="tok-0", issued_spec_hash="stale.stale.1"),
         T0 + timedelta(minutes=1),
         ["Refresh:tok-1", "delete:tok-0"],
     ),
-    Case(
+    Row(
         "disable-disables-then-strips-secret",
         lambda: STEADY.with_spec(disabled=True),
         T0 + timedelta(minutes=1),
@@ -499,20 +460,20 @@ CASES = [
         ready=("False", reasons.DISABLED),
         reconciling=("True", reasons.DISABLING),
     ),
-    Case(
+    Row(
         "disable-before-any-token-does-nothing",
         lambda: World(fresh(spec={"disabled": True})),
         T0,
         [],
         ready=("False", reasons.DISABLED),
     ),
-    Case(
+    Row(
         "disabled-with-deleted-secret-disables-again",
         lambda: STEADY.with_spec(disabled=True).with_secret(None),
         T0,
         ["disable:tok-1"],
     ),
-    Case(
+    Row(
         "import-ref-with-apitoken-provider-is-invalid",
         lambda: World(fresh(spec={"refreshTokenSecretRef": {"name": "hand-made"}})),
         T0,
@@ -522,18 +483,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_decide(case: Case) -> None:
-    decision = decide(case.world().obs, case.now, POLICY)
-    assert kinds(decision.actions) == case.actions
-    if case.ready is not None:
-        assert cond(decision, reasons.READY) == case.ready
-    if case.reconciling != "ANY":
-        assert cond(decision, reasons.RECONCILING) == case.reconciling
-    elif not decision.actions:
-        assert cond(decision, reasons.RECONCILING) is None
-    assert cond(decision, reasons.STALLED) == case.stalled
-    assert decision.status.observed_generation == 1
+@rows(CASES)
+def test_decide(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_steady_state_requeues_at_the_refresh_time() -> None:
@@ -605,7 +557,7 @@ def test_reissue_records_the_handled_annotation_and_spec() -> None:
     # The replaced token is retired after the switch, and kept in the status until it is.
     assert [r.id for r in status.retiring_tokens] == ["tok-1"]
     decision = decide(after.obs, T0 + HOUR + timedelta(minutes=1), POLICY)
-    assert kinds(decision.actions) == ["delete:tok-1"]
+    assert describe(decision.actions) == ["delete:tok-1"]
     done = after.with_status(retiring_tokens=retired_state(after.obs, "tok-1").retiring_tokens)
     assert decide(done.obs, T0 + HOUR + timedelta(minutes=1), POLICY).actions == ()
 
@@ -613,7 +565,7 @@ def test_reissue_records_the_handled_annotation_and_spec() -> None:
 def test_token_left_in_the_previous_workspace_is_retired_there() -> None:
     moved = STEADY.with_token(spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}}))
     first = decide(moved.obs, T0 + timedelta(minutes=1), POLICY)
-    assert kinds(first.actions) == [f"Reissue:{reasons.WORKSPACE_CHANGED}"]
+    assert describe(first.actions) == [f"Issue:{reasons.WORKSPACE_CHANGED}"]
     after = issue(moved.obs, "tok-9", T0 + timedelta(minutes=1), n=9)
     status = after.obs.token.status
     assert status.token_workspace == "TokenWorkspace/other"
@@ -646,49 +598,73 @@ def test_disabled_secret_is_final() -> None:
 # Deletion ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("policy", "annotations", "ws", "actions", "reconciling"),
-    [
-        ("Delete", {}, workspace(), ["delete:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
-        ("Disable", {}, workspace(), ["disable:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
-        (
-            "Orphan",
-            {},
-            workspace(),
-            ["WriteSecret:orphaned", "RemoveFinalizer"],
-            reasons.UPDATING_SECRET,
-        ),
-        ("Delete", {names.ANNOTATION_ABANDON: "true"}, workspace(), ["RemoveFinalizer"], None),
-        ("Delete", {}, workspace(None), [], reasons.CLEANUP_PENDING),
-        ("Delete", {}, workspace(ready=False), [], reasons.WORKSPACE_NOT_READY),
-        ("Delete", {}, workspace(OAUTH2_WS), ["RemoveFinalizer"], None),
-    ],
-    ids=[
-        "delete",
-        "disable",
-        "orphan-drops-owner-reference",
-        "abandon-annotation-releases",
-        "workspace-gone-waits",
-        "workspace-not-ready-waits",
-        "refresh-only-has-nothing-to-clean",
-    ],
-)
-def test_deletion(
-    policy: str,
-    annotations: dict[str, str],
-    ws: WorkspaceView,
-    actions: list[str],
-    reconciling: str | None,
-) -> None:
-    world = (
+def deleting(
+    policy: str, annotations: dict[str, str] | None = None, ws: WorkspaceView | None = None
+) -> World:
+    return (
         STEADY.with_spec(deletion_policy=policy)
-        .with_token(deleting=True, annotations=annotations)
-        .with_obs(workspace=ws)
+        .with_token(deleting=True, annotations=annotations or {})
+        .with_obs(workspace=ws or workspace())
     )
-    decision = decide(world.obs, T0 + timedelta(minutes=1), POLICY)
-    assert kinds(decision.actions) == actions
-    got = cond(decision, reasons.RECONCILING)
-    assert (got[1] if got else None) == reconciling
+
+
+DELETED_AT = T0 + timedelta(minutes=1)
+DELETION: list[Row[World]] = [
+    Row(
+        "delete",
+        lambda: deleting("Delete"),
+        DELETED_AT,
+        ["delete:tok-1", "RemoveFinalizer"],
+        reconciling=("True", reasons.CLEANING_UP),
+    ),
+    Row(
+        "disable",
+        lambda: deleting("Disable"),
+        DELETED_AT,
+        ["disable:tok-1", "RemoveFinalizer"],
+        reconciling=("True", reasons.CLEANING_UP),
+    ),
+    Row(
+        "orphan-drops-owner-reference",
+        lambda: deleting("Orphan"),
+        DELETED_AT,
+        ["WriteSecret:orphaned", "RemoveFinalizer"],
+        reconciling=("True", reasons.UPDATING_SECRET),
+    ),
+    Row(
+        "abandon-annotation-releases",
+        lambda: deleting("Delete", {names.ANNOTATION_ABANDON: "true"}),
+        DELETED_AT,
+        ["RemoveFinalizer"],
+        reconciling=None,
+    ),
+    Row(
+        "workspace-gone-waits",
+        lambda: deleting("Delete", ws=workspace(None)),
+        DELETED_AT,
+        [],
+        reconciling=("True", reasons.CLEANUP_PENDING),
+    ),
+    Row(
+        "workspace-not-ready-waits",
+        lambda: deleting("Delete", ws=workspace(ready=False)),
+        DELETED_AT,
+        [],
+        reconciling=("True", reasons.WORKSPACE_NOT_READY),
+    ),
+    Row(
+        "refresh-only-revokes-the-refresh-token",
+        lambda: deleting("Delete", ws=workspace(OAUTH2_WS)),
+        DELETED_AT,
+        ["Revoke", "RemoveFinalizer"],
+        reconciling=("True", reasons.DISABLING),
+    ),
+]
+
+
+@rows(DELETION)
+def test_deletion(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_orphaned_secret_keeps_its_data_and_loses_the_owner() -> None:
@@ -709,7 +685,7 @@ def test_deletion_sweeps_every_tagged_token_and_waits_out_backoff() -> None:
         )
     )
     decision = decide(world.obs, T0, POLICY)
-    assert kinds(decision.actions) == ["delete:tok-1", "delete:tok-x", "RemoveFinalizer"]
+    assert describe(decision.actions) == ["delete:tok-1", "delete:tok-x", "RemoveFinalizer"]
     failing = world.with_status(
         failed_refresh_attempts=1,
         last_failure_time=T0,
@@ -750,55 +726,54 @@ def imported() -> World:
     return world.with_secret(observe(manifest)).with_token(status=status)
 
 
-@pytest.mark.parametrize(
-    ("world", "now", "actions", "stalled"),
-    [
-        (lambda: refresh_only(import_digest=DIGEST), T0, ["Import"], None),
-        (lambda: refresh_only(), T0, [], reasons.IMPORT_SECRET_MISSING),
-        (
-            lambda: World(Observation(token=view(), secret=None, workspace=workspace(OAUTH2_WS))),
-            T0,
-            [],
-            reasons.IMPORT_REQUIRED,
-        ),
-        (lambda: imported(), T0 + timedelta(minutes=5), [], None),
-        (lambda: imported(), REFRESH_AT, ["Refresh:import-1"], None),
-        (lambda: imported().with_secret(None), T0, [], reasons.IMPORT_REQUIRED),
-        (
-            lambda: imported().with_obs(import_digest=salted_digest(UID, "newer-value")),
-            T0,
-            ["Import"],
-            None,
-        ),
-        (
-            lambda: imported().with_status(
-                failed_refresh_attempts=1,
-                last_failure_time=T0,
-                last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
-            ),
-            T0 + HOUR,
-            [],
-            reasons.REFRESH_TOKEN_REJECTED,
-        ),
-    ],
-    ids=[
-        "first-import",
+REFRESH_ONLY: list[Row[World]] = [
+    Row("first-import", lambda: refresh_only(import_digest=DIGEST), T0, ["Import"]),
+    Row(
         "import-secret-missing",
+        lambda: refresh_only(),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_SECRET_MISSING),
+    ),
+    Row(
         "no-import-ref",
-        "steady",
-        "refresh",
+        lambda: World(Observation(token=view(), secret=None, workspace=workspace(OAUTH2_WS))),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_REQUIRED),
+    ),
+    Row("steady", lambda: imported(), T0 + timedelta(minutes=5), []),
+    Row("refresh", lambda: imported(), REFRESH_AT, ["Refresh:import-1"]),
+    Row(
         "secret-deleted-after-import-needs-new-import",
+        lambda: imported().with_secret(None),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_REQUIRED),
+    ),
+    Row(
         "new-value-is-imported",
+        lambda: imported().with_obs(import_digest=salted_digest(UID, "newer-value")),
+        T0,
+        ["Import"],
+    ),
+    Row(
         "rejected-token-stalls",
-    ],
-)
-def test_refresh_only(
-    world: Callable[[], World], now: datetime, actions: list[str], stalled: str | None
-) -> None:
-    decision = decide(world().obs, now, POLICY)
-    assert kinds(decision.actions) == actions
-    got = cond(decision, reasons.STALLED)
-    assert (got[1] if got else None) == stalled
+        lambda: imported().with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+        ),
+        T0 + HOUR,
+        [],
+        stalled=("True", reasons.REFRESH_TOKEN_REJECTED),
+    ),
+]
+
+
+@rows(REFRESH_ONLY)
+def test_refresh_only(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_rejected_import_is_not_retried() -> None:
@@ -825,7 +800,7 @@ def test_no_token_value_in_any_status_through_a_lifecycle() -> None:
     for n in range(2, 6):
         now = now + timedelta(minutes=45)
         decision = decide(world.obs, now, POLICY)
-        assert kinds(decision.actions) == ["Refresh:tok-1"]
+        assert describe(decision.actions) == ["Refresh:tok-1"]
         manifest, status = refreshed_state(world.obs, values(n, now), now)
         world = world.with_secret(observe(manifest)).with_token(status=status)
         world = world.with_token(status=decide(world.obs, now, POLICY).status)
@@ -869,3 +844,155 @@ def test_a_new_import_replaces_the_old_without_retiring_anything() -> None:
     assert status.retiring_tokens == ()
     assert status.token_id == "import-2"
     assert observe(manifest).data["refresh_token"] == "refresh-value-2"
+
+
+# Refresh-only mode against real identity providers (issue 10) -------------------------------
+
+CONFIDENTIAL_WS = TokenWorkspaceSpec.model_validate(
+    {
+        "provider": "oauth2",
+        "oauth2": {
+            "tokenEndpoint": "http://idp/token",
+            "revocationEndpoint": "http://idp/revoke",
+            "clientId": "c",
+            "clientSecretRef": {"name": "client"},
+        },
+    }
+)
+
+
+def test_a_rejected_refresh_token_turns_ready_false_at_once_and_keeps_the_secret() -> None:
+    world = imported()
+    status = failed_state(world.obs, reasons.REFRESH_TOKEN_REJECTED, "invalid_grant", REFRESH_AT)
+    after = world.with_token(status=status)
+    # The access token in the Secret is still valid: Ready is False all the same.
+    now = REFRESH_AT + timedelta(seconds=1)
+    assert after.obs.secret is not None and after.obs.secret.access_token_expires_at is not None
+    assert now < after.obs.secret.access_token_expires_at
+    decision = decide(after.obs, now, POLICY)
+    assert decision.actions == ()
+    assert cond(decision, reasons.READY) == ("False", reasons.REFRESH_TOKEN_REJECTED)
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and "import a new refresh token" in ready.message
+    # No request until a new value is in the import Secret; then one import.
+    later = decide(after.obs, now + HOUR * 5, POLICY)
+    assert later.actions == ()
+    fresh = after.with_obs(import_digest=salted_digest(UID, "newer-value"))
+    assert describe(decide(fresh.obs, now + HOUR, POLICY).actions) == ["Import"]
+
+
+def test_a_rejection_after_a_lost_answer_says_the_chain_broke() -> None:
+    world = imported().with_obs(workspace=workspace(OAUTH2_WS))
+    lost = failed_state(
+        world.obs, reasons.SERVICE_UNREACHABLE, "no answer", REFRESH_AT, lost_answer=True
+    )
+    assert lost.last_failure_reason == reasons.RESPONSE_LOST
+    # The next attempt (after the backoff) presents the same refresh token once more.
+    retry = decide(world.with_token(status=lost).obs, REFRESH_AT + timedelta(minutes=1), POLICY)
+    assert describe(retry.actions) == ["Refresh:import-1"]
+    rejected = failed_state(
+        world.with_token(status=lost).obs,
+        reasons.REFRESH_TOKEN_REJECTED,
+        "invalid_grant",
+        REFRESH_AT + timedelta(minutes=1),
+    )
+    decision = decide(world.with_token(status=rejected).obs, REFRESH_AT + HOUR, POLICY)
+    assert decision.actions == ()
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and ready.reason == reasons.REFRESH_TOKEN_REJECTED
+    assert "answer to an earlier refresh was lost" in ready.message
+
+
+def test_a_lost_answer_outside_refresh_only_mode_stays_service_unreachable() -> None:
+    status = failed_state(
+        STEADY.obs, reasons.SERVICE_UNREACHABLE, "no answer", REFRESH_AT, lost_answer=True
+    )
+    assert status.last_failure_reason == reasons.SERVICE_UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("reason", "stall"),
+    [
+        (reasons.CLIENT_REJECTED, True),
+        (reasons.CLIENT_SECRET_MISSING, True),
+        (reasons.SERVICE_ERROR, False),
+    ],
+    ids=["invalid-client", "client-secret-missing", "server-error-retries"],
+)
+def test_rejected_client_settings_are_not_retried_until_they_change(
+    reason: str, stall: bool
+) -> None:
+    world = imported().with_obs(workspace=workspace(CONFIDENTIAL_WS), client_digest="sha256:a")
+    status = failed_state(world.obs, reason, "invalid_client", REFRESH_AT)
+    after = world.with_token(status=status)
+    decision = decide(after.obs, REFRESH_AT + HOUR, POLICY)
+    if stall:
+        assert decision.actions == ()
+        assert cond(decision, reasons.STALLED) == ("True", reason)
+        assert cond(decision, reasons.READY) == ("False", reason)
+        ready = decision.status.condition(reasons.READY)
+        assert ready is not None and "not retried until they change" in ready.message
+        fixed = after.with_obs(client_digest="sha256:b")
+        assert describe(decide(fixed.obs, REFRESH_AT + HOUR, POLICY).actions) == [
+            "Refresh:import-1"
+        ]
+    else:
+        assert describe(decision.actions) == ["Refresh:import-1"]
+
+
+def test_a_rejected_client_holds_back_a_new_import_too() -> None:
+    world = imported().with_obs(workspace=workspace(CONFIDENTIAL_WS), client_digest="sha256:a")
+    status = failed_state(world.obs, reasons.CLIENT_REJECTED, "invalid_client", REFRESH_AT)
+    fresh = world.with_token(status=status).with_obs(import_digest=salted_digest(UID, "newer"))
+    assert decide(fresh.obs, REFRESH_AT + HOUR, POLICY).actions == ()
+
+
+def test_retry_after_holds_the_next_call_back() -> None:
+    world = imported()
+    status = failed_state(world.obs, reasons.SERVICE_ERROR, "503", REFRESH_AT, retry_after=120)
+    assert status.retry_not_before == REFRESH_AT + timedelta(seconds=120)
+    after = world.with_token(status=status)
+    # The backoff alone would allow a retry after about 5 s; the provider asked for 2 minutes.
+    held = decide(after.obs, REFRESH_AT + timedelta(seconds=30), POLICY)
+    assert held.actions == ()
+    assert held.requeue_at == REFRESH_AT + timedelta(seconds=120)
+    due = decide(after.obs, REFRESH_AT + timedelta(seconds=121), POLICY)
+    assert describe(due.actions) == ["Refresh:import-1"]
+    _, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT)
+    assert done.retry_not_before is None and done.failed_refresh_attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("ws", "note"),
+    [(CONFIDENTIAL_WS, "revoked at the provider"), (OAUTH2_WS, "in the provider's UI")],
+    ids=["with-revocation-endpoint", "without"],
+)
+def test_disabling_a_refresh_only_token_revokes_it_then_strips_the_secret(
+    ws: TokenWorkspaceSpec, note: str
+) -> None:
+    world = imported().with_obs(workspace=workspace(ws)).with_spec(disabled=True)
+    decision = decide(world.obs, T0 + timedelta(minutes=1), POLICY)
+    assert describe(decision.actions) == ["Revoke", f"WriteSecret:{reasons.DISABLED}"]
+    (revoke,) = [a for a in decision.actions if isinstance(a, Revoke)]
+    assert revoke.reason == reasons.DISABLED
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and note in ready.message
+
+
+def test_a_dead_refresh_token_is_not_revoked_on_deletion() -> None:
+    world = (
+        imported()
+        .with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+        )
+        .with_token(deleting=True)
+    )
+    decision = decide(world.obs, T0 + HOUR, POLICY)
+    assert describe(decision.actions) == ["RemoveFinalizer"]
+
+
+def test_orphan_never_revokes() -> None:
+    world = imported().with_spec(deletion_policy="Orphan").with_token(deleting=True)
+    assert "Revoke" not in describe(decide(world.obs, T0 + HOUR, POLICY).actions)
