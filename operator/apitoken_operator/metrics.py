@@ -172,4 +172,5 @@ class TimedRefresh:
         return result
 
     async def revoke(self, refresh_token: str) -> bool:
+        self._gate()
         return await self._metrics.timed("revoke", self._inner.revoke(refresh_token))

@@ -126,7 +126,7 @@ def token_endpoint(
         inner = TokenEndpointClient(
             rt.http_for(spec.ca_bundle), token_endpoint=spec.token_endpoint or ""
         )
-        return TimedRefresh(inner, rt.metrics, count=count)
+        return TimedRefresh(inner, rt.metrics, count=count, gate=rt.check_writes)
     auth = ClientAuth(
         client_id=settings.client_id,
         method=settings.resolved_client_auth_method,
