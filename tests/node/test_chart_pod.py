@@ -330,7 +330,11 @@ def test_upgrade_to_namespaced_rbac(
 
         # An ApiToken outside the served namespaces is left alone.
         api_token(kube, other)
-        _lifecycle(kube, namespace, pod_service, pod_admin)
+        try:
+            _lifecycle(kube, namespace, pod_service, pod_admin)
+        except AssertionError as failed:
+            logs = kubectl(cluster, "-n", RELEASE_NAMESPACE, "logs", "deploy/op-apitoken-operator")
+            raise AssertionError(f"{failed}\noperator log:\n{logs.stdout[-6000:]}") from None
         _no_refusals(cluster)
         assert not status_of(kube.get(ApiToken, "tok", namespace=other))
         assert _ready_and_never_restarted(_operator_pod(kube))
