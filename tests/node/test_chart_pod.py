@@ -101,7 +101,12 @@ def chart_operator(operator_release: Release) -> None:
 
 
 def _operator_pod(kube: Client) -> Pod:
-    pods = list(kube.list(Pod, namespace=RELEASE_NAMESPACE, labels=SELECTOR))
+    # An old Pod of a Recreate rollout may linger in a terminal phase until it is removed.
+    pods = [
+        p
+        for p in kube.list(Pod, namespace=RELEASE_NAMESPACE, labels=SELECTOR)
+        if not (p.status and p.status.phase in ("Succeeded", "Failed"))
+    ]
     assert len(pods) == 1, [p.metadata.name for p in pods if p.metadata]
     return pods[0]
 
