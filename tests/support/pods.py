@@ -69,7 +69,9 @@ class Release:
         )
 
     def uninstall(self) -> None:
-        self.helm.run("uninstall", self.name, *self._where(), "--wait", check=False)
+        self.helm.run(
+            "uninstall", self.name, *self._where(), "--wait", "--timeout", "60s", check=False
+        )
 
 
 @dataclass
