@@ -94,7 +94,8 @@ def service_release(
         )
         yield data
     finally:
-        release.uninstall()
+        # No wait: the namespace's deletion takes the Pod and the claim with it.
+        release.uninstall(wait=False)
         try:
             kube.delete(Namespace, SERVICE_NAMESPACE)
         finally:

@@ -3,6 +3,7 @@ cluster, kubectl as the cluster admin, and a Pod watch that records how many Pod
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -68,10 +69,9 @@ class Release:
             timeout=timeout + 60,
         )
 
-    def uninstall(self) -> None:
-        self.helm.run(
-            "uninstall", self.name, *self._where(), "--wait", "--timeout", "60s", check=False
-        )
+    def uninstall(self, *, wait: bool = True) -> None:
+        waiting = ("--wait", "--timeout", "60s") if wait else ()
+        self.helm.run("uninstall", self.name, *self._where(), *waiting, check=False)
 
 
 @dataclass
@@ -92,22 +92,27 @@ class PodWatch:
         """Watch from now; returns once the watch has reported the `existing` Pods."""
 
         def run() -> None:
-            for kind, pod in self.client.watch(
-                Pod, namespace=self.namespace, labels=self.labels, server_timeout=300
-            ):
-                assert pod.metadata is not None and pod.metadata.name is not None
-                name = pod.metadata.name
-                if name not in self.names:
-                    self.names.append(name)
-                phase = pod.status.phase if pod.status else None
-                if kind == "DELETED" or phase in ("Succeeded", "Failed"):
-                    self._live.discard(name)
-                else:
-                    self._live.add(name)
-                self.most_at_once = max(self.most_at_once, len(self._live))
-                if len(self.names) >= existing:
-                    self.synced.set()
+            # The watch ends when the test's cluster goes; only what it saw until then counts.
+            with contextlib.suppress(Exception):
+                self._follow(existing)
 
         self._thread = threading.Thread(target=run, name="pod-watch", daemon=True)
         self._thread.start()
         assert self.synced.wait(30), "the Pod watch reported no Pod"
+
+    def _follow(self, existing: int) -> None:
+        for kind, pod in self.client.watch(
+            Pod, namespace=self.namespace, labels=self.labels, server_timeout=300
+        ):
+            assert pod.metadata is not None and pod.metadata.name is not None
+            name = pod.metadata.name
+            if name not in self.names:
+                self.names.append(name)
+            phase = pod.status.phase if pod.status else None
+            if kind == "DELETED" or phase in ("Succeeded", "Failed"):
+                self._live.discard(name)
+            else:
+                self._live.add(name)
+            self.most_at_once = max(self.most_at_once, len(self._live))
+            if len(self.names) >= existing:
+                self.synced.set()
