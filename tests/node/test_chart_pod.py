@@ -28,7 +28,7 @@ from localkube import Cluster
 from localkube.examples import apply_example
 from localkube.node import GATEWAY
 from localkube.tokenservice import WorkspaceCredential
-from support.helm import OPERATOR_CHART, Helm, helm_binary
+from support.helm import OPERATOR_CHART
 from support.operator import (
     ServiceAdmin,
     api_token,
@@ -37,7 +37,7 @@ from support.operator import (
     ready_token,
     status_of,
 )
-from support.pods import PodWatch, Release, can_i, kubectl
+from support.pods import PodWatch, Release, can_i, chart_release, kubectl
 from support.tokenservice import RunningTokenService, start_token_service
 
 pytestmark = pytest.mark.node
@@ -84,14 +84,9 @@ def pod_admin(pod_service: RunningTokenService) -> Iterator[ServiceAdmin]:
 def operator_release(
     cluster: Cluster, kube: Client, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
-    helm = Helm(helm_binary(), tmp_path_factory.mktemp("helm"), OPERATOR_CHART)
-    release = Release(helm, cluster, "op", RELEASE_NAMESPACE)
-    yield release
-    release.uninstall()
-    try:
-        kube.delete(Namespace, RELEASE_NAMESPACE)
-    except ApiError:
-        pass
+    home = tmp_path_factory.mktemp("helm")
+    with chart_release(cluster, kube, OPERATOR_CHART, "op", RELEASE_NAMESPACE, home) as release:
+        yield release
 
 
 @pytest.fixture(scope="module")

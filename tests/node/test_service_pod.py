@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.core.client import LabelSelector
 from lightkube.models.core_v1 import (
     HostPathVolumeSource,
@@ -32,9 +32,9 @@ from lightkube.resources.core_v1 import (
 
 from apitoken_service.key_encryption import generate_key_file
 from localkube import Cluster
-from support.helm import OPERATOR_CHART, SERVICE_CHART, Helm, helm_binary
+from support.helm import OPERATOR_CHART, SERVICE_CHART
 from support.operator import api_token, create_workspace, eventually, ready_token, status_of
-from support.pods import Release, kubectl
+from support.pods import Release, chart_release, kubectl
 
 pytestmark = pytest.mark.node
 
@@ -80,40 +80,32 @@ def service_release(
             ),
         )
     )
-    helm = Helm(helm_binary(), folder / "helm", SERVICE_CHART)
-    release = Release(helm, cluster, "tokens", SERVICE_NAMESPACE)
     try:
-        release.apply(
-            "keyEncryptionKey.existingSecret=service-kek",
-            f"database.sqlite.persistence.storageClassName={STORAGE_CLASS}",
-            "database.sqlite.persistence.keep=false",
-            "settings.accessTokenTtlSeconds=8",
-            "readiness.periodSeconds=2",
-            "liveness.initialDelaySeconds=2",
-            "liveness.periodSeconds=2",
-        )
-        yield data
+        # No wait on uninstall: the namespace's deletion takes the Pod and the claim with it.
+        with chart_release(
+            cluster, kube, SERVICE_CHART, "tokens", SERVICE_NAMESPACE, folder / "helm", wait=False
+        ) as release:
+            release.apply(
+                "keyEncryptionKey.existingSecret=service-kek",
+                f"database.sqlite.persistence.storageClassName={STORAGE_CLASS}",
+                "database.sqlite.persistence.keep=false",
+                "settings.accessTokenTtlSeconds=8",
+                "readiness.periodSeconds=2",
+                "liveness.initialDelaySeconds=2",
+                "liveness.periodSeconds=2",
+            )
+            yield data
     finally:
-        # No wait: the namespace's deletion takes the Pod and the claim with it.
-        release.uninstall(wait=False)
-        try:
-            kube.delete(Namespace, SERVICE_NAMESPACE)
-        finally:
-            kube.delete(PersistentVolume, volume)
+        kube.delete(PersistentVolume, volume)
 
 
 @pytest.fixture(scope="module")
 def operator_pod(
     cluster: Cluster, kube: Client, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
-    helm = Helm(helm_binary(), tmp_path_factory.mktemp("helm-op"), OPERATOR_CHART)
-    release = Release(helm, cluster, "svc-op", OPERATOR_NAMESPACE)
-    yield release
-    release.uninstall()
-    try:
-        kube.delete(Namespace, OPERATOR_NAMESPACE)
-    except ApiError:
-        pass
+    home = tmp_path_factory.mktemp("helm-op")
+    with chart_release(cluster, kube, OPERATOR_CHART, "svc-op", OPERATOR_NAMESPACE, home) as op:
+        yield op
 
 
 def _service_pod(kube: Client) -> Pod:

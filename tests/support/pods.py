@@ -7,15 +7,16 @@ import contextlib
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.core.client import LabelSelector
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Namespace, Pod
 
 from localkube import Cluster
-from support.helm import Helm
+from support.helm import Helm, helm_binary
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 
@@ -72,6 +73,27 @@ class Release:
     def uninstall(self, *, wait: bool = True) -> None:
         waiting = ("--wait", "--timeout", "60s") if wait else ()
         self.helm.run("uninstall", self.name, *self._where(), *waiting, check=False)
+
+
+@contextlib.contextmanager
+def chart_release(
+    cluster: Cluster,
+    kube: Client,
+    chart: Path,
+    name: str,
+    namespace: str,
+    home: Path,
+    *,
+    wait: bool = True,
+) -> Iterator[Release]:
+    """A release to `apply`; afterwards uninstalled and its namespace deleted."""
+    release = Release(Helm(helm_binary(), home, chart), cluster, name, namespace)
+    try:
+        yield release
+    finally:
+        release.uninstall(wait=wait)
+        with contextlib.suppress(ApiError):
+            kube.delete(Namespace, namespace)
 
 
 @dataclass
