@@ -25,6 +25,7 @@ from apitoken_operator.core.apitoken.decide import (
     refreshed_state,
     retired_state,
 )
+from apitoken_operator.core.apitoken.rollout import RestartWorkloads
 from apitoken_operator.core.held_token import (
     Import,
     IssuedToken,
@@ -53,6 +54,7 @@ from apitoken_operator.execution.held_token import (
     WriteRetry,
     run_rounds,
 )
+from apitoken_operator.execution.rollout import WorkloadPatcher, restart_workloads
 from apitoken_operator.providers.answers import TokenMetadata
 from apitoken_operator.providers.errors import InvalidGrant, ServiceError
 
@@ -67,6 +69,8 @@ class Ports:
     # The management API of another workspace ("Kind/name"), for tokens left in a workspace
     # the ApiToken moved away from; None when that workspace is gone or not usable.
     management_for: Callable[[str], Awaitable[ManagementApi | None]] | None = None
+    # spec.rolloutRestartTargets; None: restarts are not carried out (unit tests of the rest).
+    workloads: WorkloadPatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,24 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
                 await self._retire(action)
             case WriteSecret(manifest=manifest):
                 await self._write(manifest)
+            case RestartWorkloads():
+                await self._restart(action)
             case RemoveFinalizer():
                 self.released = True
+
+    async def _restart(self, action: RestartWorkloads) -> None:
+        if self.ports.workloads is None:
+            return
+        status = self.obs.token.status
+        recorded, event = await restart_workloads(
+            self.ports.workloads,
+            self.obs.token.namespace,
+            action,
+            status.rollout_restart,
+            self.clock(),
+        )
+        self._set(None, status.model_copy(update={"rollout_restart": recorded}))
+        self.events.append(event)
 
     def _failed_status(self, exc: ServiceError) -> ApiTokenStatus:
         return failed_state(

@@ -21,6 +21,7 @@ from typing import Any
 
 from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
+from apitoken_operator.core.apitoken.rollout import RestartWorkloads, restart_step
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.held_token import (
     Import,
@@ -137,7 +138,16 @@ class Reissue:
     old_token_id: str | None
 
 
-Action = Generate | Reissue | Import | Refresh | WriteSecret | RetireToken | RemoveFinalizer
+Action = (
+    Generate
+    | Reissue
+    | Import
+    | Refresh
+    | WriteSecret
+    | RetireToken
+    | RemoveFinalizer
+    | RestartWorkloads
+)
 
 # Actions that call the token service and therefore wait out the backoff after a failure.
 _SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, RetireToken)
@@ -486,6 +496,11 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.CLEANING_UP, f"retiring unused tokens ({reason})")
             case WriteSecret(reason=reason):
                 return Signal(reasons.UPDATING_SECRET, f"updating the Secret ({reason})")
+            case RestartWorkloads(targets=targets):
+                return Signal(
+                    reasons.ROLLOUT_RESTARTED,
+                    f"restarting {len(targets)} workload(s) for the new token",
+                )
             case RemoveFinalizer():
                 return None
     return None
@@ -561,6 +576,21 @@ def _decide_managed(
         # Without a working workspace credential a re-issue waits; refreshes go on meanwhile
         # (except for a token the service already rejected).
         reissue_waits = why is not None and not obs.workspace.ready and why != reasons.TOKEN_REVOKED
+        restart = None
+        if why is None or reissue_waits:
+            # Once per token the Secret holds (spec.rolloutRestartTargets): after a re-issue.
+            restart = restart_step(
+                spec.rollout_restart_targets,
+                current.token_id,
+                status.rollout_restart,
+                now,
+                policy.recheck_interval,
+            )
+            status = _with(status, rollout_restart=restart.status)
+            if restart.action is not None:
+                actions.append(restart.action)
+            if restart.requeue_at is not None:
+                requeue.append(restart.requeue_at)
         if why is not None and not reissue_waits:
             actions.append(Reissue(why, current.token_id))
         elif now >= refresh_at:
@@ -591,6 +621,8 @@ def _decide_managed(
                 Signal(reasons.ACCESS_TOKEN_EXPIRED, "the access token in the Secret expired"),
             )
         verdict = _Verdict(valid, ready_signal)
+        if restart is not None and restart.waiting is not None:
+            verdict = replace(verdict, reconciling=restart.waiting)
         if reissue_waits:
             verdict = replace(
                 verdict,
