@@ -576,21 +576,11 @@ def _decide_managed(
         # Without a working workspace credential a re-issue waits; refreshes go on meanwhile
         # (except for a token the service already rejected).
         reissue_waits = why is not None and not obs.workspace.ready and why != reasons.TOKEN_REVOKED
-        restart = None
+        restart_waits = None
         if why is None or reissue_waits:
-            # Once per token the Secret holds (spec.rolloutRestartTargets): after a re-issue.
-            restart = restart_step(
-                spec.rollout_restart_targets,
-                current.token_id,
-                status.rollout_restart,
-                now,
-                policy.recheck_interval,
+            status, restart_waits = _rollout(
+                spec, current.token_id, status, now, policy, actions, requeue
             )
-            status = _with(status, rollout_restart=restart.status)
-            if restart.action is not None:
-                actions.append(restart.action)
-            if restart.requeue_at is not None:
-                requeue.append(restart.requeue_at)
         if why is not None and not reissue_waits:
             actions.append(Reissue(why, current.token_id))
         elif now >= refresh_at:
@@ -621,8 +611,8 @@ def _decide_managed(
                 Signal(reasons.ACCESS_TOKEN_EXPIRED, "the access token in the Secret expired"),
             )
         verdict = _Verdict(valid, ready_signal)
-        if restart is not None and restart.waiting is not None:
-            verdict = replace(verdict, reconciling=restart.waiting)
+        if restart_waits is not None:
+            verdict = replace(verdict, reconciling=restart_waits)
         if reissue_waits:
             verdict = replace(
                 verdict,
@@ -639,6 +629,28 @@ def _decide_managed(
     if retry is not None:
         requeue.append(retry)
     return _finish(obs, held, status, verdict, now, min(requeue) if requeue else None)
+
+
+def _rollout(
+    spec: ResolvedApiTokenSpec,
+    token_id: str,
+    status: ApiTokenStatus,
+    now: datetime,
+    policy: TimingPolicy,
+    actions: list[Action],
+    requeue: list[datetime],
+) -> tuple[ApiTokenStatus, Signal | None]:
+    """spec.rolloutRestartTargets, once per token the Secret holds (`restart_step`): adds the
+    restart to `actions`; the status to carry on with, and Reconciling's signal while a failed
+    restart waits to be retried."""
+    step = restart_step(
+        spec.rollout_restart_targets, token_id, status.rollout_restart, now, policy.recheck_interval
+    )
+    if step.action is not None:
+        actions.append(step.action)
+    if step.requeue_at is not None:
+        requeue.append(step.requeue_at)
+    return _with(status, rollout_restart=step.status), step.waiting
 
 
 def _decide_disabled(
@@ -698,6 +710,7 @@ def _decide_refresh_only(
     actions: list[Action] = []
     requeue: list[datetime] = []
     stalled: Signal | None = None
+    restart_waits: Signal | None = None
     valid = False
     if current is not None:
         status = _adopt(obs, spec, current)
@@ -731,6 +744,10 @@ def _decide_refresh_only(
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
         status = _with(status, next_refresh_time=whole(refresh_at), renewal_time=None)
+        # A newly imported token counts as a re-issue for spec.rolloutRestartTargets.
+        status, restart_waits = _rollout(
+            spec, current.token_id, status, now, policy, actions, requeue
+        )
         if now >= refresh_at:
             actions.append(Refresh(current.token_id))
         else:
@@ -752,6 +769,8 @@ def _decide_refresh_only(
             status, Signal(reasons.IMPORTING, f"no usable token in Secret {spec.secret_name} yet")
         )
     verdict = _Verdict(valid, ready_signal, stalled=stalled)
+    if restart_waits is not None:
+        verdict = replace(verdict, reconciling=restart_waits)
     held, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=True)
     if retry is not None:
         requeue.append(retry)
