@@ -28,9 +28,11 @@ import pytest
 import yaml
 from lightkube import Client
 from lightkube.codecs import from_dict
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import PatchType
 
 from apitoken_operator.crd.durations import parse_duration
+from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from localkube.examples import apply_example
 from localkube.node import SYNC_FREQUENCY
@@ -228,3 +230,109 @@ def test_workload_sees_each_new_access_token_and_env_and_subpath_do_not(
     # Fingerprints only: no token value in either log.
     text = "\n".join(pitfalls + printed)
     assert not [v[:6] for v in versions.values if v in text]
+
+
+ENV_READER = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: env-reader
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: env-reader}}}}
+  template:
+    metadata: {{labels: {{app: env-reader}}}}
+    spec:
+      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: localhost/apitoken-operator:0.1.0
+          command:
+            - python3
+            - -c
+            - |
+              import hashlib, os, time
+              value = os.environ["ACCESS_TOKEN"].encode()
+              print("env", hashlib.sha256(value).hexdigest()[:12], flush=True)
+              time.sleep(3600)
+          env:
+            - name: ACCESS_TOKEN
+              valueFrom: {{secretKeyRef: {{name: {SECRET}, key: access_token}}}}
+"""
+
+
+def test_rollout_restart_on_reissue_gives_an_env_reader_the_new_token(
+    cluster: Cluster,
+    kube: Client,
+    namespace: str,
+    running_operator: RunningOperator,
+    service_admin: ServiceAdmin,
+) -> None:
+    """The remedy for a workload that reads the token once: listed in rolloutRestartTargets, it
+    is restarted when the token is re-issued (its new Pod starts with the new token), and
+    never on a refresh (the same Pod stays through refreshes)."""
+    running_operator.wait_ready()
+    versions = SecretVersions(kube, namespace)
+    credential = service_admin.new_bootstrap_value(f"operator-{namespace}")
+
+    def pods() -> list[str]:
+        found = kube.list(Pod, namespace=namespace, labels={"app": "env-reader"})
+        return sorted(
+            str(p.metadata.name)
+            for p in found
+            if p.metadata
+            and not p.metadata.deletionTimestamp
+            and p.status
+            and p.status.phase == "Running"
+        )
+
+    try:
+        apply_example(
+            kube,
+            EXAMPLE,
+            namespace,
+            service_admin.service.base_url,
+            lambda _ws: WorkspaceCredential(service_admin.service.workspace, credential),
+        )
+        kube.patch(
+            ApiToken,
+            SECRET,
+            {"spec": {"rolloutRestartTargets": [{"kind": "Deployment", "name": "env-reader"}]}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        eventually("the Secret's first access token", lambda: versions.seen, timeout=60)
+        doc = yaml.safe_load(ENV_READER)
+        doc["metadata"]["namespace"] = namespace
+        kube.create(from_dict(doc))
+        (first_pod,) = eventually("the env reader's Pod", lambda: pods() or None, timeout=60)
+        first_token = set(versions.seen)
+        # Refreshes come and go; the Pod stays.
+        eventually("two refreshes", lambda: len(versions.seen) >= len(first_token) + 2, 60)
+        assert pods() == [first_pod]
+
+        kube.patch(
+            ApiToken,
+            SECRET,
+            {"metadata": {"annotations": {"apitoken.dev/reissue": "now"}}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+
+        def restarted() -> str | None:
+            running = [p for p in pods() if p != first_pod]
+            return running[0] if len(running) == 1 and first_pod not in pods() else None
+
+        new_pod = eventually("a new env reader Pod after the re-issue", restarted, timeout=90)
+        printed = eventually(
+            "the new Pod's line",
+            lambda: [t for _, t in logged(cluster, namespace, f"pod/{new_pod}")] or None,
+            timeout=30,
+        )
+        # It started with a token the Secret held after the re-issue, and not the first one.
+        fp = printed[0].split()[-1]
+        assert fp in versions.seen and fp not in first_token
+    finally:
+        versions.stop()
+        release_leftovers(kube, namespace)
