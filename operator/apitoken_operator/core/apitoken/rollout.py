@@ -5,7 +5,8 @@ the token the targets were last restarted for. They differ only after a re-issue
 of a new hand-made token): then the targets are restarted once, and the status records the
 new id, so further writes of the same token (refreshes, metadata) never restart again. The
 first token of an ApiToken, and a status that lost the field, are recorded without a restart:
-the workloads started after that Secret existed. No I/O; the clock is passed in.
+the workloads started after that Secret existed. Without targets the status has no
+`rolloutRestart`. No I/O; the clock is passed in.
 """
 
 from dataclasses import dataclass
@@ -44,14 +45,16 @@ def restart_step(
     retry_after: timedelta,
 ) -> RestartStep:
     """What to do about the targets now that the Secret holds `token_id`."""
+    if not targets:
+        # Not used (or no longer): no status field; listing targets later starts from the
+        # token the Secret holds then.
+        return RestartStep(None, None)
     done = status.token_id if status is not None else None
     if status is None or done is None or done == token_id:
         # First token (or lost status): recorded, nothing to restart.
         return RestartStep(
             None, RolloutRestartStatus(token_id=token_id) if done is None else status
         )
-    if not targets:
-        return RestartStep(None, RolloutRestartStatus(token_id=token_id))
     failed_at = status.last_failure_time
     if failed_at is not None:
         retry_at = failed_at + retry_after
