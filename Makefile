@@ -92,6 +92,10 @@ dev: venv cluster-binaries $(if $(filter true,$(DEV_NODE)),images) ## Start the 
 bench: venv postgres ## Run the benchmarks and print the tables for docs/benchmarks.md.
 	$(PY) -m bench
 
+.PHONY: bench-unknown-refresh
+bench-unknown-refresh: venv postgres ## CPU of an unknown refresh token vs. a real refresh, in process (SQLite, PostgreSQL).
+	$(PY) -m bench.unknown_refresh
+
 .PHONY: bench-operator
 bench-operator: venv cluster-binaries ## The operator at size: convergence vs. an asyncio baseline, memory, API writes (BENCH_OPERATOR_ARGS).
 	$(PY) -m bench.operator_bench $(BENCH_OPERATOR_ARGS)

@@ -9,30 +9,26 @@ that. The tokens it makes for itself live 60 days, so they are not due again dur
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
-from localkube import Cluster
 from support.operator import (
-    RunningOperator,
-    ServiceAdmin,
+    OperatorTest,
     Workspace,
     api_token,
+    apply_bootstrap_secret,
     condition,
     events_of,
     eventually,
+    merge_patch,
     ready_token,
     reason,
     secret_data,
-    start_operator,
     status_of,
 )
 
@@ -44,19 +40,13 @@ CREDENTIAL_LIFETIME_DAYS = 60
 
 
 @pytest.fixture(scope="module")
-def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
+def operator_settings() -> dict[str, str]:
     renew_before = BOOTSTRAP_LIFETIME - RENEW_AFTER
     hours, seconds = divmod(int(renew_before.total_seconds()), 3600)
-    env = {
+    return {
         "APITOKEN_OPERATOR_CREDENTIAL_LIFETIME_DAYS": str(CREDENTIAL_LIFETIME_DAYS),
         "APITOKEN_OPERATOR_CREDENTIAL_RENEW_BEFORE": f"{hours}h{seconds}s",
     }
-    with start_operator(
-        tmp_path_factory.mktemp("operator-credential"), cluster.kubeconfig, env=env, wait=False
-    ) as running:
-        yield running
 
 
 def ws(kube: Client, namespace: str) -> Any:
@@ -67,35 +57,24 @@ def credential_secret(kube: Client, workspace: Workspace) -> Secret:
     return kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=workspace.namespace)
 
 
-def put_bootstrap(kube: Client, namespace: str, value: str) -> None:
-    kube.apply(
-        Secret(
-            metadata=ObjectMeta(name="bootstrap", namespace=namespace),
-            stringData={"refresh_token": value},
-        ),
-        field_manager="gitops",
-        force=True,
-    )
-
-
 def parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     status = status_of(ws(kube, ns))
     bootstrap_id = status["credentialTokenId"]
-    bootstrap = service_admin.token(bootstrap_id)
+    bootstrap = op.admin.token(bootstrap_id)
     assert bootstrap is not None and bootstrap["name"] == f"operator-{ns}", bootstrap
     assert bootstrap["status"] == "active"
     # Renewal is scheduled where the setting puts it, before the credential expires.
     renewal = parse(status["credentialRenewalTime"])
     assert renewal == parse(status["credentialExpiresAt"]) - (BOOTSTRAP_LIFETIME - RENEW_AFTER)
     assert renewal < parse(status["credentialExpiresAt"])
-    before = secret_data(kube, ns, f"{workspace.name}-apitoken-credential")
+    before = secret_data(kube, ns, f"{op.workspace.name}-apitoken-credential")
     assert before is not None
     created = api_token(kube, ns)
     first_token = status_of(ready_token(kube, ns))["tokenId"]
@@ -110,15 +89,15 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
     new_id = eventually("the operator to renew its credential", renewed, timeout=60)
     assert set(ready_seen) == {"True"}, ready_seen  # Ready all along, polled 4 times a second
     # The credential Secret holds the new token, of the operator's own, for the set lifetime.
-    secret = credential_secret(kube, workspace)
+    secret = credential_secret(kube, op.workspace)
     assert secret.metadata is not None and secret.metadata.annotations is not None
     assert secret.metadata.annotations["apitoken.dev/token-id"] == new_id
-    after = secret_data(kube, ns, f"{workspace.name}-apitoken-credential")
+    after = secret_data(kube, ns, f"{op.workspace.name}-apitoken-credential")
     assert after is not None and after["refresh_token"] != before["refresh_token"]
-    assert service_admin.introspect(after["access_token"]).get("tid") == new_id
-    renewed_token = service_admin.token(new_id)
+    assert op.admin.introspect(after["access_token"]).get("tid") == new_id
+    renewed_token = op.admin.token(new_id)
     assert renewed_token is not None
-    assert renewed_token["name"] == f"apitoken-operator/{ns}/{workspace.name}"
+    assert renewed_token["name"] == f"apitoken-operator/{ns}/{op.workspace.name}"
     assert renewed_token["externalRef"] == ws(kube, ns).metadata.uid
     assert renewed_token["status"] == "active"
     lifetime = parse(renewed_token["expiresAt"]) - parse(renewed_token["createdAt"])
@@ -126,7 +105,7 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
     # The old credential is disabled, and the next renewal is far away.
     eventually(
         "the old credential token to be disabled",
-        lambda: (service_admin.token(bootstrap_id) or {}).get("status") == "disabled",
+        lambda: (op.admin.token(bootstrap_id) or {}).get("status") == "disabled",
     )
     status = status_of(ws(kube, ns))
     assert parse(status["credentialRenewalTime"]) > datetime.now(UTC) + timedelta(days=29)
@@ -136,13 +115,7 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
 
     # The ApiToken stayed Ready, and the new credential manages it: a re-issue goes through.
     assert condition(kube.get(ApiToken, "tok", namespace=ns), "Ready") == "True"
-    kube.patch(
-        ApiToken,
-        "tok",
-        {"metadata": {"annotations": {"apitoken.dev/reissue": "after-renewal"}}},
-        namespace=ns,
-        patch_type=PatchType.MERGE,
-    )
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": "after-renewal"}}})
 
     def reissued() -> str | None:
         tid = status_of(kube.get(ApiToken, "tok", namespace=ns)).get("tokenId")
@@ -151,21 +124,21 @@ def test_the_credential_is_renewed_before_it_expires_and_api_tokens_stay_ready(
     eventually("a re-issue through the renewed credential", reissued)
     eventually(
         "the replaced token to be deleted",
-        lambda: service_admin.token(first_token) is None,
+        lambda: op.admin.token(first_token) is None,
     )
     ready_token(kube, ns)
-    assert len(service_admin.tokens_of(created.metadata.uid)) == 1
+    assert len(op.admin.tokens_of(created.metadata.uid)) == 1
 
 
 def test_a_refused_credential_is_reported_as_unauthorized_until_a_new_bootstrap_value(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     api_token(kube, ns)
     ready_token(kube, ns)
     credential_id = status_of(ws(kube, ns))["credentialTokenId"]
     # A workspace admin disables the operator's token on the admin page.
-    service_admin.disable(credential_id)
+    op.admin.disable(credential_id)
 
     def unauthorized() -> Any:
         obj = ws(kube, ns)
@@ -187,10 +160,10 @@ def test_a_refused_credential_is_reported_as_unauthorized_until_a_new_bootstrap_
         return obj if reason(obj, "Reconciling") == "WorkspaceNotReady" else None
 
     eventually("the new ApiToken to wait for the workspace", waits)
-    assert service_admin.tokens_of(waiting.metadata.uid) == []
+    assert op.admin.tokens_of(waiting.metadata.uid) == []
 
     # A new bootstrap value (a GitOps commit of a freshly made token) recovers the workspace.
-    put_bootstrap(kube, ns, service_admin.new_bootstrap_value(f"operator-again-{ns}"))
+    apply_bootstrap_secret(kube, ns, op.admin.new_bootstrap_value(f"operator-again-{ns}"))
 
     def recovered() -> Any:
         obj = ws(kube, ns)
@@ -201,4 +174,4 @@ def test_a_refused_credential_is_reported_as_unauthorized_until_a_new_bootstrap_
     assert reason(ws(kube, ns)) == "WorkspaceReady"
     assert condition(ws(kube, ns), "Stalled") is None
     ready_token(kube, ns, "waits")
-    assert len(service_admin.tokens_of(waiting.metadata.uid)) == 1
+    assert len(op.admin.tokens_of(waiting.metadata.uid)) == 1

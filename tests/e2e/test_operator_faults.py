@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,10 +26,10 @@ from lightkube import Client
 
 from apitoken_operator.core.backoff import backoff_delay
 from apitoken_operator.core.schedule import stable_fraction
-from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
-from localkube import Cluster
+from apitoken_operator.kube.resources import TokenWorkspace
 from support.faults import FaultProxy, Mode, Presented, secret_writes_denied
 from support.operator import (
+    OperatorTest,
     RunningOperator,
     ServiceAdmin,
     Workspace,
@@ -37,13 +37,13 @@ from support.operator import (
     condition,
     create_workspace,
     eventually,
+    get_api_token,
     ready_token,
     reason,
     secret_data,
-    start_operator,
     status_of,
 )
-from support.tokenservice import RunningTokenService, start_token_service
+from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
@@ -60,30 +60,19 @@ WRITE_BUDGET = WRITE_FIRST_DELAY * (2 ** (WRITE_ATTEMPTS - 1) - 1)
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
-    with start_token_service(
-        tmp_path_factory.mktemp("tokenservice-faults"), access_token_ttl=ACCESS_TOKEN_TTL
-    ) as running:
-        yield running
+def access_token_ttl() -> int:
+    return ACCESS_TOKEN_TTL
 
 
 @pytest.fixture(scope="module")
-def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    with start_operator(
-        tmp_path_factory.mktemp("operator-faults"),
-        cluster.kubeconfig,
-        env={
-            "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
-            "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
-            "APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s",
-            "APITOKEN_OPERATOR_SECRET_WRITE_ATTEMPTS": str(WRITE_ATTEMPTS),
-            "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "1s",
-        },
-        wait=False,
-    ) as running:
-        yield running
+def operator_settings() -> dict[str, str]:
+    return {
+        "APITOKEN_OPERATOR_BACKOFF_BASE": "1s",
+        "APITOKEN_OPERATOR_BACKOFF_CAP": "4s",
+        "APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s",
+        "APITOKEN_OPERATOR_SECRET_WRITE_ATTEMPTS": str(WRITE_ATTEMPTS),
+        "APITOKEN_OPERATOR_SECRET_WRITE_FIRST_DELAY": "1s",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +101,6 @@ def proxied(
         yield ns
     finally:
         proxy.mode = Mode.PASS
-
-
-def get(kube: Client, namespace: str) -> Any:
-    return kube.get(ApiToken, "tok", namespace=namespace)
-
-
-def ready(kube: Client, namespace: str) -> Any:
-    obj = get(kube, namespace)
-    return obj if condition(obj, "Ready") == "True" else None
 
 
 def refresh_token(kube: Client, namespace: str) -> str:
@@ -182,7 +162,7 @@ def ride_out_a_fault(
     proxy.mode = mode
 
     def failed() -> tuple[Any, datetime] | None:
-        obj = get(kube, namespace)
+        obj = get_api_token(kube, namespace)
         seen_at = datetime.now(UTC)
         return (obj, seen_at) if status_of(obj).get("failedRefreshAttempts", 0) >= 1 else None
 
@@ -196,7 +176,7 @@ def ride_out_a_fault(
     assert reason(obj, "Reconciling") in (status["lastFailureReason"], "Refreshing")
 
     def expired() -> Any:
-        obj = get(kube, namespace)
+        obj = get_api_token(kube, namespace)
         return obj if condition(obj, "Ready") == "False" else None
 
     obj = eventually("Ready=False after expiry", expired, timeout=ACCESS_TOKEN_TTL + 5)
@@ -205,11 +185,7 @@ def ride_out_a_fault(
     # Still refused: the Secret was not touched meanwhile.
     assert refresh_token(kube, namespace) == r0
     proxy.mode = Mode.PASS
-    recovered = eventually(
-        "Ready again",
-        lambda: ready(kube, namespace),
-        timeout=20,
-    )
+    recovered = ready_token(kube, namespace, timeout=20)
     assert status_of(recovered).get("failedRefreshAttempts", 0) == 0
     assert "lastFailureReason" not in status_of(recovered)
     assert refresh_token(kube, namespace) != r0
@@ -217,33 +193,38 @@ def ride_out_a_fault(
     return obj, proxy.presented(r0)
 
 
-def test_5xx_is_retried_with_capped_exponential_backoff(
-    kube: Client, proxied: str, proxy: FaultProxy, service_admin: ServiceAdmin
+@pytest.mark.parametrize(
+    ("mode", "failure", "message", "call_time"),
+    [
+        (Mode.FAIL, "ServiceError", "503", timedelta(0)),
+        (Mode.HANG, "ServiceUnreachable", "timed out", HTTP_TIMEOUT),
+    ],
+    ids=["5xx", "timeouts"],
+)
+def test_failed_refreshes_are_retried_with_capped_exponential_backoff(
+    kube: Client,
+    op: OperatorTest,
+    proxied: str,
+    proxy: FaultProxy,
+    mode: Mode,
+    failure: str,
+    message: str,
+    call_time: timedelta,
 ) -> None:
+    """Answered with 503, or not answered within the HTTP timeout (whose wait is part of each
+    attempt): the refresh is retried with capped exponential backoff, the token stays valid at
+    the service."""
     ns = proxied
     created = api_token(kube, ns, workspace="proxied", refreshPercent=50)
     ready_token(kube, ns)
-    expired, presented = ride_out_a_fault(kube, proxy, ns, Mode.FAIL)
+    expired, presented = ride_out_a_fault(kube, proxy, ns, mode)
     status = status_of(expired)
-    assert reason(expired) == "ServiceError"
-    assert status["lastFailureReason"] == "ServiceError"
-    assert "503" in status["lastFailureMessage"]
-    assert_backoff(presented, created.metadata.uid, call_time=timedelta(0))
-    token = service_admin.token(status["tokenId"])
+    assert reason(expired) == failure
+    assert status["lastFailureReason"] == failure
+    assert message in status["lastFailureMessage"]
+    assert_backoff(presented, created.metadata.uid, call_time=call_time)
+    token = op.admin.token(status["tokenId"])
     assert token is not None and token["status"] == "active"
-
-
-def test_timeouts_are_retried_with_capped_exponential_backoff(
-    kube: Client, proxied: str, proxy: FaultProxy
-) -> None:
-    ns = proxied
-    created = api_token(kube, ns, workspace="proxied", refreshPercent=50)
-    ready_token(kube, ns)
-    expired, presented = ride_out_a_fault(kube, proxy, ns, Mode.HANG)
-    status = status_of(expired)
-    assert reason(expired) == "ServiceUnreachable"
-    assert "timed out" in status["lastFailureMessage"]
-    assert_backoff(presented, created.metadata.uid, call_time=HTTP_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,14 +241,27 @@ def refused_writes(operator: RunningOperator, namespace: str) -> int:
     )
 
 
+def kept_values_written(proxy: FaultProxy, read: Callable[[], str], old: str, what: str) -> None:
+    """Once writes are allowed: the Secret (`read` gives its refresh token) gets the rotated
+    refresh token, the old one `old` reached the service exactly once (the values were kept,
+    not obtained again), and the rotated one works (the operator's next refresh succeeds)."""
+
+    def rotated() -> str | None:
+        value = read()
+        return value if value != old else None
+
+    written = eventually(f"the rotated {what} in the Secret", rotated, timeout=20)
+    assert [p.status for p in proxy.presented(old)] == [200]
+    eventually(
+        f"a refresh with the rotated {what}",
+        lambda: [p for p in proxy.presented(written) if p.status == 200],
+        timeout=ACCESS_TOKEN_TTL + 10,
+    )
+
+
 @pytest.mark.parametrize("denied_for", ["a retry", "longer than the retries"])
 def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
-    kube: Client,
-    proxied: str,
-    proxy: FaultProxy,
-    running_operator: RunningOperator,
-    service_admin: ServiceAdmin,
-    denied_for: str,
+    kube: Client, op: OperatorTest, proxied: str, proxy: FaultProxy, denied_for: str
 ) -> None:
     ns = proxied
     api_token(kube, ns, workspace="proxied", refreshPercent=50)
@@ -286,7 +280,7 @@ def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
             # token the Secret still holds expired, Ready turns False. Later runs must write
             # the kept values, not refresh again.
             def reported() -> Any:
-                obj = get(kube, ns)
+                obj = get_api_token(kube, ns)
                 status = status_of(obj)
                 failed = status.get("lastFailureReason") == "SecretWriteFailed"
                 return obj if failed and condition(obj, "Ready") == "False" else None
@@ -298,27 +292,15 @@ def test_a_refused_secret_write_is_retried_from_memory_without_refreshing_again(
             assert "kept in memory" in status_of(obj)["lastFailureMessage"]
             assert condition(obj, "Reconciling") == "True"
         assert refresh_token(kube, ns) == r0, "a write got through the admission policy"
-    assert refused_writes(running_operator, ns) >= 1
-    exhausted = f"ApiToken {ns}/tok: run failed (ApiError: 422 Invalid)" in running_operator.logs()
+    assert refused_writes(op.operator, ns) >= 1
+    exhausted = f"ApiToken {ns}/tok: run failed (ApiError: 422 Invalid)" in op.operator.logs()
     assert exhausted == (denied_for != "a retry")
 
-    def rotated() -> str | None:
-        value = refresh_token(kube, ns)
-        return value if value != r0 else None
-
-    written = eventually("the rotated refresh token in the Secret", rotated, timeout=20)
-    # Exactly one refresh with the old refresh token reached the service: the values were kept.
-    assert [p.status for p in proxy.presented(r0)] == [200]
-    # The rotated refresh token works: the operator's next refresh with it succeeds.
-    eventually(
-        "a refresh with the rotated refresh token",
-        lambda: [p for p in proxy.presented(written) if p.status == 200],
-        timeout=ACCESS_TOKEN_TTL + 10,
-    )
-    obj = eventually("Ready", lambda: ready(kube, ns))
+    kept_values_written(proxy, lambda: refresh_token(kube, ns), r0, "refresh token")
+    obj = ready_token(kube, ns)
     assert status_of(obj)["tokenId"] == token_id  # not re-issued
     assert "lastFailureReason" not in status_of(obj)
-    token = service_admin.token(token_id)
+    token = op.admin.token(token_id)
     assert token is not None and token["status"] == "active"  # no replay was taken for theft
 
 
@@ -332,11 +314,7 @@ CREDENTIAL = "proxied-apitoken-credential"
 
 
 def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
-    kube: Client,
-    proxied: str,
-    proxy: FaultProxy,
-    running_operator: RunningOperator,
-    service_admin: ServiceAdmin,
+    kube: Client, op: OperatorTest, proxied: str, proxy: FaultProxy
 ) -> None:
     """The workspace's own credential Secret refused past the in-memory retries: the refreshed
     credential is kept and written once writes are allowed, with exactly one refresh of the old
@@ -386,18 +364,7 @@ def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
         )
         assert credential_refresh_token(kube, ns) == c0, "a write got through the policy"
 
-    def rotated() -> str | None:
-        value = credential_refresh_token(kube, ns)
-        return value if value != c0 else None
-
-    written = eventually("the rotated credential in the Secret", rotated, timeout=20)
-    # Exactly one refresh with the old refresh token reached the service: the values were kept.
-    assert [p.status for p in proxy.presented(c0)] == [200]
-    eventually(
-        "a refresh with the rotated credential",
-        lambda: [p for p in proxy.presented(written) if p.status == 200],
-        timeout=ACCESS_TOKEN_TTL + 10,
-    )
+    kept_values_written(proxy, lambda: credential_refresh_token(kube, ns), c0, "credential")
     ws = eventually(
         "the workspace Ready",
         lambda: (
@@ -408,5 +375,5 @@ def test_a_refused_credential_write_is_kept_and_api_tokens_go_on_meanwhile(
         ),
     )
     assert status_of(ws)["credentialTokenId"] == credential_id
-    token = service_admin.token(credential_id)
+    token = op.admin.token(credential_id)
     assert token is not None and token["status"] == "active"  # no replay taken for theft

@@ -10,18 +10,17 @@ from typing import Any
 import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
     SEEN_VALUES,
-    RunningOperator,
-    ServiceAdmin,
-    Workspace,
+    OperatorTest,
     api_token,
     condition,
     events_of,
     eventually,
+    gone,
+    merge_patch,
     next_refresh,
     ready_token,
     reason,
@@ -33,13 +32,8 @@ from support.operator import (
 pytestmark = pytest.mark.e2e
 
 
-def test_generate_writes_the_secret_and_status(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
-) -> None:
-    ns = workspace.namespace
+def test_generate_writes_the_secret_and_status(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     created = api_token(
         kube,
         ns,
@@ -68,11 +62,11 @@ def test_generate_writes_the_secret_and_status(
     assert set(data) == {"access_token", "refresh_token", "token_type", "expires_at"}
     assert data["token_type"] == "Bearer"
     # The token exists at the service, tagged with the ApiToken's UID.
-    listed = service_admin.tokens_of(uid)
+    listed = op.admin.tokens_of(uid)
     assert [(t["id"], t["status"], t["name"]) for t in listed] == [
         (status["tokenId"], "active", f"{ns}/tok")
     ]
-    assert service_admin.introspect(data["access_token"])["active"] is True
+    assert op.admin.introspect(data["access_token"])["active"] is True
     assert status["secretName"] == "tok"
     assert status["observedGeneration"] == 1
     # Kopf's finalizer and bookkeeping live under apitoken.dev.
@@ -107,14 +101,8 @@ def new_token_id(kube: Client, namespace: str, old: str, name: str = "tok") -> s
     return eventually("a new token", probe, timeout=30)
 
 
-def merge(kube: Client, namespace: str, patch: dict[str, Any], name: str = "tok") -> None:
-    kube.patch(ApiToken, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
-
-
-def test_refresh_rotates_both_tokens_and_keeps_them_working(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
-) -> None:
-    ns = workspace.namespace
+def test_refresh_rotates_both_tokens_and_keeps_them_working(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     api_token(kube, ns)
     first = status_of(ready_token(kube, ns))
     before = secret_data(kube, ns, "tok")
@@ -133,29 +121,29 @@ def test_refresh_rotates_both_tokens_and_keeps_them_working(
     assert condition(obj, "Ready") == "True"
     latest = secret_data(kube, ns, "tok")
     assert latest is not None
-    assert service_admin.introspect(latest["access_token"])["active"] is True
-    token = service_admin.token(status["tokenId"])
+    assert op.admin.introspect(latest["access_token"])["active"] is True
+    token = op.admin.token(status["tokenId"])
     assert token is not None and token["status"] == "active"
 
 
 def test_lifetime_change_reissues_and_template_change_does_not(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns, lifetimeDays=7)
     ready_token(kube, ns)
     old = token_id(kube, ns)
-    merge(kube, ns, {"spec": {"lifetimeDays": 8}})
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 8}})
     new = new_token_id(kube, ns, old)
     # The replaced token is deleted (deletionPolicy Delete) once the Secret switched.
-    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-    listed = service_admin.tokens_of(created.metadata.uid)
+    eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+    listed = op.admin.tokens_of(created.metadata.uid)
     assert [t["id"] for t in listed] == [new]
     expires = datetime.fromisoformat(listed[0]["expiresAt"].replace("Z", "+00:00"))
     assert timedelta(days=7, hours=23) < expires - datetime.now(UTC) <= timedelta(days=8)
     assert "retiringTokens" not in status_of(kube.get(ApiToken, "tok", namespace=ns))
 
-    merge(kube, ns, {"spec": {"secretTemplate": {"labels": {"tier": "gold"}}}})
+    merge_patch(kube, ns, {"spec": {"secretTemplate": {"labels": {"tier": "gold"}}}})
 
     def labelled() -> bool:
         secret = kube.get(Secret, "tok", namespace=ns)
@@ -163,45 +151,35 @@ def test_lifetime_change_reissues_and_template_change_does_not(
 
     eventually("the template label on the Secret", labelled)
     assert token_id(kube, ns) == new
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [new]
 
 
-def test_reissue_annotation_mints_a_new_token_once(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
-) -> None:
-    ns = workspace.namespace
+def test_reissue_annotation_mints_a_new_token_once(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     created = api_token(kube, ns, deletionPolicy="Disable")
     ready_token(kube, ns)
     old = token_id(kube, ns)
     request = "2026-11-29T01:00:00Z"
-    merge(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": request}}})
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": request}}})
     new = new_token_id(kube, ns, old)
     assert status_of(kube.get(ApiToken, "tok", namespace=ns))["lastReissueRequest"] == request
     # deletionPolicy Disable: the replaced token is disabled, not deleted.
     eventually(
         "the old token to be disabled",
-        lambda: (service_admin.token(old) or {}).get("status") == "disabled",
+        lambda: (op.admin.token(old) or {}).get("status") == "disabled",
     )
-    statuses = {t["id"]: t["status"] for t in service_admin.tokens_of(created.metadata.uid)}
+    statuses = {t["id"]: t["status"] for t in op.admin.tokens_of(created.metadata.uid)}
     assert statuses == {old: "disabled", new: "active"}
     # The annotation was noticed from its watch event, not at the next scheduled refresh.
-    assert "re-issue requested" in running_operator.logs()
+    assert "re-issue requested" in op.operator.logs()
 
 
-def test_disabled_disables_the_token_and_empties_the_secret(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
-) -> None:
-    ns = workspace.namespace
+def test_disabled_disables_the_token_and_empties_the_secret(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     api_token(kube, ns)
     ready_token(kube, ns)
     tid = token_id(kube, ns)
-    merge(kube, ns, {"spec": {"disabled": True}})
+    merge_patch(kube, ns, {"spec": {"disabled": True}})
 
     def disabled() -> Any:
         obj = kube.get(ApiToken, "tok", namespace=ns)
@@ -211,7 +189,7 @@ def test_disabled_disables_the_token_and_empties_the_secret(
     assert condition(obj, "Ready") == "False"
     eventually(
         "the token to be disabled at the service",
-        lambda: (service_admin.token(tid) or {}).get("status") == "disabled",
+        lambda: (op.admin.token(tid) or {}).get("status") == "disabled",
     )
 
     def emptied() -> dict[str, str] | None:
@@ -223,26 +201,24 @@ def test_disabled_disables_the_token_and_empties_the_secret(
     # No more refreshes: looked at again, the operator writes the Secret no more.
     token_path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
     secret_path = f"/api/v1/namespaces/{ns}/secrets/tok"
-    runs = requests(running_operator, "GET", token_path)
-    writes = requests(running_operator, "PATCH", secret_path)
+    runs = requests(op.operator, "GET", token_path)
+    writes = requests(op.operator, "PATCH", secret_path)
     eventually(
         "another run",
-        lambda: requests(running_operator, "GET", token_path) > runs,
+        lambda: requests(op.operator, "GET", token_path) > runs,
         timeout=20,
     )
-    assert requests(running_operator, "PATCH", secret_path) == writes
+    assert requests(op.operator, "PATCH", secret_path) == writes
     assert secret_data(kube, ns, "tok") == data
     # Irreversible: the API server refuses turning it back on.
     with pytest.raises(ApiError) as refused:
-        merge(kube, ns, {"spec": {"disabled": False}})
+        merge_patch(kube, ns, {"spec": {"disabled": False}})
     assert refused.value.status.code == 422
 
 
 @pytest.mark.parametrize("policy", ["Delete", "Disable", "Orphan"])
-def test_deletion_policy(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin, policy: str
-) -> None:
-    ns = workspace.namespace
+def test_deletion_policy(kube: Client, op: OperatorTest, policy: str) -> None:
+    ns = op.namespace
     spec: dict[str, Any] = {} if policy == "Delete" else {"deletionPolicy": policy}
     created = api_token(kube, ns, **spec)
     ready_token(kube, ns)
@@ -251,18 +227,11 @@ def test_deletion_policy(
     assert meta is not None and meta.finalizers == ["apitoken.dev/finalizer"]
     kube.delete(ApiToken, "tok", namespace=ns)
 
-    def gone() -> bool:
-        try:
-            kube.get(ApiToken, "tok", namespace=ns)
-        except ApiError as e:
-            return e.status.code == 404
-        return False
-
-    eventually("the ApiToken to be released", gone)
-    token = service_admin.token(tid)
+    eventually("the ApiToken to be released", lambda: gone(kube, ApiToken, "tok", ns))
+    token = op.admin.token(tid)
     if policy == "Delete":
         assert token is None
-        assert service_admin.tokens_of(created.metadata.uid) == []
+        assert op.admin.tokens_of(created.metadata.uid) == []
     elif policy == "Disable":
         assert token is not None and token["status"] == "disabled"
     else:
@@ -274,17 +243,15 @@ def test_deletion_policy(
         assert data is not None and "refresh_token" in data
 
 
-def test_a_token_disabled_outside_the_operator_is_reissued(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
-) -> None:
-    ns = workspace.namespace
+def test_a_token_disabled_outside_the_operator_is_reissued(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     api_token(kube, ns)
     ready_token(kube, ns)
     old = token_id(kube, ns)
-    service_admin.disable(old)
+    op.admin.disable(old)
     # The next refresh gets invalid_grant; the ApiToken still asks for a working token.
     new = new_token_id(kube, ns, old)
-    assert (service_admin.token(new) or {}).get("status") == "active"
+    assert (op.admin.token(new) or {}).get("status") == "active"
 
     def reissue_event() -> list[str]:
         return [
@@ -296,12 +263,8 @@ def test_a_token_disabled_outside_the_operator_is_reissued(
     assert new in eventually("a Reissued event naming TokenRevoked", reissue_event)[0]
 
 
-def test_events_and_metrics(
-    kube: Client,
-    workspace: Workspace,
-    running_operator: RunningOperator,
-) -> None:
-    ns = workspace.namespace
+def test_events_and_metrics(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     api_token(kube, ns)
     ready_token(kube, ns)
     first = secret_data(kube, ns, "tok")
@@ -318,7 +281,7 @@ def test_events_and_metrics(
     reasons = {e.reason for e in events_of(kube, ns) if e.involvedObject.kind == "ApiToken"}
     assert reasons == {"Generated"}, reasons
 
-    text = running_operator.metrics()
+    text = op.operator.metrics()
     labels = f'name="tok",namespace="{ns}"'
     for family in (
         "apitoken_access_token_expiry_timestamp_seconds",
@@ -329,5 +292,5 @@ def test_events_and_metrics(
     assert 'apitoken_service_request_duration_seconds_count{operation="create_token"' in text
     assert not [v for v in SEEN_VALUES if v in text]
     # Structured logs: one JSON object per line.
-    lines = running_operator.logs().splitlines()
+    lines = op.operator.logs().splitlines()
     assert lines and all(isinstance(json.loads(line), dict) for line in lines)

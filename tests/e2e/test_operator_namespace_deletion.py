@@ -14,45 +14,35 @@ import pytest
 from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from support.operator import (
     OPERATOR_NAMESPACE,
+    OperatorTest,
     RunningOperator,
     ServiceAdmin,
-    Workspace,
+    abandon,
     api_token,
+    create_cluster_workspace,
     eventually,
+    get_or_none,
+    gone,
     leaks,
+    merge_patch,
     ready_token,
     secret_data,
     status_of,
 )
-from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
 CREDENTIAL_FINALIZER = "apitoken.dev/credential-in-use"
 
 
-def namespace_gone(kube: Client, name: str) -> bool:
-    try:
-        kube.get(Namespace, name)
-    except ApiError as error:
-        if error.status.code == 404:
-            return True
-        raise
-    return False
-
-
 def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     deleted = api_token(kube, ns, name="deleted", deletionPolicy="Delete")
     disabled = api_token(kube, ns, name="disabled", deletionPolicy="Disable")
     ids = {}
@@ -60,52 +50,52 @@ def test_deleting_the_namespace_cleans_up_every_token_and_finishes_on_its_own(
         name = obj.metadata.name
         ids[name] = status_of(ready_token(kube, ns, name))["tokenId"]
         assert secret_data(kube, ns, name) is not None  # its values join the leak scan
-    credential = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
+    credential = kube.get(Secret, f"{op.workspace.name}-apitoken-credential", namespace=ns)
     assert credential.metadata is not None
     assert CREDENTIAL_FINALIZER in (credential.metadata.finalizers or [])
-    credential_id = status_of(kube.get(TokenWorkspace, workspace.name, namespace=ns))[
+    credential_id = status_of(kube.get(TokenWorkspace, op.workspace.name, namespace=ns))[
         "credentialTokenId"
     ]
 
-    logged_before = len(running_operator.logs())
+    logged_before = len(op.operator.logs())
     kube.delete(Namespace, ns)
 
     def cleaned_up() -> dict[str, Any] | None:
-        gone = service_admin.token(ids["deleted"])
-        kept = service_admin.token(ids["disabled"])
+        gone = op.admin.token(ids["deleted"])
+        kept = op.admin.token(ids["disabled"])
         if gone is None and kept is not None and kept["status"] == "disabled":
             return kept
         return None
 
     eventually("the tokens to be deleted and disabled at the service", cleaned_up, timeout=60)
-    eventually("the namespace to disappear", lambda: namespace_gone(kube, ns), timeout=60)
-    assert service_admin.tokens_of(deleted.metadata.uid) == []
+    eventually("the namespace to disappear", lambda: gone(kube, Namespace, ns), timeout=60)
+    assert op.admin.tokens_of(deleted.metadata.uid) == []
     # The namespace's deletion may remove the managed Secret a moment before the ApiToken is
     # marked for deletion; the operator does not re-issue it in a terminating namespace (no
     # Secret could hold the token), so the one token there was is all there is.
-    statuses = {t["id"]: t["status"] for t in service_admin.tokens_of(disabled.metadata.uid)}
+    statuses = {t["id"]: t["status"] for t in op.admin.tokens_of(disabled.metadata.uid)}
     assert statuses == {ids["disabled"]: "disabled"}, statuses
     # Nor for the ApiToken with deletionPolicy Delete, whose extra token would leave no trace
     # at the service: the operator logs every token it issues.
     issued = [
         line
-        for line in running_operator.logs()[logged_before:].splitlines()
+        for line in op.operator.logs()[logged_before:].splitlines()
         if ns in line and ("Reissued" in line or "Generated" in line)
     ]
     assert issued == [], issued
     # The operator's own token in the workspace went with it.
-    assert (service_admin.token(credential_id) or {}).get("status") == "disabled"
-    found = leaks(kube, ns, running_operator, service_admin.service)
+    assert (op.admin.token(credential_id) or {}).get("status") == "disabled"
+    found = leaks(kube, ns, op.operator, op.admin.service)
     assert not found, found
 
 
 def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
     """Like a PersistentVolumeClaim in use (kubernetes.io/pvc-protection): deleting the
     credential Secret by hand waits for the ApiTokens; the workspace keeps working meanwhile."""
-    ns = workspace.namespace
-    name = f"{workspace.name}-apitoken-credential"
+    ns = op.namespace
+    name = f"{op.workspace.name}-apitoken-credential"
     tok = api_token(kube, ns)
     ready_token(kube, ns)
     kube.delete(Secret, name, namespace=ns)
@@ -113,9 +103,7 @@ def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
     assert held.metadata is not None and held.metadata.deletionTimestamp is not None
     # Still usable: a re-issue goes through the management API with that credential.
     first = status_of(kube.get(ApiToken, "tok", namespace=ns))["tokenId"]
-    kube.patch(
-        ApiToken, "tok", {"spec": {"lifetimeDays": 2}}, namespace=ns, patch_type=PatchType.MERGE
-    )
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 2}})
 
     def reissued() -> str | None:
         tid = status_of(kube.get(ApiToken, "tok", namespace=ns)).get("tokenId")
@@ -131,7 +119,7 @@ def test_the_credential_secret_is_held_while_an_api_token_uses_the_workspace(
         return True
 
     eventually("the credential Secret to go once no ApiToken uses it", released, timeout=60)
-    assert service_admin.tokens_of(tok.metadata.uid) == []
+    assert op.admin.tokens_of(tok.metadata.uid) == []
 
 
 def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
@@ -147,22 +135,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
     running_operator.wait_ready()
     name = f"ctw-{namespace}"[:63]
     credential = f"ctokws-{name}-credential"
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
-            stringData={"refresh_token": service_admin.new_bootstrap_value(name)},
-        )
-    )
-    kube.create(
-        ClusterTokenWorkspace(
-            metadata=ObjectMeta(name=name),
-            spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
-            },
-        )
-    )
+    create_cluster_workspace(kube, name, service_admin)
     try:
         created: Any = kube.create(
             ApiToken(
@@ -178,7 +151,7 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
         credential_id = status_of(kube.get(ClusterTokenWorkspace, name))["credentialTokenId"]
 
         kube.delete(Namespace, namespace)
-        eventually("the namespace to disappear", lambda: namespace_gone(kube, namespace), 60)
+        eventually("the namespace to disappear", lambda: gone(kube, Namespace, namespace), 60)
         assert service_admin.token(token_id) is None
         assert service_admin.tokens_of(created.metadata.uid) == []
         held = kube.get(Secret, credential, namespace=OPERATOR_NAMESPACE)
@@ -191,14 +164,11 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
 
         eventually("the operator's own token to be disabled with its workspace", retired, 30)
 
-        def workspace_gone() -> bool:
-            try:
-                kube.get(ClusterTokenWorkspace, name)
-            except ApiError as error:
-                return error.status.code == 404
-            return False
-
-        eventually("the workspace's finalizer to be released", workspace_gone, 30)
+        eventually(
+            "the workspace's finalizer to be released",
+            lambda: gone(kube, ClusterTokenWorkspace, name),
+            30,
+        )
         found = leaks(kube, namespace, running_operator, service_admin.service)
         assert not found, found
     finally:
@@ -208,20 +178,17 @@ def test_deleting_a_namespace_whose_tokens_use_a_cluster_workspace(
 
 
 def test_workspace_deletion_waits_for_the_service_and_abandon_lets_it_go(
-    kube: Client,
-    workspace: Workspace,
-    e2e_service: RunningTokenService,
-    service_admin: ServiceAdmin,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
-    credential_id = status_of(kube.get(TokenWorkspace, workspace.name, namespace=ns))[
+    ns = op.namespace
+    credential_id = status_of(kube.get(TokenWorkspace, op.workspace.name, namespace=ns))[
         "credentialTokenId"
     ]
-    with e2e_service.down():
-        kube.delete(TokenWorkspace, workspace.name, namespace=ns)
+    with op.service.down():
+        kube.delete(TokenWorkspace, op.workspace.name, namespace=ns)
 
         def waiting() -> str | None:
-            obj = kube.get(TokenWorkspace, workspace.name, namespace=ns)
+            obj = kube.get(TokenWorkspace, op.workspace.name, namespace=ns)
             annotations = (obj.metadata.annotations if obj.metadata else None) or {}
             progress = annotations.get("apitoken.dev/tokenworkspaces-deleted")
             message = str(json.loads(progress).get("message") or "") if progress else ""
@@ -229,34 +196,24 @@ def test_workspace_deletion_waits_for_the_service_and_abandon_lets_it_go(
 
         message = eventually("the workspace's deletion to wait for the service", waiting, 30)
         assert "apitoken.dev/abandon=true" in message
-        held = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
+        held = kube.get(Secret, f"{op.workspace.name}-apitoken-credential", namespace=ns)
         assert held.metadata is not None
         assert CREDENTIAL_FINALIZER in (held.metadata.finalizers or [])
-        kube.patch(
-            TokenWorkspace,
-            workspace.name,
-            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
-            namespace=ns,
-            patch_type=PatchType.MERGE,
+        abandon(kube, ns, op.workspace.name, TokenWorkspace)
+
+        eventually(
+            "the abandoned workspace to be released",
+            lambda: gone(kube, TokenWorkspace, op.workspace.name, ns),
+            timeout=30,
         )
-
-        def gone() -> bool:
-            try:
-                kube.get(TokenWorkspace, workspace.name, namespace=ns)
-            except ApiError as error:
-                return error.status.code == 404
-            return False
-
-        eventually("the abandoned workspace to be released", gone, timeout=30)
 
         def released() -> bool:
             # Garbage collection then removes it (it may take a while to see a new kind).
-            try:
-                held = kube.get(Secret, f"{workspace.name}-apitoken-credential", namespace=ns)
-            except ApiError as error:
-                return error.status.code == 404
+            held = get_or_none(kube, Secret, f"{op.workspace.name}-apitoken-credential", ns)
+            if held is None:
+                return True
             return CREDENTIAL_FINALIZER not in ((held.metadata and held.metadata.finalizers) or [])
 
         eventually("the credential Secret's finalizer to be released", released, 30)
     # Let go without cleanup: the operator's token is still there (valid until it expires).
-    assert (service_admin.token(credential_id) or {}).get("status") == "active"
+    assert (op.admin.token(credential_id) or {}).get("status") == "active"

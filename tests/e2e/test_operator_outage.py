@@ -13,23 +13,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
-from lightkube.types import PatchType
+from lightkube import Client
 
 from apitoken_operator.kube.resources import ApiToken
-from localkube import Cluster
 from support.operator import (
-    RunningOperator,
-    ServiceAdmin,
-    Workspace,
+    OperatorTest,
+    abandon,
     api_token,
     condition,
     eventually,
+    get_api_token,
+    gone,
+    ready_token,
     reason,
-    start_operator,
     status_of,
 )
-from support.tokenservice import RunningTokenService, start_token_service
+from support.tokenservice import RunningTokenService
 
 pytestmark = pytest.mark.e2e
 
@@ -39,24 +38,13 @@ ACCESS_TOKEN_TTL = 12
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
-    with start_token_service(
-        tmp_path_factory.mktemp("tokenservice-outage"), access_token_ttl=ACCESS_TOKEN_TTL
-    ) as running:
-        yield running
+def access_token_ttl() -> int:
+    return ACCESS_TOKEN_TTL
 
 
 @pytest.fixture(scope="module")
-def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningOperator]:
-    with start_operator(
-        tmp_path_factory.mktemp("operator-outage"),
-        cluster.kubeconfig,
-        env={"APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s"},
-        wait=False,
-    ) as running:
-        yield running
+def operator_settings() -> dict[str, str]:
+    return {"APITOKEN_OPERATOR_HTTP_TIMEOUT": "1s"}
 
 
 @contextlib.contextmanager
@@ -68,27 +56,16 @@ def service_stopped(service: RunningTokenService) -> Iterator[None]:
         os.kill(service.process.pid, signal.SIGCONT)
 
 
-def get(kube: Client, namespace: str) -> Any:
-    return kube.get(ApiToken, "tok", namespace=namespace)
-
-
-def is_ready(kube: Client, namespace: str) -> Any:
-    obj = get(kube, namespace)
-    return obj if condition(obj, "Ready") == "True" else None
-
-
-def test_ready_holds_while_the_access_token_is_valid(
-    kube: Client, workspace: Workspace, e2e_service: RunningTokenService
-) -> None:
-    ns = workspace.namespace
+def test_ready_holds_while_the_access_token_is_valid(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     # Refresh at half the access token's life (minus jitter): the failure is recorded seconds
     # before expiry, even with three calls timing out in a run.
     api_token(kube, ns, refreshPercent=50)
-    eventually("Ready", lambda: is_ready(kube, ns))
-    with service_stopped(e2e_service):
+    ready_token(kube, ns)
+    with service_stopped(op.service):
 
         def failed() -> tuple[Any, datetime] | None:
-            obj = get(kube, ns)
+            obj = get_api_token(kube, ns)
             seen_at = datetime.now(UTC)
             attempts = status_of(obj).get("failedRefreshAttempts", 0)
             return (obj, seen_at) if attempts >= 1 else None
@@ -104,56 +81,44 @@ def test_ready_holds_while_the_access_token_is_valid(
         assert status["lastFailureReason"] == "ServiceUnreachable"
 
         def expired() -> Any:
-            obj = get(kube, ns)
+            obj = get_api_token(kube, ns)
             return obj if condition(obj, "Ready") == "False" else None
 
         obj = eventually("Ready=False after expiry", expired, timeout=ACCESS_TOKEN_TTL + 5)
         assert reason(obj) == "ServiceUnreachable"
         assert datetime.now(UTC) >= expires
     # Back up: the next retry (backoff capped at 4 s) refreshes and Ready returns.
-    obj = eventually("Ready again", lambda: is_ready(kube, ns), timeout=20)
+    obj = ready_token(kube, ns, timeout=20)
     assert status_of(obj).get("failedRefreshAttempts", 0) == 0
 
 
 def test_deletion_waits_for_the_service_and_abandon_releases_it(
-    kube: Client,
-    workspace: Workspace,
-    e2e_service: RunningTokenService,
-    service_admin: ServiceAdmin,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns)
-    tid = status_of(eventually("Ready", lambda: is_ready(kube, ns))).get("tokenId")
+    tid = status_of(ready_token(kube, ns)).get("tokenId")
     # A real outage, not SIGSTOP: a frozen server would still accept the operator's DELETE and
     # run it after the outage, and the token would be gone for reasons this test is not about.
-    with e2e_service.down():
+    with op.service.down():
         kube.delete(ApiToken, "tok", namespace=ns)
 
         def waiting() -> Any:
-            obj = get(kube, ns)
+            obj = get_api_token(kube, ns)
             return obj if condition(obj, "Reconciling") == "True" else None
 
         obj = eventually("the deletion to wait", waiting, timeout=20)
         assert obj.metadata.deletionTimestamp is not None
         assert reason(obj) == "CleaningUp"
         assert obj.metadata.finalizers == ["apitoken.dev/finalizer"]
-        kube.patch(
-            ApiToken,
-            "tok",
-            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
-            namespace=ns,
-            patch_type=PatchType.MERGE,
+        abandon(kube, ns)
+
+        eventually(
+            "the abandoned ApiToken to be released",
+            lambda: gone(kube, ApiToken, "tok", ns),
+            timeout=20,
         )
-
-        def gone() -> bool:
-            try:
-                get(kube, ns)
-            except ApiError as error:
-                return error.status.code == 404
-            return False
-
-        eventually("the abandoned ApiToken to be released", gone, timeout=20)
     # Released without cleanup: the token is still there (valid until it expires).
-    assert [(t["id"], t["status"]) for t in service_admin.tokens_of(created.metadata.uid)] == [
+    assert [(t["id"], t["status"]) for t in op.admin.tokens_of(created.metadata.uid)] == [
         (tid, "active")
     ]

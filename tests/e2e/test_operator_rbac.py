@@ -16,18 +16,17 @@ from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessR
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Namespace, ServiceAccount
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
+    OperatorTest,
     RunningOperator,
-    ServiceAdmin,
-    Workspace,
     api_token,
     condition,
     events_of,
     eventually,
+    merge_patch,
     next_refresh,
     ready_token,
     reason,
@@ -107,21 +106,14 @@ def running_operator(
         yield running
 
 
-def test_the_operator_works_with_the_documented_rbac_only(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
-) -> None:
-    ns = workspace.namespace
+def test_the_operator_works_with_the_documented_rbac_only(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     created = api_token(kube, ns, secretTemplate={"labels": {"team": "a"}})
     first = status_of(ready_token(kube, ns))
     data = secret_data(kube, ns, "tok")
     assert data is not None
     next_refresh(kube, ns, after=data)
-    kube.patch(
-        ApiToken, "tok", {"spec": {"lifetimeDays": 3}}, namespace=ns, patch_type=PatchType.MERGE
-    )
+    merge_patch(kube, ns, {"spec": {"lifetimeDays": 3}})
 
     def reissued() -> bool:
         status = status_of(kube.get(ApiToken, "tok", namespace=ns))
@@ -134,8 +126,8 @@ def test_the_operator_works_with_the_documented_rbac_only(
         return not list(kube.list(ApiToken, namespace=ns))
 
     eventually("the finalizer to be released", released)
-    assert service_admin.tokens_of(created.metadata.uid) == []
-    logs = running_operator.logs()
+    assert op.admin.tokens_of(created.metadata.uid) == []
+    logs = op.operator.logs()
     assert "Forbidden" not in logs and " 403" not in logs, [
         line[:300] for line in logs.splitlines() if "Forbidden" in line or " 403" in line
     ][:5]
@@ -160,22 +152,16 @@ def may(kube: Client, verb: str, resource: str, group: str = "") -> bool:
 
 
 def test_rollout_restart_without_its_rule_is_reported_then_done_once_granted(
-    kube: Client, workspace: Workspace, running_operator: RunningOperator
+    kube: Client, op: OperatorTest
 ) -> None:
     """deploy/rbac.yaml has no rule for workloads: a restart on re-issue is refused, said in
     Reconciling and a Warning event naming the missing permission, while the token stays
     Ready; once deploy/rbac-rollout-restart.yaml is applied the retry restarts it."""
-    ns = workspace.namespace
+    ns = op.namespace
     create_workload(kube, ns, "Deployment", "web")
     api_token(kube, ns, rolloutRestartTargets=[{"kind": "Deployment", "name": "web"}])
     first = status_of(ready_token(kube, ns))["tokenId"]
-    kube.patch(
-        ApiToken,
-        "tok",
-        {"metadata": {"annotations": {"apitoken.dev/reissue": "1"}}},
-        namespace=ns,
-        patch_type=PatchType.MERGE,
-    )
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": "1"}}})
 
     def refused() -> Any:
         obj = kube.get(ApiToken, "tok", namespace=ns)

@@ -20,19 +20,19 @@ import httpx
 import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from support.operator import (
     SEEN_VALUES,
+    OperatorTest,
     ServiceAdmin,
-    Workspace,
     api_token,
     condition,
     create_workspace,
     events_of,
     eventually,
+    merge_patch,
     ready_token,
     status_of,
 )
@@ -154,10 +154,8 @@ def event_messages(kube: Client, namespace: str, reason: str) -> list[str]:
     return [e.message or "" for e in events_of(kube, namespace) if e.reason == reason]
 
 
-def test_renew_before_reissues_the_token(
-    kube: Client, cluster: Cluster, workspace: Workspace, service_admin: ServiceAdmin
-) -> None:
-    ns = workspace.namespace
+def test_renew_before_reissues_the_token(kube: Client, op: OperatorTest, cluster: Cluster) -> None:
+    ns = op.namespace
     with History(cluster, ns, "tok") as history:
         created = api_token(kube, ns, lifetimeDays=1, renewBefore=RENEW_BEFORE)
         first = status_of(ready_token(kube, ns))
@@ -168,10 +166,10 @@ def test_renew_before_reissues_the_token(
         second = switched_to_new_token(kube, ns, old)
         new = second["tokenId"]
         # The replaced token is deleted (deletionPolicy Delete), and only after the switch.
-        eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
+        eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
     assert_switched_in_one_write(history, old, new)
     # (Renewal comes every 15 s here, so a later token may already have followed.)
-    assert old not in {t["id"] for t in service_admin.tokens_of(created.metadata.uid)}
+    assert old not in {t["id"] for t in op.admin.tokens_of(created.metadata.uid)}
     reissued = eventually(
         "a Reissued event", lambda: [m for m in event_messages(kube, ns, "Reissued") if new in m]
     )
@@ -188,28 +186,22 @@ def test_renew_before_reissues_the_token(
     )
 
 
-def merge(kube: Client, namespace: str, patch: dict[str, Any]) -> None:
-    kube.patch(ApiToken, "tok", patch, namespace=namespace, patch_type=PatchType.MERGE)
-
-
 def test_token_name_change_reissues_under_the_new_name(
-    kube: Client, cluster: Cluster, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest, cluster: Cluster
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     with History(cluster, ns, "tok") as history:
         created = api_token(kube, ns, tokenName="before", deletionPolicy="Disable")
         old = status_of(ready_token(kube, ns))["tokenId"]
-        merge(kube, ns, {"spec": {"tokenName": "after"}})
+        merge_patch(kube, ns, {"spec": {"tokenName": "after"}})
         new = switched_to_new_token(kube, ns, old)["tokenId"]
         # deletionPolicy Disable: the replaced token is disabled, not deleted.
         eventually(
             "the old token to be disabled",
-            lambda: (service_admin.token(old) or {}).get("status") == "disabled",
+            lambda: (op.admin.token(old) or {}).get("status") == "disabled",
         )
     assert_switched_in_one_write(history, old, new)
-    listed = {
-        t["id"]: (t["name"], t["status"]) for t in service_admin.tokens_of(created.metadata.uid)
-    }
+    listed = {t["id"]: (t["name"], t["status"]) for t in op.admin.tokens_of(created.metadata.uid)}
     assert listed == {old: ("before", "disabled"), new: ("after", "active")}
     reissued = [m for m in event_messages(kube, ns, "Reissued") if new in m]
     assert reissued and "TokenNameChanged" in reissued[0]
@@ -248,35 +240,30 @@ def second_workspace(
 
 @pytest.mark.parametrize("policy", ["Delete", "Disable"])
 def test_workspace_change_reissues_in_the_new_workspace(
-    kube: Client,
-    cluster: Cluster,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    e2e_service: RunningTokenService,
-    policy: str,
+    kube: Client, op: OperatorTest, cluster: Cluster, policy: str
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     with (
-        second_workspace(kube, ns, e2e_service) as second_admin,
+        second_workspace(kube, ns, op.service) as second_admin,
         History(cluster, ns, "tok") as history,
     ):
         created = api_token(kube, ns, deletionPolicy=policy)
         uid = created.metadata.uid
         old = status_of(ready_token(kube, ns))["tokenId"]
-        merge(kube, ns, {"spec": {"workspaceRef": {"name": "second"}}})
+        merge_patch(kube, ns, {"spec": {"workspaceRef": {"name": "second"}}})
         new = switched_to_new_token(kube, ns, old)["tokenId"]
         # The new token lives in the second workspace, tagged with the ApiToken's UID.
         assert [(t["id"], t["status"]) for t in second_admin.tokens_of(uid)] == [(new, "active")]
         # The old one is retired where it lives: the first workspace.
         if policy == "Delete":
-            eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-            assert service_admin.tokens_of(uid) == []
+            eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+            assert op.admin.tokens_of(uid) == []
         else:
             eventually(
                 "the old token to be disabled",
-                lambda: (service_admin.token(old) or {}).get("status") == "disabled",
+                lambda: (op.admin.token(old) or {}).get("status") == "disabled",
             )
-            assert [t["id"] for t in service_admin.tokens_of(uid)] == [old]
+            assert [t["id"] for t in op.admin.tokens_of(uid)] == [old]
         status = status_of(kube.get(ApiToken, "tok", namespace=ns))
         assert status["tokenWorkspace"] == "TokenWorkspace/second"
         eventually(

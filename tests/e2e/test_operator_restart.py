@@ -8,9 +8,7 @@ import pytest
 from lightkube import Client
 
 from support.operator import (
-    RunningOperator,
-    ServiceAdmin,
-    Workspace,
+    OperatorTest,
     api_token,
     eventually,
     next_refresh,
@@ -23,22 +21,19 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_crashed_operator_resumes_and_sweeps_what_a_crash_left(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns)
     uid = created.metadata.uid
     tid = status_of(ready_token(kube, ns))["tokenId"]
     before = secret_data(kube, ns, "tok")
     assert before is not None
-    stray = service_admin.create_tagged(uid)
+    stray = op.admin.create_tagged(uid)
     # Killed (no cleanup at all) and started again: meanwhile the 6 s access token expires.
-    running_operator.restart(crash=True)
+    op.operator.restart(crash=True)
     next_refresh(kube, ns, after=before, timeout=20)
-    eventually("the stray token to be deleted", lambda: service_admin.token(stray) is None)
+    eventually("the stray token to be deleted", lambda: op.admin.token(stray) is None)
     assert status_of(ready_token(kube, ns))["tokenId"] == tid
-    assert [t["id"] for t in service_admin.tokens_of(uid)] == [tid]
-    assert f"token {stray} deleted (UnusedToken)" in running_operator.logs()
+    assert [t["id"] for t in op.admin.tokens_of(uid)] == [tid]
+    assert f"token {stray} deleted (UnusedToken)" in op.operator.logs()

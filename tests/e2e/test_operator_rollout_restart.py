@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
@@ -18,6 +17,7 @@ from support.operator import (
     api_token,
     events_of,
     eventually,
+    merge_patch,
     ready_token,
     status_of,
 )
@@ -71,13 +71,7 @@ def test_reissue_restarts_each_target_once_and_refreshes_never(
         assert restarted_at(kube, ns, "Deployment", "web") is None
         assert restarted_at(kube, ns, "StatefulSet", "db") is None
 
-        kube.patch(
-            ApiToken,
-            "tok",
-            {"metadata": {"annotations": {"apitoken.dev/reissue": "rotate-1"}}},
-            namespace=ns,
-            patch_type=PatchType.MERGE,
-        )
+        merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": "rotate-1"}}})
 
         def restarted_for_new_token() -> dict[str, Any] | None:
             status = _status(kube, ns)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -16,12 +16,15 @@ from lightkube.types import PatchType
 from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace
 from support.operator import (
     OPERATOR_NAMESPACE,
-    RunningOperator,
+    OperatorTest,
     ServiceAdmin,
     Workspace,
     api_token,
     condition,
+    create_cluster_workspace,
     eventually,
+    get_or_none,
+    merge_patch,
     ready_token,
     reason,
     release_leftovers,
@@ -53,23 +56,17 @@ def with_reason(kube: Client, namespace: str, wanted: str, name: str = "tok") ->
 
 
 def secret_token_id(kube: Client, namespace: str, name: str = "tok") -> str | None:
-    try:
-        secret = kube.get(Secret, name, namespace=namespace)
-    except ApiError as error:
-        if error.status.code == 404:
-            return None
-        raise
+    secret = get_or_none(kube, Secret, name, namespace)
+    if secret is None:
+        return None
     annotations = (secret.metadata.annotations if secret.metadata else None) or {}
     return annotations.get("apitoken.dev/token-id")
 
 
 def test_a_secret_the_operator_does_not_manage_is_left_alone(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     kube.create(
         Secret(metadata=ObjectMeta(name="tok", namespace=ns), stringData={"mine": "keep me"})
     )
@@ -80,29 +77,27 @@ def test_a_secret_the_operator_does_not_manage_is_left_alone(
     # Looked at again every recheck interval, the status is not written again: it is unchanged.
     path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
     runs, writes = (
-        requests(running_operator, "GET", path),
-        requests(running_operator, "PATCH", path + "/status"),
+        requests(op.operator, "GET", path),
+        requests(op.operator, "PATCH", path + "/status"),
     )
     assert runs >= 1 and writes >= 1
-    eventually(
-        "another run", lambda: requests(running_operator, "GET", path) >= runs + 1, timeout=20
-    )
-    assert requests(running_operator, "PATCH", path + "/status") == writes
+    eventually("another run", lambda: requests(op.operator, "GET", path) >= runs + 1, timeout=20)
+    assert requests(op.operator, "PATCH", path + "/status") == writes
     assert status_of(kube.get(ApiToken, "tok", namespace=ns)) == status_of(obj)
     assert secret_data(kube, ns, "tok") == {"mine": "keep me"}
     secret = kube.get(Secret, "tok", namespace=ns)
     assert secret.metadata is not None and not secret.metadata.ownerReferences
-    assert service_admin.tokens_of(created.metadata.uid) == []
+    assert op.admin.tokens_of(created.metadata.uid) == []
     # Once the person deletes it, the operator takes over.
     kube.delete(Secret, "tok", namespace=ns)
     ready_token(kube, ns)
-    assert len(service_admin.tokens_of(created.metadata.uid)) == 1
+    assert len(op.admin.tokens_of(created.metadata.uid)) == 1
 
 
 def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(kube, ns)
     old = status_of(ready_token(kube, ns))["tokenId"]
     kube.delete(Secret, "tok", namespace=ns)
@@ -113,24 +108,16 @@ def test_a_deleted_managed_secret_is_recreated_with_a_new_token(
 
     new = eventually("the Secret to be recreated with a new token", recreated, timeout=20)
     ready_with(kube, ns, new)
-    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+    eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [new]
 
 
-def test_an_edited_managed_secret_is_repaired(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
-) -> None:
-    ns = workspace.namespace
+def test_an_edited_managed_secret_is_repaired(kube: Client, op: OperatorTest) -> None:
+    ns = op.namespace
     created = api_token(kube, ns)
     old = status_of(ready_token(kube, ns))["tokenId"]
     tampered = base64.b64encode(b"not-a-token").decode()
-    kube.patch(
-        Secret,
-        "tok",
-        {"data": {"access_token": tampered}},
-        namespace=ns,
-        patch_type=PatchType.MERGE,
-    )
+    merge_patch(kube, ns, {"data": {"access_token": tampered}}, kind=Secret)
 
     def repaired() -> str | None:
         data = secret_data(kube, ns, "tok") or {}
@@ -141,9 +128,9 @@ def test_an_edited_managed_secret_is_repaired(
     new = eventually("the Secret to be repaired", repaired, timeout=20)
     ready_with(kube, ns, new)
     data = secret_data(kube, ns, "tok")
-    assert data is not None and service_admin.introspect(data["access_token"])["active"]
-    eventually("the old token to be deleted", lambda: service_admin.token(old) is None)
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [new]
+    assert data is not None and op.admin.introspect(data["access_token"])["active"]
+    eventually("the old token to be deleted", lambda: op.admin.token(old) is None)
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [new]
 
 
 @pytest.fixture
@@ -152,23 +139,8 @@ def cluster_workspace(
 ) -> Iterator[str]:
     """A ClusterTokenWorkspace allowing only a namespace that does not exist."""
     name = f"ctw-{workspace.namespace}"[:63]
-    value = service_admin.new_bootstrap_value(name)
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=OPERATOR_NAMESPACE),
-            stringData={"refresh_token": value},
-        )
-    )
-    kube.create(
-        ClusterTokenWorkspace(
-            metadata=ObjectMeta(name=name),
-            spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
-                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
-                "allowedNamespaces": {"names": ["somewhere-else"]},
-            },
-        )
+    create_cluster_workspace(
+        kube, name, service_admin, allowedNamespaces={"names": ["somewhere-else"]}
     )
     yield name
     # Its finalizer waits for the ApiTokens that use it: release them first.
@@ -178,20 +150,16 @@ def cluster_workspace(
 
 
 def test_cluster_workspace_allowed_namespaces_is_enforced(
-    kube: Client,
-    workspace: Workspace,
-    cluster_workspace: str,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest, cluster_workspace: str
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     created = api_token(
         kube, ns, workspaceRef={"name": cluster_workspace, "kind": "ClusterTokenWorkspace"}
     )
     obj = with_reason(kube, ns, "NotAllowed")
     assert condition(obj, "Stalled") == "True"
     assert secret_data(kube, ns, "tok") is None
-    assert service_admin.tokens_of(created.metadata.uid) == []
+    assert op.admin.tokens_of(created.metadata.uid) == []
     # Allowing the namespace by label (test namespaces carry apitoken.dev/test=true) lets the
     # ApiToken proceed at its next look, without touching the ApiToken.
     kube.patch(
@@ -208,7 +176,7 @@ def test_cluster_workspace_allowed_namespaces_is_enforced(
         patch_type=PatchType.MERGE,
     )
     status = status_of(ready_token(kube, ns))
-    assert [t["id"] for t in service_admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
+    assert [t["id"] for t in op.admin.tokens_of(created.metadata.uid)] == [status["tokenId"]]
     # The operator's credential for the cluster workspace lives in its own namespace.
     credential = kube.get(
         Secret, f"ctokws-{cluster_workspace}-credential", namespace=OPERATOR_NAMESPACE

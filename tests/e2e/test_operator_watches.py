@@ -13,8 +13,8 @@ from lightkube.resources.core_v1 import Secret
 
 from apitoken_operator.kube.resources import FIELD_MANAGER, PROTECTION_FIELD_MANAGER
 from support.operator import (
+    OperatorTest,
     RunningOperator,
-    Workspace,
     api_token,
     next_refresh,
     ready_token,
@@ -36,9 +36,9 @@ def secret_requests(operator: RunningOperator) -> list[tuple[str, str]]:
 
 
 def test_only_managed_secrets_are_watched_and_others_are_never_touched(
-    kube: Client, workspace: Workspace, running_operator: RunningOperator
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     for name in UNRELATED:
         kube.create(Secret(metadata=ObjectMeta(name=name, namespace=ns), stringData={"k": "v"}))
     api_token(kube, ns)
@@ -49,7 +49,7 @@ def test_only_managed_secrets_are_watched_and_others_are_never_touched(
         kube.patch(Secret, name, {"stringData": {"k": "w"}}, namespace=ns)
     next_refresh(kube, ns, after=first)
 
-    requests = secret_requests(running_operator)
+    requests = secret_requests(op.operator)
     collections = [url for _, url in requests if re.search(r"/secrets(\?|$)", url)]
     assert collections, "the operator should watch its Secrets"
     assert all(SELECTOR in url for url in collections), collections

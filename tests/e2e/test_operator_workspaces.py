@@ -13,10 +13,9 @@ from lightkube.resources.core_v1 import Secret
 
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from support.operator import (
-    RunningOperator,
-    ServiceAdmin,
-    Workspace,
+    OperatorTest,
     api_token,
+    apply_bootstrap_secret,
     condition,
     eventually,
     reason,
@@ -32,30 +31,17 @@ def ws_status(kube: Client, namespace: str, name: str = "main") -> dict[str, Any
     return status_of(kube.get(TokenWorkspace, name, namespace=namespace))
 
 
-def put_bootstrap(kube: Client, namespace: str, value: str, name: str = "bootstrap") -> None:
-    kube.apply(
-        Secret(
-            metadata=ObjectMeta(name=name, namespace=namespace), stringData={"refresh_token": value}
-        ),
-        field_manager="gitops",
-        force=True,
-    )
-
-
 def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
-    kube: Client,
-    workspace: Workspace,
-    service_admin: ServiceAdmin,
-    running_operator: RunningOperator,
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     bootstrap = secret_data(kube, ns, "bootstrap")
     assert bootstrap is not None
     status = ws_status(kube, ns)
     credential_id = status["credentialTokenId"]
     assert status["bootstrapDigest"].startswith("sha256:")
     assert bootstrap["refresh_token"] not in str(status)
-    credential_secret = f"{workspace.name}-apitoken-credential"
+    credential_secret = f"{op.workspace.name}-apitoken-credential"
     first = secret_data(kube, ns, credential_secret)
     assert first is not None
 
@@ -67,8 +53,8 @@ def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
     # A GitOps tool re-applies the (stale, already used) bootstrap value: recreated as is.
     kube.delete(Secret, "bootstrap", namespace=ns)
     bootstrap_path = f"/api/v1/namespaces/{ns}/secrets/bootstrap"
-    reads = requests(running_operator, "GET", bootstrap_path)
-    put_bootstrap(kube, ns, bootstrap["refresh_token"])
+    reads = requests(op.operator, "GET", bootstrap_path)
+    apply_bootstrap_secret(kube, ns, bootstrap["refresh_token"])
     # Presenting it again would be a replay that makes the service disable the whole token.
     # Let the operator read it a few times (each run does), while an ApiToken uses the workspace.
     api_token(kube, ns)
@@ -78,14 +64,14 @@ def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
     )
     eventually(
         "the operator to read the re-applied bootstrap Secret a few times",
-        lambda: requests(running_operator, "GET", bootstrap_path) >= reads + 3,
+        lambda: requests(op.operator, "GET", bootstrap_path) >= reads + 3,
     )
     assert condition(kube.get(TokenWorkspace, "main", namespace=ns), "Ready") == "True"
-    assert (service_admin.token(credential_id) or {}).get("status") == "active"
+    assert (op.admin.token(credential_id) or {}).get("status") == "active"
     assert ws_status(kube, ns)["credentialTokenId"] == credential_id
 
     # A new bootstrap value replaces the credential; the old credential token is disabled.
-    put_bootstrap(kube, ns, service_admin.new_bootstrap_value(f"operator-2-{ns}"))
+    apply_bootstrap_secret(kube, ns, op.admin.new_bootstrap_value(f"operator-2-{ns}"))
 
     def replaced() -> str | None:
         tid = ws_status(kube, ns).get("credentialTokenId")
@@ -94,21 +80,21 @@ def test_the_credential_rotates_and_a_stale_bootstrap_copy_is_never_replayed(
     eventually("the credential to be replaced", replaced, timeout=20)
     eventually(
         "the old credential token to be disabled",
-        lambda: (service_admin.token(credential_id) or {}).get("status") == "disabled",
+        lambda: (op.admin.token(credential_id) or {}).get("status") == "disabled",
     )
     assert condition(kube.get(TokenWorkspace, "main", namespace=ns), "Ready") == "True"
 
 
 def test_a_workspace_without_its_bootstrap_secret_reports_credentials_missing(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     kube.create(
         TokenWorkspace(
             metadata=ObjectMeta(name="empty", namespace=ns),
             spec={
-                "url": service_admin.service.base_url,
-                "workspace": service_admin.service.workspace,
+                "url": op.admin.service.base_url,
+                "workspace": op.admin.service.workspace,
                 "credentialsSecretRef": {"name": "not-there"},
             },
         )
@@ -129,24 +115,24 @@ def test_a_workspace_without_its_bootstrap_secret_reports_credentials_missing(
         return obj if reason(obj, "Reconciling") == "WorkspaceNotReady" else None
 
     eventually("the ApiToken to wait for its workspace", waiting)
-    assert service_admin.tokens_of(created.metadata.uid) == []
+    assert op.admin.tokens_of(created.metadata.uid) == []
 
 
 def test_refresh_only_mode_imports_a_hand_made_refresh_token(
-    kube: Client, workspace: Workspace, service_admin: ServiceAdmin
+    kube: Client, op: OperatorTest
 ) -> None:
-    ns = workspace.namespace
+    ns = op.namespace
     kube.create(
         TokenWorkspace(
             metadata=ObjectMeta(name="provider", namespace=ns),
             spec={
                 "provider": "oauth2",
-                "oauth2": {"tokenEndpoint": f"{service_admin.service.base_url}/oauth2/token"},
+                "oauth2": {"tokenEndpoint": f"{op.admin.service.base_url}/oauth2/token"},
             },
         )
     )
-    handmade = service_admin.new_bootstrap_value(f"handmade-{ns}")
-    put_bootstrap(kube, ns, handmade, name="handmade")
+    handmade = op.admin.new_bootstrap_value(f"handmade-{ns}")
+    apply_bootstrap_secret(kube, ns, handmade, name="handmade")
     api_token(
         kube, ns, name="imported", workspace="provider", refreshTokenSecretRef={"name": "handmade"}
     )
@@ -160,7 +146,7 @@ def test_refresh_only_mode_imports_a_hand_made_refresh_token(
     assert status["tokenId"].startswith("import-")
     data = secret_data(kube, ns, "imported")
     assert data is not None and data["refresh_token"] != handmade
-    assert service_admin.introspect(data["access_token"])["active"] is True
+    assert op.admin.introspect(data["access_token"])["active"] is True
 
     def refreshed() -> bool:
         now = secret_data(kube, ns, "imported") or {}

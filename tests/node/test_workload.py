@@ -29,10 +29,8 @@ import yaml
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Pod, Secret
-from lightkube.types import PatchType
 
 from apitoken_operator.crd.durations import parse_duration
-from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
 from localkube.examples import apply_example
 from localkube.node import SYNC_FREQUENCY
@@ -41,6 +39,7 @@ from support.operator import (
     RunningOperator,
     ServiceAdmin,
     eventually,
+    merge_patch,
     release_leftovers,
 )
 from support.tokenservice import RunningTokenService, start_token_service
@@ -295,12 +294,11 @@ def test_rollout_restart_on_reissue_gives_an_env_reader_the_new_token(
             service_admin.service.base_url,
             lambda _ws: WorkspaceCredential(service_admin.service.workspace, credential),
         )
-        kube.patch(
-            ApiToken,
-            SECRET,
+        merge_patch(
+            kube,
+            namespace,
             {"spec": {"rolloutRestartTargets": [{"kind": "Deployment", "name": "env-reader"}]}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
+            name=SECRET,
         )
         eventually("the Secret's first access token", lambda: versions.seen, timeout=60)
         doc = yaml.safe_load(ENV_READER)
@@ -312,12 +310,11 @@ def test_rollout_restart_on_reissue_gives_an_env_reader_the_new_token(
         eventually("two refreshes", lambda: len(versions.seen) >= len(first_token) + 2, 60)
         assert pods() == [first_pod]
 
-        kube.patch(
-            ApiToken,
-            SECRET,
+        merge_patch(
+            kube,
+            namespace,
             {"metadata": {"annotations": {"apitoken.dev/reissue": "now"}}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
+            name=SECRET,
         )
 
         def restarted() -> str | None:

@@ -16,10 +16,11 @@ from pydantic import SecretStr
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apitoken_service import refresh_tokens
 from apitoken_service.api.deps import Runtime
 from apitoken_service.clock import to_millis
 from apitoken_service.database_url import parse_database_url
+from apitoken_service.domain import refresh_tokens
+from apitoken_service.domain.records import TokenRecord
 from apitoken_service.key_encryption import KeyEncryptionError
 from apitoken_service.settings import Settings
 from apitoken_service.signing import (
@@ -30,7 +31,6 @@ from apitoken_service.signing import (
 )
 from apitoken_service.startup import open_service, resolve_kek
 from apitoken_service.storage import migrations
-from apitoken_service.storage.records import TokenRecord
 from apitoken_service.storage.schema import metadata
 from apitoken_service.storage.sql import SqlStorage, create_engine
 from support.tokenservice import ApiSession

@@ -5,7 +5,7 @@ workspace credential) that runs a reconcile and feeds its result back as the nex
 import base64
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,10 +23,11 @@ from apitoken_operator.crd.resources import (
     ApiTokenSpec,
     ApiTokenStatus,
     TokenWorkspaceSpec,
+    TokenWorkspaceStatus,
     WorkspaceKind,
 )
 from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
-from apitoken_operator.execution.held_token import WriteRetry
+from apitoken_operator.execution.held_token import Backlog, WriteRetry
 from apitoken_operator.execution.workspace import (
     CredentialOutcome,
     CredentialPorts,
@@ -34,19 +35,41 @@ from apitoken_operator.execution.workspace import (
 )
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.oauth2 import TokenEndpointClient
+from support.clock import Clock
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 UID = "uid-1"
 POLICY = TimingPolicy(refresh_jitter_percent=0)
 NO_WAIT = WriteRetry(attempts=3, first_delay=timedelta(0))
+WS_UID = "ws-uid"
+# A workspace whose provider manages tokens (the token service) and has no bootstrap Secret.
+WORKSPACE_SPEC = TokenWorkspaceSpec(url="http://svc", workspace="w1")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
+def api_token_view(spec: dict[str, Any] | None = None) -> ApiTokenView:
+    """The ApiToken apps/billing (UID `UID`) using TokenWorkspace "main", with no status yet."""
+    return ApiTokenView(
+        namespace="apps",
+        name="billing",
+        uid=UID,
+        generation=1,
+        spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "main"}, **(spec or {})}),
+        status=ApiTokenStatus(),
+    )
 
-    def __call__(self) -> datetime:
-        return self.now
+
+def workspace_object(
+    spec: TokenWorkspaceSpec = WORKSPACE_SPEC, status: TokenWorkspaceStatus | None = None
+) -> WorkspaceObject:
+    """The TokenWorkspace apps/main (UID `WS_UID`) as the workspace policy sees it."""
+    return WorkspaceObject(
+        kind=WorkspaceKind.TOKEN_WORKSPACE,
+        name="main",
+        namespace="apps",
+        uid=WS_UID,
+        generation=1,
+        spec=spec,
+        status=status or TokenWorkspaceStatus(),
+    )
 
 
 class FakeService:
@@ -185,37 +208,26 @@ class Harness:
                 http, base_url="http://svc", workspace="w1", bearer=bearer
             ),
         )
-        token = ApiTokenView(
-            namespace="apps",
-            name="billing",
-            uid=UID,
-            generation=1,
-            spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "main"}, **(spec or {})}),
-            status=ApiTokenStatus(),
-        )
-        ws = WorkspaceView(
-            kind=WorkspaceKind.TOKEN_WORKSPACE,
-            name="main",
-            spec=TokenWorkspaceSpec(url="http://svc", workspace="w1"),
-        )
+        ws = WorkspaceView(kind=WorkspaceKind.TOKEN_WORKSPACE, name="main", spec=WORKSPACE_SPEC)
         assert isinstance(ports.secrets, MemorySecrets)
         return cls(
             clock,
             service,
             ports.secrets,
             ports,
-            Observation(token=token, secret=None, workspace=ws),
+            Observation(token=api_token_view(spec), secret=None, workspace=ws),
         )
 
-    async def run(self, *, list_tokens: bool = True) -> Any:
-        """One run as the Kopf layer would do it: list, reconcile, persist status, keep state."""
+    async def run(self, *, list_tokens: bool = True, backlog: Backlog | None = None) -> Any:
+        """One run as the Kopf layer would do it: list, reconcile (with the token's `backlog`,
+        if given), persist status, keep state."""
         obs = self.obs
         if list_tokens:
             assert isinstance(self.ports.management, TokenServiceClient)
             listed = await self.ports.management.list_tokens(external_ref=UID)
             obs = dataclasses.replace(obs, service_tokens=service_tokens(listed))
         outcome = await reconcile_once(
-            obs, self.ports, policy=POLICY, clock=self.clock, retry=NO_WAIT
+            obs, self.ports, policy=POLICY, clock=self.clock, retry=NO_WAIT, backlog=backlog
         )
         secret = observe(self.secrets.written[-1]) if self.secrets.written else None
         token = dataclasses.replace(outcome.observation.token, status=outcome.decision.status)
@@ -262,25 +274,27 @@ class CredentialHarness:
             bootstrap=bootstrap,
             management_with=management_with,
         )
-        ws = WorkspaceObject(
-            kind=WorkspaceKind.TOKEN_WORKSPACE,
-            name="main",
-            namespace="apps",
-            uid="ws-uid",
-            generation=1,
-            spec=TokenWorkspaceSpec.model_validate(
-                {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "boot"}}
-            ),
+        spec = TokenWorkspaceSpec.model_validate(
+            {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "boot"}}
         )
-        obs = CredentialObservation(workspace=ws, secret=None, bootstrap_digest=None)
+        obs = CredentialObservation(
+            workspace=workspace_object(spec), secret=None, bootstrap_digest=None
+        )
         return cls(clock, service, secrets, bootstrap, ports, obs)
 
-    async def run(self) -> CredentialOutcome:
+    async def run(self, *, backlog: Backlog | None = None) -> CredentialOutcome:
+        """One run as the Kopf layer would do it (with the workspace's `backlog`, if given):
+        read the bootstrap value's digest, reconcile, persist status, keep state."""
         value = self.bootstrap.value
-        digest = salted_digest("ws-uid", value) if value is not None else None
+        digest = salted_digest(WS_UID, value) if value is not None else None
         obs = dataclasses.replace(self.obs, bootstrap_digest=digest)
         outcome = await reconcile_credential_once(
-            obs, self.ports, policy=CREDENTIAL_POLICY, clock=self.clock, retry=NO_WAIT
+            obs,
+            self.ports,
+            policy=CREDENTIAL_POLICY,
+            clock=self.clock,
+            retry=NO_WAIT,
+            backlog=backlog,
         )
         secret = observe(self.secrets.written[-1]) if self.secrets.written else None
         ws = dataclasses.replace(obs.workspace, status=outcome.decision.status)
@@ -289,3 +303,17 @@ class CredentialHarness:
 
 
 CREDENTIAL_POLICY = CredentialPolicy(lifetime_days=30, timing=POLICY)
+
+
+async def refresh_not_written(h: Harness | CredentialHarness, at: datetime) -> Backlog:
+    """A first run, then at `at` a refresh whose Secret writes all fail: the run raises and the
+    backlog it returns keeps the values for the next run."""
+    backlog = Backlog()
+    await h.run(backlog=backlog)
+    h.clock.now = at
+    h.secrets.failures = 100
+    try:
+        await h.run(backlog=backlog)
+    except ConnectionError:
+        return backlog
+    raise AssertionError("the run wrote the Secret although every write failed")

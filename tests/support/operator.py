@@ -32,7 +32,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Secret
 from lightkube.types import PatchType
 
-from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
+from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from localkube import Cluster
 from support.polling import eventually
 from support.tokenservice import RunningTokenService, free_loopback_port, start_token_service
@@ -41,19 +41,32 @@ __all__ = [
     "ACCESS_TOKEN_TTL",
     "OPERATOR_NAMESPACE",
     "SEEN_VALUES",
+    "OperatorTest",
     "RunningOperator",
     "ServiceAdmin",
     "Workspace",
+    "abandon",
+    "access_token_ttl",
     "api_token",
+    "apply_bootstrap_secret",
     "condition",
+    "create_cluster_workspace",
     "create_workspace",
     "dump",
     "e2e_service",
     "events_of",
     "eventually",
+    "get_api_token",
+    "get_or_none",
+    "gone",
     "leaks",
+    "merge_patch",
     "next_refresh",
+    "op",
     "operator_namespace",
+    "operator_settings",
+    "put_bootstrap_secret",
+    "ready_token",
     "reason",
     "release_leftovers",
     "requests",
@@ -79,6 +92,7 @@ FAST_SETTINGS = {
     "APITOKEN_OPERATOR_HTTP_TIMEOUT": "3s",
     "APITOKEN_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
 }
+ABANDON = "apitoken.dev/abandon"
 T = TypeVar("T")
 
 
@@ -278,9 +292,25 @@ class ServiceAdmin:
 
 
 @pytest.fixture(scope="module")
-def e2e_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTokenService]:
+def access_token_ttl() -> int:
+    """Seconds the token service's access tokens live; a module overrides it for a wider
+    window between a failed refresh and expiry."""
+    return ACCESS_TOKEN_TTL
+
+
+@pytest.fixture(scope="module")
+def operator_settings() -> dict[str, str]:
+    """Settings (environment) of the module's operator over FAST_SETTINGS; a module overrides
+    it for what it tests (shorter timeouts, fewer write attempts, credential renewal)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def e2e_service(
+    tmp_path_factory: pytest.TempPathFactory, access_token_ttl: int
+) -> Iterator[RunningTokenService]:
     with start_token_service(
-        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=ACCESS_TOKEN_TTL
+        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=access_token_ttl
     ) as running:
         yield running
 
@@ -305,11 +335,16 @@ def operator_namespace(kube: Client) -> str:
 
 @pytest.fixture(scope="module")
 def running_operator(
-    cluster: Cluster, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    operator_namespace: str,
+    operator_settings: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningOperator]:
     # Not waited for here: the token service starts meanwhile; `workspace` waits.
     directory = tmp_path_factory.mktemp("operator")
-    with start_operator(directory, cluster.kubeconfig, wait=False) as running:
+    with start_operator(
+        directory, cluster.kubeconfig, env=operator_settings, wait=False
+    ) as running:
         yield running
 
 
@@ -322,6 +357,30 @@ class Workspace:
     namespace: str
     name: str
     bootstrap_secret: str
+
+
+def put_bootstrap_secret(kube: Client, namespace: str, name: str, value: str) -> None:
+    """A Secret holding a bootstrap refresh token under the key refresh_token."""
+    kube.create(
+        Secret(
+            metadata=ObjectMeta(name=name, namespace=namespace),
+            stringData={"refresh_token": value},
+        )
+    )
+
+
+def apply_bootstrap_secret(
+    kube: Client, namespace: str, value: str, name: str = "bootstrap"
+) -> None:
+    """Put a new bootstrap value in the Secret as a GitOps tool would (server-side apply by
+    its own field manager, taking the field over)."""
+    kube.apply(
+        Secret(
+            metadata=ObjectMeta(name=name, namespace=namespace), stringData={"refresh_token": value}
+        ),
+        field_manager="gitops",
+        force=True,
+    )
 
 
 def create_workspace(
@@ -337,12 +396,7 @@ def create_workspace(
 ) -> Workspace:
     """A bootstrap Secret holding `bootstrap_value` and a TokenWorkspace using it; with
     `wait_ready`, returns once the operator reports the workspace Ready."""
-    kube.create(
-        Secret(
-            metadata=ObjectMeta(name=bootstrap_secret, namespace=namespace),
-            stringData={"refresh_token": bootstrap_value},
-        )
-    )
+    put_bootstrap_secret(kube, namespace, bootstrap_secret, bootstrap_value)
     kube.create(
         TokenWorkspace(
             metadata=ObjectMeta(name=name, namespace=namespace),
@@ -364,19 +418,43 @@ def create_workspace(
     return Workspace(namespace, name, bootstrap_secret)
 
 
+def create_cluster_workspace(kube: Client, name: str, admin: ServiceAdmin, **spec: Any) -> None:
+    """A ClusterTokenWorkspace `name` on the admin's service workspace, its bootstrap Secret (a
+    fresh value of the admin) of the same name in the operator's namespace; `spec` adds fields
+    (allowedNamespaces). Delete both when done."""
+    put_bootstrap_secret(kube, OPERATOR_NAMESPACE, name, admin.new_bootstrap_value(name))
+    kube.create(
+        ClusterTokenWorkspace(
+            metadata=ObjectMeta(name=name),
+            spec={
+                "url": admin.service.base_url,
+                "workspace": admin.service.workspace,
+                "credentialsSecretRef": {"name": name, "namespace": OPERATOR_NAMESPACE},
+                **spec,
+            },
+        )
+    )
+
+
+def merge_patch(
+    kube: Client, namespace: str, patch: dict[str, Any], name: str = "tok", kind: Any = ApiToken
+) -> None:
+    """A JSON merge patch of an object in the namespace (an ApiToken unless `kind` says)."""
+    kube.patch(kind, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+
+
+def abandon(kube: Client, namespace: str, name: str = "tok", kind: Any = ApiToken) -> None:
+    """Set apitoken.dev/abandon: the operator releases the object without cleaning up."""
+    merge_patch(kube, namespace, {"metadata": {"annotations": {ABANDON: "true"}}}, name, kind)
+
+
 def release_leftovers(kube: Client, namespace: str) -> None:
     """Let the operator release every ApiToken of the namespace before it goes."""
     leftovers = list(kube.list(ApiToken, namespace=namespace))
     for obj in leftovers:
         assert obj.metadata is not None
         name = str(obj.metadata.name)
-        kube.patch(
-            ApiToken,
-            name,
-            {"metadata": {"annotations": {"apitoken.dev/abandon": "true"}}},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
+        abandon(kube, namespace, name)
         with contextlib.suppress(ApiError):
             kube.delete(ApiToken, name, namespace=namespace)
 
@@ -409,6 +487,34 @@ def workspace(
     assert not found, found
 
 
+@dataclass(frozen=True)
+class OperatorTest:
+    """What an end-to-end test of the operator works with, besides the cluster client: its own
+    namespace with a Ready TokenWorkspace "main" (`workspace`), the token service's workspace
+    admin and the module's running operator."""
+
+    workspace: Workspace
+    admin: ServiceAdmin
+    operator: RunningOperator
+
+    @property
+    def namespace(self) -> str:
+        return self.workspace.namespace
+
+    @property
+    def service(self) -> RunningTokenService:
+        return self.admin.service
+
+
+@pytest.fixture
+def op(
+    workspace: Workspace, service_admin: ServiceAdmin, running_operator: RunningOperator
+) -> OperatorTest:
+    """The test's namespace, workspace, service admin and operator in one (see OperatorTest);
+    the leak scan and the release of what the test left run when it ends (`workspace`)."""
+    return OperatorTest(workspace, service_admin, running_operator)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading what the operator did.
 
@@ -433,14 +539,18 @@ def requests(operator: RunningOperator, method: str, path: str) -> int:
     return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
 
 
-def ready_token(kube: Client, namespace: str, name: str = "tok") -> Any:
+def get_api_token(kube: Client, namespace: str, name: str = "tok") -> Any:
+    return kube.get(ApiToken, name, namespace=namespace)
+
+
+def ready_token(kube: Client, namespace: str, name: str = "tok", timeout: float = 30) -> Any:
     """Wait until the ApiToken's Ready condition is True; return the resource."""
 
     def probe() -> Any:
-        obj = kube.get(ApiToken, name, namespace=namespace)
+        obj = get_api_token(kube, namespace, name)
         return obj if condition(obj, "Ready") == "True" else None
 
-    return eventually(f"ApiToken {name} to be Ready", probe, timeout=30)
+    return eventually(f"ApiToken {name} to be Ready", probe, timeout=timeout)
 
 
 def status_of(obj: Any) -> dict[str, Any]:
@@ -473,14 +583,24 @@ def _decoded(secret: Secret) -> dict[str, str]:
     return data
 
 
-def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | None:
+def get_or_none(kube: Client, kind: Any, name: str, namespace: str | None = None) -> Any:
+    """The object, or None when the apiserver answers 404."""
     try:
-        secret = kube.get(Secret, name, namespace=namespace)
+        return kube.get(kind, name, namespace=namespace)
     except ApiError as error:
         if error.status.code == 404:
             return None
         raise
-    return _decoded(secret)
+
+
+def gone(kube: Client, kind: Any, name: str, namespace: str | None = None) -> bool:
+    """Whether the object is gone (a probe for `eventually`)."""
+    return get_or_none(kube, kind, name, namespace) is None
+
+
+def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | None:
+    secret = get_or_none(kube, Secret, name, namespace)
+    return None if secret is None else _decoded(secret)
 
 
 def next_refresh(

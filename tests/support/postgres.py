@@ -3,8 +3,10 @@
 One server per test session: `initdb` into a temporary folder, `postgres` on a free 127.0.0.1
 port with durability switched off (tests never need crash safety), stopped and removed at the
 end. Each test that asks for `postgres_database_url` gets a fresh, empty database of its own,
-dropped afterwards. The binaries come from Debian's packages (`make postgres`); a missing
-binary fails the session instead of skipping, so a green run always covered PostgreSQL.
+dropped afterwards. The server dies with the test process even when that is killed
+(postgres_watchdog.py), so an interrupted run leaves no server behind. The binaries come from
+Debian's packages (`make postgres`); a missing binary fails the session instead of skipping, so
+a green run always covered PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ TEST_SETTINGS = {
 }
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
+WATCHDOG = Path(__file__).with_name("postgres_watchdog.py")
 
 _database_numbers = count(1)
 
@@ -207,9 +210,20 @@ class PostgresServer:
     def start(self) -> None:
         settings = [f"--{key}={value}" for key, value in TEST_SETTINGS.items()]
         log = self.log_file.open("ab")
+        as_user = [] if self.run_as.uid is None else [f"--uid={self.run_as.uid}"]
+        as_group = [] if self.run_as.gid is None else [f"--gid={self.run_as.gid}"]
         try:
+            # postgres runs under a watchdog that stops it when this process dies
+            # (postgres_watchdog.py; PR_SET_PDEATHSIG does not survive the change of user).
             self.process = subprocess.Popen(
                 [
+                    sys.executable,
+                    "-I",  # the standard library only: this folder's operator.py would shadow it
+                    str(WATCHDOG),
+                    *as_user,
+                    *as_group,
+                    f"--remove={self.root}",
+                    "--",
                     str(self.bin_dir / "postgres"),
                     "-D",
                     str(self.data_dir),
@@ -219,13 +233,12 @@ class PostgresServer:
                     *settings,
                 ],
                 cwd=self.root,
-                stdin=subprocess.DEVNULL,
+                # The pipe's write end stays in this process only (not inheritable): its end
+                # of file is the watchdog's signal that this process is gone.
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=self.run_as.uid,
-                group=self.run_as.gid,
-                extra_groups=self.run_as.extra_groups,
             )
         finally:
             log.close()
@@ -258,10 +271,15 @@ class PostgresServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        # SIGINT is PostgreSQL's "fast" shutdown: roll back clients, then exit cleanly.
-        process.send_signal(signal.SIGINT)
+        # The watchdog sends SIGINT, PostgreSQL's "fast" shutdown (roll back clients, then
+        # exit cleanly), and SIGKILL if that takes too long; it exits once postgres is gone.
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(b"stop")
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
         try:
             process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -1,19 +1,18 @@
 """Values a run could not write are kept for the next run (invariant 2 across runs): the next
 run writes them before it decides anything and never refreshes with the old refresh token; they
-are dropped when the ApiToken goes away or the Secret is no longer ours. Also: the backoff is
-measured from a failure time rounded up, so retries never come early."""
+are dropped when the ApiToken goes away or the Secret is no longer ours. (The failure time the
+backoff is measured from is pinned for both policies in test_operator_held_token.)"""
 
 import dataclasses
 from datetime import timedelta
 
 import pytest
 
-from apitoken_operator.core.apitoken.decide import failed_state
 from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.crd import reasons
-from apitoken_operator.execution.apitoken import reconcile_once
 from apitoken_operator.execution.held_token import Backlog, TokenLocks, Unwritten
-from support.held_tokens import NO_WAIT, POLICY, T0, Harness
+from support.clock import T0
+from support.held_tokens import Harness, refresh_not_written
 
 pytestmark = pytest.mark.unit
 
@@ -26,22 +25,12 @@ def kept(backlog: Backlog) -> Unwritten | None:
 
 async def run(h: Harness, backlog: Backlog) -> None:
     """One run as token_runs does it, with the token's backlog; state kept only on success."""
-    outcome = await reconcile_once(
-        h.obs, h.ports, policy=POLICY, clock=h.clock, retry=NO_WAIT, backlog=backlog
-    )
-    secret = observe(h.secrets.written[-1]) if h.secrets.written else None
-    token = dataclasses.replace(outcome.observation.token, status=outcome.decision.status)
-    h.obs = dataclasses.replace(h.obs, token=token, secret=secret, service_tokens=None)
+    await h.run(list_tokens=False, backlog=backlog)
 
 
 async def refresh_that_cannot_be_written() -> tuple[Harness, Backlog]:
     h = Harness.new()
-    backlog = Backlog()
-    await run(h, backlog)
-    h.clock.now = T0 + timedelta(minutes=45)
-    h.secrets.failures = 100
-    with pytest.raises(ConnectionError):
-        await run(h, backlog)
+    backlog = await refresh_not_written(h, T0 + timedelta(minutes=45))
     assert h.service.calls.count(REFRESHES) == 1
     pending = kept(backlog)
     assert pending is not None
@@ -102,12 +91,3 @@ def test_locks_keep_one_backlog_per_token_until_forgotten() -> None:
     locks.backlog("a").pending = None
     locks.forget("a")
     assert locks.backlog("a") is not None
-
-
-def test_failure_time_is_rounded_up_so_the_backoff_never_comes_early() -> None:
-    h = Harness.new()
-    at = T0 + timedelta(seconds=7, milliseconds=300)
-    status = failed_state(h.obs, reasons.SERVICE_ERROR, "503", at)
-    assert status.last_failure_time == T0 + timedelta(seconds=8)
-    whole = failed_state(h.obs, reasons.SERVICE_ERROR, "503", T0)
-    assert whole.last_failure_time == T0

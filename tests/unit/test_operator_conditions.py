@@ -1,16 +1,16 @@
 """Conditions: lastTransitionTime moves only on a flip; Reconciling/Stalled only while true."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from apitoken_operator.core.conditions import Signal, set_condition, summarize
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import ConditionStatus
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
 OK = Signal(reasons.TOKEN_READY, "fine")
 

@@ -3,21 +3,18 @@
 import base64
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from apitoken_operator.core.held_token import Import as UseBootstrap
-from apitoken_operator.core.held_token import IssuedToken, RetireToken, WriteSecret
-from apitoken_operator.core.held_token import Refresh as RefreshCredential
+from apitoken_operator.core.held_token import IssuedToken
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import (
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RenewCredential,
     WorkspaceObject,
     credential_failed_state,
     credential_secret_ref,
@@ -28,11 +25,12 @@ from apitoken_operator.core.workspace.credential import (
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import TokenWorkspaceSpec, TokenWorkspaceStatus, WorkspaceKind
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
+from support.decisions import Row, check, describe, rows
+from support.held_tokens import WS_UID, workspace_object
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-WS_UID = "ws-uid"
 POLICY = CredentialPolicy(timing=TimingPolicy(refresh_jitter_percent=0))
 SPEC = TokenWorkspaceSpec.model_validate(
     {"url": "http://svc", "workspace": "w1", "credentialsSecretRef": {"name": "bootstrap"}}
@@ -49,15 +47,7 @@ def jwt(**claims: str) -> str:
 
 
 def workspace(spec: TokenWorkspaceSpec = SPEC, **status: Any) -> WorkspaceObject:
-    return WorkspaceObject(
-        kind=WorkspaceKind.TOKEN_WORKSPACE,
-        name="main",
-        namespace="apps",
-        uid=WS_UID,
-        generation=1,
-        spec=spec,
-        status=TokenWorkspaceStatus(**status),
-    )
+    return workspace_object(spec, TokenWorkspaceStatus(**status))
 
 
 def stored(
@@ -90,23 +80,6 @@ def with_status(obs: CredentialObservation, **fields: Any) -> CredentialObservat
     return dataclasses.replace(obs, workspace=ws)
 
 
-def kinds(decision: CredentialDecision) -> list[str]:
-    out = []
-    for a in decision.actions:
-        match a:
-            case UseBootstrap(retire_token_id=old):
-                out.append(f"UseBootstrap(retire={old})")
-            case RefreshCredential():
-                out.append("Refresh")
-            case RenewCredential():
-                out.append("Renew")
-            case RetireToken(token_id=t, mode=m):
-                out.append(f"{m.value}:{t}")
-            case WriteSecret():
-                out.append("WriteSecret")
-    return out
-
-
 def ready(decision: CredentialDecision) -> tuple[str, str]:
     c = decision.status.condition(reasons.READY)
     assert c is not None
@@ -122,83 +95,73 @@ OAUTH2 = TokenWorkspaceSpec.model_validate(
     {"provider": "oauth2", "oauth2": {"tokenEndpoint": "http://idp/token"}}
 )
 
-CASES: list[tuple[str, CredentialObservation, datetime, list[str], tuple[str, str], str | None]] = [
-    (
+READY = ("True", reasons.WORKSPACE_READY)
+IMPORTING = ("False", reasons.IMPORTING)
+RENEW = [f"Issue:{reasons.RENEWAL_DUE}", "disable:cred-1"]
+CASES: list[Row[CredentialObservation]] = [
+    Row(
         "refresh-only-needs-nothing",
-        CredentialObservation(workspace(OAUTH2), None, None),
+        lambda: CredentialObservation(workspace(OAUTH2), None, None),
         T0,
         [],
-        ("True", reasons.WORKSPACE_READY),
-        None,
+        READY,
     ),
-    (
+    Row(
         "first-bootstrap",
-        CredentialObservation(workspace(), None, D1),
+        lambda: CredentialObservation(workspace(), None, D1),
         T0,
-        ["UseBootstrap(retire=None)"],
-        ("False", reasons.IMPORTING),
-        None,
+        ["Import"],
+        IMPORTING,
     ),
-    ("steady", stored(), T0 + timedelta(minutes=10), [], ("True", reasons.WORKSPACE_READY), None),
-    (
+    Row("steady", stored, T0 + timedelta(minutes=10), [], READY),
+    Row(
         "bootstrap-deleted-after-use-is-fine",
-        stored(digest=None),
+        lambda: stored(digest=None),
         T0 + timedelta(minutes=10),
         [],
-        ("True", reasons.WORKSPACE_READY),
-        None,
+        READY,
     ),
-    (
-        "refresh-due",
-        stored(),
-        T0 + timedelta(minutes=45),
-        ["Refresh"],
-        ("True", reasons.WORKSPACE_READY),
-        None,
-    ),
-    (
+    Row("refresh-due", stored, T0 + timedelta(minutes=45), ["Refresh:cred-1"], READY),
+    Row(
         "renewal-due-with-expired-access-token-refreshes-first",
-        stored(),
+        stored,
         T0 + timedelta(days=60),
-        ["Refresh"],
+        ["Refresh:cred-1"],
         ("False", reasons.ACCESS_TOKEN_EXPIRED),
-        None,
     ),
-    (
+    Row(
         "renewal-due",
-        stored(refresh_left=timedelta(days=20)),
+        lambda: stored(refresh_left=timedelta(days=20)),
         T0 + timedelta(minutes=10),
-        ["Renew", "disable:cred-1"],
-        ("True", reasons.WORKSPACE_READY),
-        None,
+        RENEW,
+        READY,
     ),
-    (
+    Row(
         "new-bootstrap-replaces-and-retires-old",
-        stored(digest=D2),
+        lambda: stored(digest=D2),
         T0 + timedelta(minutes=10),
-        ["UseBootstrap(retire=cred-1)"],
-        ("False", reasons.IMPORTING),
-        None,
+        ["Import(retire=cred-1)"],
+        IMPORTING,
     ),
-    (
+    Row(
         "stale-bootstrap-with-lost-credential",
-        dataclasses.replace(stored(), secret=None),
+        lambda: dataclasses.replace(stored(), secret=None),
         T0,
         [],
         ("False", reasons.CREDENTIALS_MISSING),
-        reasons.CREDENTIALS_MISSING,
+        stalled=("True", reasons.CREDENTIALS_MISSING),
     ),
-    (
+    Row(
         "nothing-at-all",
-        CredentialObservation(workspace(), None, None),
+        lambda: CredentialObservation(workspace(), None, None),
         T0,
         [],
         ("False", reasons.CREDENTIALS_MISSING),
-        reasons.CREDENTIALS_MISSING,
+        stalled=("True", reasons.CREDENTIALS_MISSING),
     ),
-    (
+    Row(
         "credential-rejected",
-        with_status(
+        lambda: with_status(
             stored(),
             failed_attempts=1,
             last_failure_time=T0,
@@ -208,36 +171,26 @@ CASES: list[tuple[str, CredentialObservation, datetime, list[str], tuple[str, st
         T0 + timedelta(minutes=50),
         [],
         ("False", reasons.UNAUTHORIZED),
-        reasons.UNAUTHORIZED,
+        stalled=("True", reasons.UNAUTHORIZED),
     ),
-    (
+    Row(
         "foreign-secret-is-a-conflict",
-        dataclasses.replace(stored(), secret=ObservedSecret(name="main-apitoken-credential")),
+        lambda: dataclasses.replace(
+            stored(), secret=ObservedSecret(name="main-apitoken-credential")
+        ),
         T0,
         [],
         ("False", reasons.SECRET_CONFLICT),
-        reasons.SECRET_CONFLICT,
+        stalled=("True", reasons.SECRET_CONFLICT),
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("obs", "now", "actions", "ready_", "stalled_"),
-    [c[1:] for c in CASES],
-    ids=[c[0] for c in CASES],
-)
-def test_decide_credential(
-    obs: CredentialObservation,
-    now: datetime,
-    actions: list[str],
-    ready_: tuple[str, str],
-    stalled_: str | None,
-) -> None:
-    decision = decide_credential(obs, now, POLICY)
-    assert kinds(decision) == actions
-    assert ready(decision) == ready_
-    assert stalled(decision) == stalled_
-    assert decision.usable is (ready_[0] == "True")
+@rows(CASES)
+def test_decide_credential(row: Row[CredentialObservation]) -> None:
+    decision = decide_credential(row.situation(), row.now, POLICY)
+    check(decision, row)
+    assert decision.usable is (row.ready is not None and row.ready[0] == "True")
 
 
 def test_stored_state_records_user_token_and_digest_but_no_value() -> None:
@@ -323,9 +276,6 @@ def test_token_claims(token: str, expected: tuple[str | None, str | None]) -> No
     assert token_claims(token) == expected
 
 
-RENEW = ["Renew", "disable:cred-1"]
-
-
 @pytest.mark.parametrize(
     ("renew_before", "refresh_left", "expected"),
     [
@@ -335,6 +285,13 @@ RENEW = ["Renew", "disable:cred-1"]
         (timedelta(days=89, hours=23), timedelta(days=90), []),
         (timedelta(days=89, hours=23, minutes=55), timedelta(days=90), RENEW),
     ],
+    ids=[
+        "default-not-yet",
+        "default-due",
+        "one-day-not-yet",
+        "almost-the-lifetime-not-yet",
+        "almost-the-lifetime-due",
+    ],
 )
 def test_renew_before_setting_moves_the_renewal(
     renew_before: timedelta | None, refresh_left: timedelta, expected: list[str]
@@ -343,4 +300,4 @@ def test_renew_before_setting_moves_the_renewal(
     decision = decide_credential(
         stored(refresh_left=refresh_left), T0 + timedelta(minutes=10), policy
     )
-    assert kinds(decision) == expected
+    assert describe(decision.actions) == expected

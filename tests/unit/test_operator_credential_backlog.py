@@ -8,29 +8,15 @@ from datetime import timedelta
 
 import pytest
 
-from apitoken_operator.core.managed_secret import observe, salted_digest
+from apitoken_operator.core.managed_secret import observe
 from apitoken_operator.core.workspace.credential import may_write_held_credential
 from apitoken_operator.execution.held_token import Backlog, Unwritten
-from apitoken_operator.execution.workspace import CredentialOutcome, reconcile_credential_once
-from support.held_tokens import CREDENTIAL_POLICY, NO_WAIT, T0, CredentialHarness
+from support.clock import T0
+from support.held_tokens import CredentialHarness, refresh_not_written
 
 pytestmark = pytest.mark.unit
 
 REFRESHES = "POST /oauth2/token"
-
-
-async def run(h: CredentialHarness, backlog: Backlog) -> CredentialOutcome:
-    """One run as workspace_runs does it, with the workspace's backlog; state kept on success."""
-    value = h.bootstrap.value
-    digest = salted_digest("ws-uid", value) if value is not None else None
-    obs = dataclasses.replace(h.obs, bootstrap_digest=digest)
-    outcome = await reconcile_credential_once(
-        obs, h.ports, policy=CREDENTIAL_POLICY, clock=h.clock, retry=NO_WAIT, backlog=backlog
-    )
-    secret = observe(h.secrets.written[-1]) if h.secrets.written else None
-    ws = dataclasses.replace(obs.workspace, status=outcome.decision.status)
-    h.obs = dataclasses.replace(obs, workspace=ws, secret=secret)
-    return outcome
 
 
 def kept(backlog: Backlog) -> Unwritten:
@@ -40,21 +26,17 @@ def kept(backlog: Backlog) -> Unwritten:
 
 async def test_a_refreshed_credential_not_written_is_written_next_time_without_a_refresh() -> None:
     h = CredentialHarness.new()
-    backlog = Backlog()
-    await run(h, backlog)  # bootstrap: rt-value-2 in the Secret
-    h.clock.now = T0 + timedelta(minutes=50)
-    h.secrets.failures = 100
-    with pytest.raises(ConnectionError):
-        await run(h, backlog)
+    # The first run bootstraps (rt-value-2 in the Secret), the refresh is not written.
+    backlog = await refresh_not_written(h, T0 + timedelta(minutes=50))
     refreshes = h.service.calls.count(REFRESHES)
     assert observe(kept(backlog).manifest).data["refresh_token"] == "rt-value-3"
     # Still failing: kept, and the old refresh token is not presented again.
     h.clock.now += timedelta(seconds=30)
     with pytest.raises(ConnectionError):
-        await run(h, backlog)
+        await h.run(backlog=backlog)
     assert h.service.calls.count(REFRESHES) == refreshes
     h.secrets.failures = 0
-    outcome = await run(h, backlog)
+    outcome = await h.run(backlog=backlog)
     assert backlog.pending is None
     assert h.service.calls.count(REFRESHES) == refreshes
     assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-3"
@@ -62,7 +44,7 @@ async def test_a_refreshed_credential_not_written_is_written_next_time_without_a
     assert outcome.decision.status.last_refresh_time == T0 + timedelta(minutes=50)
     # The chain goes on from the written credential.
     h.clock.now = T0 + timedelta(minutes=100)
-    await run(h, backlog)
+    await h.run(backlog=backlog)
     assert h.service.calls.count(REFRESHES) == refreshes + 1
     assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-4"
 
@@ -70,15 +52,15 @@ async def test_a_refreshed_credential_not_written_is_written_next_time_without_a
 async def test_a_renewal_not_written_disables_the_old_token_only_once_written() -> None:
     h = CredentialHarness.new()
     backlog = Backlog()
-    await run(h, backlog)
+    await h.run(backlog=backlog)
     # Seeded for 30 days: renewal due at day 20. A refresh just before, so that at day 20 the
     # renewal is all there is to do.
     h.clock.now = T0 + timedelta(days=19, hours=23, minutes=30)
-    await run(h, backlog)
+    await h.run(backlog=backlog)
     h.secrets.failures = 100
     h.clock.now = T0 + timedelta(days=20, minutes=5)
     with pytest.raises(ConnectionError):
-        await run(h, backlog)
+        await h.run(backlog=backlog)
     pending = kept(backlog)
     assert pending.retire_token_ids == ("tok-1",)
     assert [e.reason for e in pending.events] == ["CredentialRenewed"]
@@ -86,7 +68,7 @@ async def test_a_renewal_not_written_disables_the_old_token_only_once_written() 
     assert h.service.tokens["tok-1"]["status"] == "active"
     assert h.service.tokens["tok-2"]["status"] == "active"
     h.secrets.failures = 0
-    outcome = await run(h, backlog)
+    outcome = await h.run(backlog=backlog)
     assert backlog.pending is None
     assert [e.reason for e in outcome.events] == ["CredentialRenewed"]
     assert h.service.tokens["tok-1"]["status"] == "disabled"
@@ -96,18 +78,13 @@ async def test_a_renewal_not_written_disables_the_old_token_only_once_written() 
 
 async def test_a_kept_credential_never_overwrites_a_secret_that_is_not_the_workspaces() -> None:
     h = CredentialHarness.new()
-    backlog = Backlog()
-    await run(h, backlog)
-    h.clock.now = T0 + timedelta(minutes=50)
-    h.secrets.failures = 100
-    with pytest.raises(ConnectionError):
-        await run(h, backlog)
+    backlog = await refresh_not_written(h, T0 + timedelta(minutes=50))
     h.secrets.failures = 0
     assert h.obs.secret is not None
     foreign = dataclasses.replace(h.obs.secret, labels={"owner": "someone-else"})
     h.obs = dataclasses.replace(h.obs, secret=foreign)
     assert not may_write_held_credential(h.obs)
     writes = len(h.secrets.written)
-    await run(h, backlog)
+    await h.run(backlog=backlog)
     assert backlog.pending is None
     assert h.secrets.written[writes:] == []

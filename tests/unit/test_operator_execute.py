@@ -13,12 +13,8 @@ from apitoken_operator.crd.resources import (
     ApiTokenSpec,
 )
 from apitoken_operator.execution.held_token import TokenLocks
-from support.held_tokens import (
-    T0,
-    UID,
-    CredentialHarness,
-    Harness,
-)
+from support.clock import T0
+from support.held_tokens import UID, CredentialHarness, Harness
 
 pytestmark = pytest.mark.unit
 
@@ -51,26 +47,26 @@ async def test_generate_then_refresh_then_nothing() -> None:
     assert not third.status_changed and len(h.secrets.written) == writes
 
 
-async def test_failed_secret_write_after_refresh_is_retried_from_memory() -> None:
+@pytest.mark.parametrize(
+    ("failures", "written"),
+    [(2, True), (10, False)],
+    ids=["retried-from-memory", "failing-for-good-raises"],
+)
+async def test_a_failed_secret_write_after_a_refresh_never_refreshes_again(
+    failures: int, written: bool
+) -> None:
     h = Harness.new()
     await h.run()
     h.clock.now = T0 + timedelta(minutes=45)
-    h.secrets.failures = 2
+    h.secrets.failures = failures
     before = h.service.calls.count("POST /oauth2/token")
-    await h.run()
-    assert h.service.calls.count("POST /oauth2/token") == before + 1  # refreshed once
-    assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-2"
-
-
-async def test_secret_write_failing_for_good_raises_without_refreshing_again() -> None:
-    h = Harness.new()
-    await h.run()
-    h.clock.now = T0 + timedelta(minutes=45)
-    h.secrets.failures = 10
-    before = h.service.calls.count("POST /oauth2/token")
-    with pytest.raises(ConnectionError):
+    if written:
         await h.run()
-    assert h.service.calls.count("POST /oauth2/token") == before + 1
+        assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-2"
+    else:
+        with pytest.raises(ConnectionError):
+            await h.run()
+    assert h.service.calls.count("POST /oauth2/token") == before + 1  # refreshed once
 
 
 async def test_service_down_keeps_ready_backs_off_and_warns_without_values() -> None:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 import pytest
 
 from apitoken_operator.core.apitoken.decide import (
-    ApiTokenView,
     Observation,
     WorkspaceView,
     failed_state,
@@ -15,39 +14,27 @@ from apitoken_operator.core.held_token import failure_time, retry_at
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import (
     CredentialObservation,
-    WorkspaceObject,
     credential_failed_state,
 )
-from apitoken_operator.crd.resources import ApiTokenSpec, TokenWorkspaceSpec, WorkspaceKind
+from apitoken_operator.crd.resources import WorkspaceKind
+from support.held_tokens import WORKSPACE_SPEC, api_token_view, workspace_object
 
 pytestmark = pytest.mark.unit
 
-SPEC = TokenWorkspaceSpec.model_validate({"url": "http://svc", "workspace": "w1"})
-
 
 def api_token_failure(now: datetime) -> datetime | None:
-    token = ApiTokenView(
-        namespace="apps",
-        name="billing",
-        uid="uid-1",
-        generation=1,
-        spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "main"}}),
+    obs = Observation(
+        token=api_token_view(),
+        secret=None,
+        workspace=WorkspaceView(
+            kind=WorkspaceKind.TOKEN_WORKSPACE, name="main", spec=WORKSPACE_SPEC
+        ),
     )
-    workspace = WorkspaceView(kind=WorkspaceKind.TOKEN_WORKSPACE, name="main", spec=SPEC)
-    obs = Observation(token=token, secret=None, workspace=workspace)
     return failed_state(obs, "ServiceError", "boom", now).last_failure_time
 
 
 def credential_failure(now: datetime) -> datetime | None:
-    ws = WorkspaceObject(
-        kind=WorkspaceKind.TOKEN_WORKSPACE,
-        name="main",
-        namespace="apps",
-        uid="ws-uid",
-        generation=1,
-        spec=SPEC,
-    )
-    obs = CredentialObservation(workspace=ws, secret=None, bootstrap_digest=None)
+    obs = CredentialObservation(workspace=workspace_object(), secret=None, bootstrap_digest=None)
     return credential_failed_state(obs, "ServiceError", "boom", now).last_failure_time
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from apitoken_operator.core.apitoken.decide import Generate, Reissue, decide
-from apitoken_operator.core.held_token import Refresh
+from apitoken_operator.core.apitoken.decide import decide
+from apitoken_operator.core.held_token import Issue, Refresh
 from apitoken_operator.crd import reasons
 from apitoken_operator.kube.objects import namespace_state
 from support.held_tokens import POLICY, Harness
@@ -33,7 +33,7 @@ async def test_no_token_is_generated_in_a_terminating_namespace() -> None:
     h = Harness.new()
     terminating(h)
     decision = decide(h.obs, h.clock(), POLICY)
-    assert not any(isinstance(a, Generate) for a in decision.actions)
+    assert not any(isinstance(a, Issue) for a in decision.actions)
     assert decision.requeue_at == h.clock() + POLICY.recheck_interval
     await h.run()
     assert h.service.calls.count(CREATES) == 0 and h.secrets.written == []
@@ -50,10 +50,10 @@ async def test_a_secret_removed_by_the_namespace_deletion_is_not_reissued() -> N
     h.obs = dataclasses.replace(h.obs, secret=None)
     # Not terminating: the deleted Secret is re-issued (the control).
     control = decide(h.obs, h.clock(), POLICY)
-    assert any(isinstance(a, Reissue) for a in control.actions)
+    assert any(isinstance(a, Issue) and a.reason == reasons.SECRET_DELETED for a in control.actions)
     terminating(h)
     decision = decide(h.obs, h.clock(), POLICY)
-    assert not any(isinstance(a, (Generate, Reissue)) for a in decision.actions)
+    assert not any(isinstance(a, Issue) for a in decision.actions)
     writes = len(h.secrets.written)
     await h.run()
     assert h.service.calls.count(CREATES) == 1

@@ -1,20 +1,16 @@
 """The reconcile core: named table cases over (spec, status, Secret, workspace, service, now)."""
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from apitoken_operator.core.apitoken.decide import (
-    Action,
     ApiTokenView,
     Decision,
-    Generate,
     Observation,
-    Reissue,
     WorkspaceView,
     decide,
     failed_state,
@@ -22,11 +18,8 @@ from apitoken_operator.core.apitoken.decide import (
     refreshed_state,
     retired_state,
 )
-from apitoken_operator.core.held_token import Import as ImportToken
 from apitoken_operator.core.held_token import (
     IssuedToken,
-    Refresh,
-    RemoveFinalizer,
     RetireMode,
     RetireToken,
     ServiceToken,
@@ -44,10 +37,11 @@ from apitoken_operator.crd.resources import (
     WorkspaceKind,
 )
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
+from support.decisions import Row, check, condition, describe, rows
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 UID = "uid-1"
 POLICY = TimingPolicy(refresh_jitter_percent=0)
 HOUR = timedelta(hours=1)
@@ -155,29 +149,7 @@ def refreshed_at(world: World, when: datetime) -> World:
 
 
 def cond(decision: Decision, type_: str) -> tuple[str, str] | None:
-    c = decision.status.condition(type_)
-    return None if c is None else (c.status.value, c.reason)
-
-
-def kinds(actions: tuple[Action, ...]) -> list[str]:
-    out = []
-    for a in actions:
-        match a:
-            case Generate():
-                out.append("Generate")
-            case Reissue(reason=r):
-                out.append(f"Reissue:{r}")
-            case RetireToken(token_id=t, mode=m):
-                out.append(f"{m.value}:{t}")
-            case Refresh(token_id=t):
-                out.append(f"Refresh:{t}")
-            case WriteSecret(reason=r):
-                out.append(f"WriteSecret:{r}")
-            case ImportToken():
-                out.append("Import")
-            case RemoveFinalizer():
-                out.append("RemoveFinalizer")
-    return out
+    return condition(decision.status, type_)
 
 
 def edited(secret: ObservedSecret | None, **data: str) -> ObservedSecret:
@@ -185,36 +157,24 @@ def edited(secret: ObservedSecret | None, **data: str) -> ObservedSecret:
     return dataclasses.replace(secret, data={**secret.data, **data})
 
 
-@dataclass(frozen=True)
-class Case:
-    id: str
-    world: Callable[[], World]
-    now: datetime
-    actions: list[str]
-    ready: tuple[str, str] | None = None
-    # None: the condition is absent; ANY: not checked.
-    reconciling: tuple[str, str] | str | None = "ANY"
-    stalled: tuple[str, str] | None = None
-
-
 REFRESH_AT = T0 + timedelta(minutes=45)
-CASES = [
-    Case(
+CASES: list[Row[World]] = [
+    Row(
         "new-token-is-generated",
         lambda: World(fresh()),
         T0,
-        ["Generate"],
+        [f"Issue:{reasons.GENERATING}"],
         ready=("False", reasons.GENERATING),
         reconciling=("True", reasons.GENERATING),
     ),
-    Case(
+    Row(
         "steady-state-does-nothing",
         lambda: STEADY,
         T0 + timedelta(minutes=10),
         [],
         ready=("True", reasons.TOKEN_READY),
     ),
-    Case(
+    Row(
         "refresh-at-75-percent",
         lambda: STEADY,
         REFRESH_AT,
@@ -222,52 +182,52 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.REFRESHING),
     ),
-    Case(
+    Row(
         "renewal-due-reissues-and-deletes-old",
         lambda: STEADY,
         T0 + timedelta(days=60),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
         reconciling=("True", reasons.REISSUING),
     ),
-    Case(
+    Row(
         "renewal-with-disable-policy-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Disable"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
     ),
-    Case(
+    Row(
         "renewal-with-orphan-policy-still-disables-old",
         lambda: STEADY.with_spec(deletion_policy="Orphan"),
         T0 + timedelta(days=61),
-        [f"Reissue:{reasons.RENEWAL_DUE}"],
+        [f"Issue:{reasons.RENEWAL_DUE}"],
     ),
-    Case(
+    Row(
         "custom-renew-before",
         lambda: STEADY.with_spec(renew_before="24h"),
         T0 + timedelta(days=60),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "lifetime-change-reissues",
         lambda: STEADY.with_spec(lifetime_days=30),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.LIFETIME_CHANGED}"],
+        [f"Issue:{reasons.LIFETIME_CHANGED}"],
     ),
-    Case(
+    Row(
         "token-name-change-reissues",
         lambda: STEADY.with_spec(token_name="billing-prod"),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.TOKEN_NAME_CHANGED}"],
+        [f"Issue:{reasons.TOKEN_NAME_CHANGED}"],
     ),
-    Case(
+    Row(
         "workspace-change-reissues",
         lambda: STEADY.with_token(
             spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}})
         ),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.WORKSPACE_CHANGED}"],
+        [f"Issue:{reasons.WORKSPACE_CHANGED}"],
     ),
-    Case(
+    Row(
         "template-change-only-updates-secret",
         lambda: STEADY.with_token(
             spec=ApiTokenSpec.model_validate(
@@ -279,25 +239,25 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.UPDATING_SECRET),
     ),
-    Case(
+    Row(
         "refresh-percent-change-does-not-reissue",
         lambda: STEADY.with_spec(refresh_percent=50),
         T0 + timedelta(minutes=31),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "deletion-policy-orphan-removes-owner-reference-only",
         lambda: STEADY.with_spec(deletion_policy="Orphan"),
         T0 + timedelta(minutes=1),
         ["WriteSecret:metadata drifted"],
     ),
-    Case(
+    Row(
         "reissue-annotation-reissues",
         lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "2026-11-28"}),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.REISSUE_REQUESTED}"],
+        [f"Issue:{reasons.REISSUE_REQUESTED}"],
     ),
-    Case(
+    Row(
         "handled-reissue-annotation-is-ignored",
         lambda: STEADY.with_token(annotations={names.ANNOTATION_REISSUE: "x"}).with_status(
             last_reissue_request="x"
@@ -305,20 +265,20 @@ CASES = [
         T0 + timedelta(minutes=1),
         [],
     ),
-    Case(
+    Row(
         "deleted-secret-reissues-and-retires-old",
         lambda: STEADY.with_secret(None),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_DELETED}"],
+        [f"Issue:{reasons.SECRET_DELETED}"],
         ready=("False", reasons.GENERATING),
     ),
-    Case(
+    Row(
         "edited-secret-reissues",
         lambda: STEADY.with_secret(edited(STEADY.obs.secret, refresh_token="by-hand")),
         T0 + timedelta(minutes=1),
-        [f"Reissue:{reasons.SECRET_MODIFIED}"],
+        [f"Issue:{reasons.SECRET_MODIFIED}"],
     ),
-    Case(
+    Row(
         "unmanaged-secret-is-a-conflict",
         lambda: STEADY.with_secret(ObservedSecret(name="billing", data={"x": "y"})),
         T0,
@@ -326,7 +286,7 @@ CASES = [
         ready=("False", reasons.SECRET_CONFLICT),
         stalled=("True", reasons.SECRET_CONFLICT),
     ),
-    Case(
+    Row(
         "secret-of-another-apitoken-is-a-conflict",
         lambda: STEADY.with_secret(
             dataclasses.replace(STEADY.obs.secret or ObservedSecret(""), owner_uids=("uid-2",))
@@ -335,7 +295,7 @@ CASES = [
         [],
         stalled=("True", reasons.SECRET_CONFLICT),
     ),
-    Case(
+    Row(
         "missing-workspace-stalls",
         lambda: World(fresh()).with_obs(workspace=workspace(None)),
         T0,
@@ -343,7 +303,7 @@ CASES = [
         ready=("False", reasons.WORKSPACE_NOT_FOUND),
         stalled=("True", reasons.WORKSPACE_NOT_FOUND),
     ),
-    Case(
+    Row(
         "namespace-not-allowed-generates-nothing",
         lambda: World(fresh()).with_obs(
             workspace=workspace(
@@ -357,7 +317,7 @@ CASES = [
         ready=("False", reasons.NOT_ALLOWED),
         stalled=("True", reasons.NOT_ALLOWED),
     ),
-    Case(
+    Row(
         "allowed-namespace-by-selector-generates",
         lambda: World(fresh()).with_obs(
             workspace=workspace(
@@ -371,29 +331,29 @@ CASES = [
             )
         ),
         T0,
-        ["Generate"],
+        [f"Issue:{reasons.GENERATING}"],
     ),
-    Case(
+    Row(
         "workspace-not-ready-holds-generation",
         lambda: World(fresh()).with_obs(workspace=workspace(ready=False, message="401")),
         T0,
         [],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "workspace-not-ready-still-refreshes",
         lambda: STEADY.with_obs(workspace=workspace(ready=False)),
         REFRESH_AT,
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "renewal-waiting-for-workspace-still-refreshes",
         lambda: STEADY.with_obs(workspace=workspace(ready=False)),
         T0 + timedelta(days=61),
         ["Refresh:tok-1"],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "renewal-waiting-for-workspace",
         lambda: refreshed_at(STEADY, T0 + timedelta(days=61)).with_obs(
             workspace=workspace(ready=False)
@@ -402,7 +362,7 @@ CASES = [
         [],
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
-    Case(
+    Row(
         "invalid-grant-reissues",
         lambda: STEADY.with_status(
             failed_refresh_attempts=1,
@@ -410,9 +370,9 @@ CASES = [
             last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
         ),
         T0 + timedelta(minutes=5),
-        [f"Reissue:{reasons.TOKEN_REVOKED}"],
+        [f"Issue:{reasons.TOKEN_REVOKED}"],
     ),
-    Case(
+    Row(
         "backoff-holds-refresh-while-token-valid",
         lambda: STEADY.with_status(
             failed_refresh_attempts=3,
@@ -425,7 +385,7 @@ CASES = [
         ready=("True", reasons.TOKEN_READY),
         reconciling=("True", reasons.SERVICE_UNREACHABLE),
     ),
-    Case(
+    Row(
         "backoff-over-retries",
         lambda: STEADY.with_status(
             failed_refresh_attempts=1,
@@ -435,7 +395,7 @@ CASES = [
         REFRESH_AT + timedelta(seconds=6),
         ["Refresh:tok-1"],
     ),
-    Case(
+    Row(
         "ready-false-once-access-token-expired",
         lambda: STEADY.with_status(
             failed_refresh_attempts=8,
@@ -448,7 +408,7 @@ CASES = [
         ready=("False", reasons.SERVICE_ERROR),
         reconciling=("True", reasons.SERVICE_ERROR),
     ),
-    Case(
+    Row(
         "sweep-retires-unused-tokens-never-the-current",
         lambda: STEADY.with_obs(
             service_tokens=(
@@ -460,7 +420,7 @@ CASES = [
         T0 + timedelta(minutes=1),
         ["delete:tok-0", "delete:tok-old"],
     ),
-    Case(
+    Row(
         "sweep-with-disable-policy-skips-disabled",
         lambda: STEADY.with_spec(deletion_policy="Disable").with_obs(
             service_tokens=(
@@ -472,26 +432,26 @@ CASES = [
         T0 + timedelta(minutes=1),
         ["disable:tok-0"],
     ),
-    Case(
+    Row(
         "crash-before-secret-write-is-swept-and-regenerated",
         lambda: World(fresh()).with_obs(service_tokens=(ServiceToken("tok-leak", "active", UID),)),
         T0,
-        ["Generate", "delete:tok-leak"],
+        [f"Issue:{reasons.GENERATING}", "delete:tok-leak"],
     ),
-    Case(
+    Row(
         "lost-status-adopts-secret-and-refreshes",
         lambda: STEADY.with_token(status=ApiTokenStatus()),
         T0 + timedelta(minutes=1),
         ["Refresh:tok-1"],
         ready=("True", reasons.TOKEN_READY),
     ),
-    Case(
+    Row(
         "crash-between-secret-and-status-adopts-secret",
         lambda: STEADY.with_status(token_id="tok-0", issued_spec_hash="stale.stale.1"),
         T0 + timedelta(minutes=1),
         ["Refresh:tok-1", "delete:tok-0"],
     ),
-    Case(
+    Row(
         "disable-disables-then-strips-secret",
         lambda: STEADY.with_spec(disabled=True),
         T0 + timedelta(minutes=1),
@@ -499,20 +459,20 @@ CASES = [
         ready=("False", reasons.DISABLED),
         reconciling=("True", reasons.DISABLING),
     ),
-    Case(
+    Row(
         "disable-before-any-token-does-nothing",
         lambda: World(fresh(spec={"disabled": True})),
         T0,
         [],
         ready=("False", reasons.DISABLED),
     ),
-    Case(
+    Row(
         "disabled-with-deleted-secret-disables-again",
         lambda: STEADY.with_spec(disabled=True).with_secret(None),
         T0,
         ["disable:tok-1"],
     ),
-    Case(
+    Row(
         "import-ref-with-apitoken-provider-is-invalid",
         lambda: World(fresh(spec={"refreshTokenSecretRef": {"name": "hand-made"}})),
         T0,
@@ -522,18 +482,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_decide(case: Case) -> None:
-    decision = decide(case.world().obs, case.now, POLICY)
-    assert kinds(decision.actions) == case.actions
-    if case.ready is not None:
-        assert cond(decision, reasons.READY) == case.ready
-    if case.reconciling != "ANY":
-        assert cond(decision, reasons.RECONCILING) == case.reconciling
-    elif not decision.actions:
-        assert cond(decision, reasons.RECONCILING) is None
-    assert cond(decision, reasons.STALLED) == case.stalled
-    assert decision.status.observed_generation == 1
+@rows(CASES)
+def test_decide(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_steady_state_requeues_at_the_refresh_time() -> None:
@@ -605,7 +556,7 @@ def test_reissue_records_the_handled_annotation_and_spec() -> None:
     # The replaced token is retired after the switch, and kept in the status until it is.
     assert [r.id for r in status.retiring_tokens] == ["tok-1"]
     decision = decide(after.obs, T0 + HOUR + timedelta(minutes=1), POLICY)
-    assert kinds(decision.actions) == ["delete:tok-1"]
+    assert describe(decision.actions) == ["delete:tok-1"]
     done = after.with_status(retiring_tokens=retired_state(after.obs, "tok-1").retiring_tokens)
     assert decide(done.obs, T0 + HOUR + timedelta(minutes=1), POLICY).actions == ()
 
@@ -613,7 +564,7 @@ def test_reissue_records_the_handled_annotation_and_spec() -> None:
 def test_token_left_in_the_previous_workspace_is_retired_there() -> None:
     moved = STEADY.with_token(spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "other"}}))
     first = decide(moved.obs, T0 + timedelta(minutes=1), POLICY)
-    assert kinds(first.actions) == [f"Reissue:{reasons.WORKSPACE_CHANGED}"]
+    assert describe(first.actions) == [f"Issue:{reasons.WORKSPACE_CHANGED}"]
     after = issue(moved.obs, "tok-9", T0 + timedelta(minutes=1), n=9)
     status = after.obs.token.status
     assert status.token_workspace == "TokenWorkspace/other"
@@ -646,49 +597,73 @@ def test_disabled_secret_is_final() -> None:
 # Deletion ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("policy", "annotations", "ws", "actions", "reconciling"),
-    [
-        ("Delete", {}, workspace(), ["delete:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
-        ("Disable", {}, workspace(), ["disable:tok-1", "RemoveFinalizer"], reasons.CLEANING_UP),
-        (
-            "Orphan",
-            {},
-            workspace(),
-            ["WriteSecret:orphaned", "RemoveFinalizer"],
-            reasons.UPDATING_SECRET,
-        ),
-        ("Delete", {names.ANNOTATION_ABANDON: "true"}, workspace(), ["RemoveFinalizer"], None),
-        ("Delete", {}, workspace(None), [], reasons.CLEANUP_PENDING),
-        ("Delete", {}, workspace(ready=False), [], reasons.WORKSPACE_NOT_READY),
-        ("Delete", {}, workspace(OAUTH2_WS), ["RemoveFinalizer"], None),
-    ],
-    ids=[
-        "delete",
-        "disable",
-        "orphan-drops-owner-reference",
-        "abandon-annotation-releases",
-        "workspace-gone-waits",
-        "workspace-not-ready-waits",
-        "refresh-only-has-nothing-to-clean",
-    ],
-)
-def test_deletion(
-    policy: str,
-    annotations: dict[str, str],
-    ws: WorkspaceView,
-    actions: list[str],
-    reconciling: str | None,
-) -> None:
-    world = (
+def deleting(
+    policy: str, annotations: dict[str, str] | None = None, ws: WorkspaceView | None = None
+) -> World:
+    return (
         STEADY.with_spec(deletion_policy=policy)
-        .with_token(deleting=True, annotations=annotations)
-        .with_obs(workspace=ws)
+        .with_token(deleting=True, annotations=annotations or {})
+        .with_obs(workspace=ws or workspace())
     )
-    decision = decide(world.obs, T0 + timedelta(minutes=1), POLICY)
-    assert kinds(decision.actions) == actions
-    got = cond(decision, reasons.RECONCILING)
-    assert (got[1] if got else None) == reconciling
+
+
+DELETED_AT = T0 + timedelta(minutes=1)
+DELETION: list[Row[World]] = [
+    Row(
+        "delete",
+        lambda: deleting("Delete"),
+        DELETED_AT,
+        ["delete:tok-1", "RemoveFinalizer"],
+        reconciling=("True", reasons.CLEANING_UP),
+    ),
+    Row(
+        "disable",
+        lambda: deleting("Disable"),
+        DELETED_AT,
+        ["disable:tok-1", "RemoveFinalizer"],
+        reconciling=("True", reasons.CLEANING_UP),
+    ),
+    Row(
+        "orphan-drops-owner-reference",
+        lambda: deleting("Orphan"),
+        DELETED_AT,
+        ["WriteSecret:orphaned", "RemoveFinalizer"],
+        reconciling=("True", reasons.UPDATING_SECRET),
+    ),
+    Row(
+        "abandon-annotation-releases",
+        lambda: deleting("Delete", {names.ANNOTATION_ABANDON: "true"}),
+        DELETED_AT,
+        ["RemoveFinalizer"],
+        reconciling=None,
+    ),
+    Row(
+        "workspace-gone-waits",
+        lambda: deleting("Delete", ws=workspace(None)),
+        DELETED_AT,
+        [],
+        reconciling=("True", reasons.CLEANUP_PENDING),
+    ),
+    Row(
+        "workspace-not-ready-waits",
+        lambda: deleting("Delete", ws=workspace(ready=False)),
+        DELETED_AT,
+        [],
+        reconciling=("True", reasons.WORKSPACE_NOT_READY),
+    ),
+    Row(
+        "refresh-only-has-nothing-to-clean",
+        lambda: deleting("Delete", ws=workspace(OAUTH2_WS)),
+        DELETED_AT,
+        ["RemoveFinalizer"],
+        reconciling=None,
+    ),
+]
+
+
+@rows(DELETION)
+def test_deletion(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_orphaned_secret_keeps_its_data_and_loses_the_owner() -> None:
@@ -709,7 +684,7 @@ def test_deletion_sweeps_every_tagged_token_and_waits_out_backoff() -> None:
         )
     )
     decision = decide(world.obs, T0, POLICY)
-    assert kinds(decision.actions) == ["delete:tok-1", "delete:tok-x", "RemoveFinalizer"]
+    assert describe(decision.actions) == ["delete:tok-1", "delete:tok-x", "RemoveFinalizer"]
     failing = world.with_status(
         failed_refresh_attempts=1,
         last_failure_time=T0,
@@ -750,55 +725,54 @@ def imported() -> World:
     return world.with_secret(observe(manifest)).with_token(status=status)
 
 
-@pytest.mark.parametrize(
-    ("world", "now", "actions", "stalled"),
-    [
-        (lambda: refresh_only(import_digest=DIGEST), T0, ["Import"], None),
-        (lambda: refresh_only(), T0, [], reasons.IMPORT_SECRET_MISSING),
-        (
-            lambda: World(Observation(token=view(), secret=None, workspace=workspace(OAUTH2_WS))),
-            T0,
-            [],
-            reasons.IMPORT_REQUIRED,
-        ),
-        (lambda: imported(), T0 + timedelta(minutes=5), [], None),
-        (lambda: imported(), REFRESH_AT, ["Refresh:import-1"], None),
-        (lambda: imported().with_secret(None), T0, [], reasons.IMPORT_REQUIRED),
-        (
-            lambda: imported().with_obs(import_digest=salted_digest(UID, "newer-value")),
-            T0,
-            ["Import"],
-            None,
-        ),
-        (
-            lambda: imported().with_status(
-                failed_refresh_attempts=1,
-                last_failure_time=T0,
-                last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
-            ),
-            T0 + HOUR,
-            [],
-            reasons.REFRESH_TOKEN_REJECTED,
-        ),
-    ],
-    ids=[
-        "first-import",
+REFRESH_ONLY: list[Row[World]] = [
+    Row("first-import", lambda: refresh_only(import_digest=DIGEST), T0, ["Import"]),
+    Row(
         "import-secret-missing",
+        lambda: refresh_only(),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_SECRET_MISSING),
+    ),
+    Row(
         "no-import-ref",
-        "steady",
-        "refresh",
+        lambda: World(Observation(token=view(), secret=None, workspace=workspace(OAUTH2_WS))),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_REQUIRED),
+    ),
+    Row("steady", lambda: imported(), T0 + timedelta(minutes=5), []),
+    Row("refresh", lambda: imported(), REFRESH_AT, ["Refresh:import-1"]),
+    Row(
         "secret-deleted-after-import-needs-new-import",
+        lambda: imported().with_secret(None),
+        T0,
+        [],
+        stalled=("True", reasons.IMPORT_REQUIRED),
+    ),
+    Row(
         "new-value-is-imported",
+        lambda: imported().with_obs(import_digest=salted_digest(UID, "newer-value")),
+        T0,
+        ["Import"],
+    ),
+    Row(
         "rejected-token-stalls",
-    ],
-)
-def test_refresh_only(
-    world: Callable[[], World], now: datetime, actions: list[str], stalled: str | None
-) -> None:
-    decision = decide(world().obs, now, POLICY)
-    assert kinds(decision.actions) == actions
-    got = cond(decision, reasons.STALLED)
-    assert (got[1] if got else None) == stalled
+        lambda: imported().with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+        ),
+        T0 + HOUR,
+        [],
+        stalled=("True", reasons.REFRESH_TOKEN_REJECTED),
+    ),
+]
+
+
+@rows(REFRESH_ONLY)
+def test_refresh_only(row: Row[World]) -> None:
+    check(decide(row.situation().obs, row.now, POLICY), row)
 
 
 def test_rejected_import_is_not_retried() -> None:
@@ -825,7 +799,7 @@ def test_no_token_value_in_any_status_through_a_lifecycle() -> None:
     for n in range(2, 6):
         now = now + timedelta(minutes=45)
         decision = decide(world.obs, now, POLICY)
-        assert kinds(decision.actions) == ["Refresh:tok-1"]
+        assert describe(decision.actions) == ["Refresh:tok-1"]
         manifest, status = refreshed_state(world.obs, values(n, now), now)
         world = world.with_secret(observe(manifest)).with_token(status=status)
         world = world.with_token(status=decide(world.obs, now, POLICY).status)

@@ -21,7 +21,8 @@ from apitoken_operator.crd.resources import (
     RolloutRestartTarget,
 )
 from apitoken_operator.execution.rollout import RestartRefused, restart_workloads
-from unit.test_operator_reconcile import POLICY, T0, fresh, issue, refreshed_at
+from support.clock import T0
+from unit.test_operator_reconcile import POLICY, fresh, issue, refreshed_at
 
 pytestmark = pytest.mark.unit
 

@@ -19,10 +19,10 @@ from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import InvalidGrant
 from apitoken_operator.providers.oauth2 import TokenEndpointClient
 from apitoken_operator.settings import OperatorSettings
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a"}
 OTHER = {"apiVersion": "apps/v1", "kind": "Deployment", "uid": "uid-x"}
 

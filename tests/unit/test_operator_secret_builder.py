@@ -2,7 +2,7 @@
 
 import base64
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,10 +21,10 @@ from apitoken_operator.core.managed_secret import (
 )
 from apitoken_operator.crd import names
 from apitoken_operator.providers.answers import TokenValues
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ACCESS = "eyJhbGciOiJFZERTQSJ9.access-value-do-not-leak.sig"
 REFRESH = "apitok_rt_refresh-value-do-not-leak"
 VALUES = TokenValues(

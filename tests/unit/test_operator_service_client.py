@@ -29,10 +29,10 @@ from apitoken_operator.providers.errors import (
 )
 from apitoken_operator.providers.http import ssl_context
 from apitoken_operator.providers.oauth2 import TokenEndpointClient
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 BEARER = "operator-bearer-secret-value"
 ACCESS = "new-access-secret-value"
 REFRESH = "apitok_rt_presented-secret-value"

@@ -2,7 +2,6 @@
 
 import base64
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,10 +22,9 @@ from apitoken_operator.crd.resources import (
     TokenWorkspaceStatus,
     WorkspaceKind,
 )
+from support.clock import T0
 
 pytestmark = pytest.mark.unit
-
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def b64(text: str) -> str:

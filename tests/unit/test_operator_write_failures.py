@@ -31,7 +31,8 @@ from apitoken_operator.reconcilers import apitoken as token_runs
 from apitoken_operator.reconcilers.workspace import run_workspace, workspace_access, workspace_key
 from apitoken_operator.runtime import LaunchConfig, Runtime
 from apitoken_operator.settings import OperatorSettings
-from support.held_tokens import Clock, FakeService, Harness
+from support.clock import Clock
+from support.held_tokens import FakeService, Harness
 
 pytestmark = pytest.mark.unit
 

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
 
+from apitoken_service.domain.ports import Storage
+from apitoken_service.domain.records import SigningKeyRecord
 from apitoken_service.key_encryption import KeyEncryptionKey
-from apitoken_service.storage.protocol import Storage
-from apitoken_service.storage.records import SigningKeyRecord
 
 ALGORITHM = "EdDSA"
 DIGEST_KEY = "refresh-digest"

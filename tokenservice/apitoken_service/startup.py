@@ -20,7 +20,7 @@ from apitoken_service.key_encryption import (
 )
 from apitoken_service.settings import IssuerMismatch, Settings
 from apitoken_service.signing import load_key_ring, load_service_secrets, rotate_signing_key
-from apitoken_service.storage.accounts_sql import AccountStore
+from apitoken_service.storage.accounts_sql import SqlAccountStore
 from apitoken_service.storage.sql import SqlStorage, create_engine
 
 log = logging.getLogger("apitoken_service.startup")
@@ -150,5 +150,5 @@ async def open_service(settings: Settings, clock: Clock, *, signs: bool = False)
     service = TokenService(
         storage, KeyRingHolder(ring), service_secrets, policy_of(settings, issuer)
     )
-    accounts = AccountService(AccountStore(storage.engine), storage)
+    accounts = AccountService(SqlAccountStore(storage.engine), storage)
     return OpenedService(service, storage, kek, accounts, signs_for)

@@ -16,17 +16,35 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from apitoken_operator.core.backoff import backoff_delay
-from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.managed_secret import (
+    ObservedSecret,
+    SecretShape,
+    build_secret,
+    metadata_drifted,
+)
 from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.providers.answers import TokenValues
 
 # ---------------------------------------------------------------------------------------------
-# Actions both policies ask for (each adds its own ways of obtaining a token).
+# The actions of both policies: one vocabulary for every held token.
 
 
 class RetireMode(StrEnum):
     DISABLE = "disable"
     DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Issue:
+    """Obtain a new token through the management API (`token_name`, `lifetime_days`, tagged
+    with the owner's UID so a sweep finds it should its Secret never be written) and write it
+    to the Secret first. `reason` says why: a first token, a re-issue the spec asked for, a
+    renewal before the refresh token ends. The token it replaces is retired by a RetireToken
+    that follows."""
+
+    reason: str
+    token_name: str
+    lifetime_days: int
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,17 @@ class RetireToken:
 
 @dataclass(frozen=True)
 class RemoveFinalizer:
+    """Release the owner's finalizer: its cleanup is done (or abandoned)."""
+
     reason: str
+
+
+# Actions that call a provider, and so wait out the backoff after a failure.
+SERVICE_CALLS = (Issue, Import, Refresh, RetireToken)
+# Actions that need the management API, and so a working operator credential.
+MANAGEMENT_CALLS = (Issue, RetireToken)
+# Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
+NEW_TOKEN = (Issue, Import)
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,14 @@ def foreign(secret: ObservedSecret, owner_uid: str) -> bool:
     """A Secret of the wanted name that the operator did not make for this owner: never
     written, reported as SecretConflict."""
     return not secret.managed or any(owner != owner_uid for owner in secret.owner_uids)
+
+
+def repair(shape: SecretShape, secret: ObservedSecret) -> list[WriteSecret]:
+    """When nothing else is due: a WriteSecret that puts the managed Secret's metadata (labels,
+    annotations, owner) back as `shape` says, with the data it holds, if they drifted."""
+    if not metadata_drifted(shape, secret):
+        return []
+    return [WriteSecret("metadata drifted", build_secret(shape, secret.data))]
 
 
 def retry_at(
@@ -166,7 +202,11 @@ def failure_time(now: datetime) -> datetime:
 
 
 __all__ = [
+    "MANAGEMENT_CALLS",
+    "NEW_TOKEN",
+    "SERVICE_CALLS",
     "Import",
+    "Issue",
     "IssuedToken",
     "Refresh",
     "RemoveFinalizer",
@@ -177,6 +217,7 @@ __all__ = [
     "failed",
     "failure_time",
     "foreign",
+    "repair",
     "retry_at",
     "succeeded",
     "whole",

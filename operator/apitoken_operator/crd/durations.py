@@ -21,16 +21,3 @@ def parse_duration(text: str) -> timedelta:
     for number, unit in _PART.findall(text):
         total += _UNITS[unit] * float(number)
     return total
-
-
-def format_duration(value: timedelta) -> str:
-    """Format a timedelta the way Go prints whole-second durations ("36h30m0s" -> "36h30m")."""
-    seconds = int(value.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes else "",
-        f"{secs}s" if secs else "",
-    ]
-    return "".join(parts) or "0s"

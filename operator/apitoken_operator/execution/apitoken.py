@@ -12,12 +12,11 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from apitoken_operator.core import held_token as held
 from apitoken_operator.core.apitoken.decide import (
     Action,
     Decision,
-    Generate,
     Observation,
-    Reissue,
     decide,
     failed_state,
     issued_state,
@@ -26,19 +25,9 @@ from apitoken_operator.core.apitoken.decide import (
     retired_state,
 )
 from apitoken_operator.core.apitoken.rollout import RestartWorkloads
-from apitoken_operator.core.held_token import (
-    Import,
-    IssuedToken,
-    Refresh,
-    RemoveFinalizer,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
-    WriteSecret,
-)
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.schedule import TimingPolicy
-from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
+from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.execution.held_token import (
     DEFAULT_RETRY,
@@ -56,7 +45,7 @@ from apitoken_operator.execution.held_token import (
 )
 from apitoken_operator.execution.rollout import WorkloadPatcher, restart_workloads
 from apitoken_operator.providers.answers import TokenMetadata
-from apitoken_operator.providers.errors import InvalidGrant, ServiceError
+from apitoken_operator.providers.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -96,6 +85,9 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
     def _status(self) -> ApiTokenStatus:
         return self.obs.token.status
 
+    def _owner_uid(self) -> str:
+        return self.obs.token.uid
+
     def stopped(self) -> bool:
         return self.released
 
@@ -121,40 +113,28 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             raise ServiceError("the workspace's management API is not available")
         return self.ports.management
 
-    async def _issue(self, reason: str, event_reason: str) -> None:
-        spec = self.obs.token.spec.resolve(self.obs.token.namespace, self.obs.token.name)
-        created = await self._management().create_token(
-            name=spec.token_name, lifetime_days=spec.lifetime_days, external_ref=self.obs.token.uid
-        )
-        issued = IssuedToken(
-            token_id=created.metadata.id,
-            values=created.values,
-            refresh_token_expires_at=created.refresh_token_expires_at,
-            obtained_at=self.clock(),
-        )
+    async def _issue(self, action: held.Issue) -> None:
+        issued = await self._create(self._management(), action)
         manifest, status = issued_state(self.obs, issued)
         # If the values cannot be written, the backlog keeps them; should they be dropped, the
         # token is tagged with our UID and a later run's sweep retires it.
-        event = Event("Normal", event_reason, f"token {created.metadata.id} issued ({reason})")
+        verb = "Generated" if action.reason == reasons.GENERATING else "Reissued"
+        event = Event("Normal", verb, f"token {issued.token_id} issued ({action.reason})")
         await self._persist(manifest, status, (event,))
 
-    async def _refresh(self, action: Refresh) -> None:
-        secret = self.obs.secret
-        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
-        if not refresh_token:
-            raise InvalidGrant("the Secret holds no refresh token")
-        result = await self.ports.token_endpoint.refresh(refresh_token)
+    async def _refresh(self, action: held.Refresh) -> None:
+        result = await self._rotate()
         manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
         await self._persist(manifest, status)
         del action  # routine: no event
 
-    async def _import(self, action: Import) -> None:
+    async def _import(self, action: held.Import) -> None:
         if self.ports.imports is None:
             raise ServiceError("no import source configured")
-        result = await self._redeem(self.ports.imports, self.obs.token.uid, action.digest)
+        result = await self._redeem(self.ports.imports, action.digest)
         if result is None:
             return
-        issued = IssuedToken(
+        issued = held.IssuedToken(
             token_id=_import_token_id(action.digest),
             values=result.values,
             refresh_token_expires_at=result.refresh_token_expires_at,
@@ -165,7 +145,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
         event = Event("Normal", "Imported", "imported the hand-made refresh token")
         await self._persist(manifest, status, (event,))
 
-    async def _retire(self, action: RetireToken) -> None:
+    async def _retire(self, action: held.RetireToken) -> None:
         if action.workspace is None:
             api = self._management()
         else:
@@ -179,29 +159,20 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             api = other
         await self._retire_at(api, action)
         self._set(None, retired_state(self.obs, action.token_id))
-        verb = "deleted" if action.mode is RetireMode.DELETE else "disabled"
+        verb = "deleted" if action.mode is held.RetireMode.DELETE else "disabled"
         self.events.append(
             Event("Normal", verb.capitalize(), f"token {action.token_id} {verb} ({action.reason})")
         )
 
+    def _release(self) -> None:
+        self.released = True
+
     async def _dispatch(self, action: Action) -> None:
-        match action:
-            case Generate(reason=reason):
-                await self._issue(reason, "Generated")
-            case Reissue(reason=reason):
-                await self._issue(reason, "Reissued")
-            case Refresh():
-                await self._refresh(action)
-            case Import():
-                await self._import(action)
-            case RetireToken():
-                await self._retire(action)
-            case WriteSecret(manifest=manifest):
-                await self._write(manifest)
-            case RestartWorkloads():
-                await self._restart(action)
-            case RemoveFinalizer():
-                self.released = True
+        # The one action of the ApiToken's own; the held-token core's go to the shared run.
+        if isinstance(action, RestartWorkloads):
+            await self._restart(action)
+        else:
+            await super()._dispatch(action)
 
     async def _restart(self, action: RestartWorkloads) -> None:
         if self.ports.workloads is None:
@@ -253,6 +224,6 @@ async def reconcile_once(
 __all__ = ["Outcome", "Ports", "reconcile_once", "service_tokens"]
 
 
-def service_tokens(listed: list[TokenMetadata]) -> tuple[ServiceToken, ...]:
+def service_tokens(listed: list[TokenMetadata]) -> tuple[held.ServiceToken, ...]:
     """The service's list answer in the form the core reads."""
-    return tuple(ServiceToken(t.id, t.status, t.external_ref) for t in listed)
+    return tuple(held.ServiceToken(t.id, t.status, t.external_ref) for t in listed)

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from apitoken_operator.core.held_token import RetireMode, RetireToken
+from apitoken_operator.core import held_token as held
+from apitoken_operator.core.held_token import Issue, IssuedToken, RetireMode, RetireToken
 from apitoken_operator.core.managed_secret import ObservedSecret, observe, salted_digest
+from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import ApiTokenStatus, TokenWorkspaceStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
 from apitoken_operator.providers.errors import InvalidGrant, NotFound, ServiceError
@@ -205,7 +207,8 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     from memory, and kept in the `Backlog` if every attempt fails, so they are never lost nor
     obtained twice; retirements tolerate NotFound; a provider failure is recorded through the
     policy's failed state and ends the run's actions. A policy subclass supplies how its
-    observation carries the status (`_status`, `_with`) and how it dispatches its own actions.
+    observation carries the status (`_status`, `_with`) and how it issues, imports, refreshes
+    and retires (`_issue`, `_import`, `_refresh`, `_retire`); `_dispatch` routes the actions.
     """
 
     def __init__(
@@ -236,10 +239,27 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     def _status(self) -> Any:
         raise NotImplementedError
 
+    def _owner_uid(self) -> str:
+        """The UID of the ApiToken or workspace that holds the token."""
+        raise NotImplementedError
+
     def _with(self, secret: ObservedSecret | None, status: Any) -> Obs:
         raise NotImplementedError
 
-    async def _dispatch(self, action: A) -> None:
+    async def _issue(self, action: Issue) -> None:
+        raise NotImplementedError
+
+    async def _import(self, action: held.Import) -> None:
+        raise NotImplementedError
+
+    async def _refresh(self, action: held.Refresh) -> None:
+        raise NotImplementedError
+
+    async def _retire(self, action: RetireToken) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """RemoveFinalizer (asked for by the ApiToken only)."""
         raise NotImplementedError
 
     async def write_backlog(self) -> None:
@@ -302,14 +322,23 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
         except NotFound:
             pass  # already gone: what we wanted
 
-    async def _redeem(
-        self, source: ImportReader, owner_uid: str, digest: str
-    ) -> RefreshResult | None:
+    async def _create(self, api: ManagementApi, action: Issue) -> IssuedToken:
+        """Issue: a new token through the management API, tagged with the owner's UID."""
+        created = await api.create_token(
+            name=action.token_name,
+            lifetime_days=action.lifetime_days,
+            external_ref=self._owner_uid(),
+        )
+        return IssuedToken(
+            created.metadata.id, created.values, created.refresh_token_expires_at, self.clock()
+        )
+
+    async def _redeem(self, source: ImportReader, digest: str) -> RefreshResult | None:
         """Import: refresh once with the hand-made value if it is still the one decided on (its
         salted digest); None if it changed since. A value the endpoint rejects is remembered
         (`consumed`, recorded by the failed state) so it is never presented again."""
         value = await source.read()
-        if value is None or salted_digest(owner_uid, value) != digest:
+        if value is None or salted_digest(self._owner_uid(), value) != digest:
             return None  # changed since it was observed: the next run sees the new value
         try:
             return await self.ports_refresh().refresh(value)
@@ -320,6 +349,30 @@ class HeldTokenRun(Generic[Obs, A, Ports, Policy]):
     def ports_refresh(self) -> RefreshApi:
         """The token endpoint of the policy's ports."""
         raise NotImplementedError
+
+    async def _rotate(self) -> RefreshResult:
+        """Refresh: present the refresh token the Secret holds to the token endpoint."""
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token:
+            raise InvalidGrant("the Secret holds no refresh token")
+        return await self.ports_refresh().refresh(refresh_token)
+
+    async def _dispatch(self, action: A) -> None:
+        """Run one action of the held-token core through the policy's ways of doing it."""
+        match action:
+            case Issue():
+                await self._issue(action)
+            case held.Import():
+                await self._import(action)
+            case held.Refresh():
+                await self._refresh(action)
+            case RetireToken():
+                await self._retire(action)
+            case held.WriteSecret(manifest=manifest):
+                await self._write(manifest)
+            case held.RemoveFinalizer():
+                self._release()
 
     def _failed(self, exc: ServiceError) -> None:
         self._set(None, self._failed_status(exc))

@@ -21,17 +21,16 @@ from apitoken_operator.core.workspace.credential import (
     CredentialDecision,
     CredentialObservation,
     CredentialPolicy,
-    RenewCredential,
     credential_failed_state,
     credential_stored_state,
     decide_credential,
     may_write_held_credential,
     token_claims,
 )
-from apitoken_operator.crd.names import KEY_ACCESS_TOKEN, KEY_REFRESH_TOKEN
+from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
 from apitoken_operator.crd.resources import TokenWorkspaceStatus
 from apitoken_operator.execution import held_token as executor
-from apitoken_operator.providers.errors import InvalidGrant, ServiceError
+from apitoken_operator.providers.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,9 @@ class _Run(
 
     def _status(self) -> TokenWorkspaceStatus:
         return self.obs.workspace.status
+
+    def _owner_uid(self) -> str:
+        return self.obs.workspace.uid
 
     def _with(
         self, secret: ObservedSecret | None, status: TokenWorkspaceStatus
@@ -104,8 +106,8 @@ class _Run(
         ]
         await self.run(replaced)
 
-    async def _bootstrap(self, action: held.Import) -> None:
-        result = await self._redeem(self.ports.bootstrap, self.obs.workspace.uid, action.digest)
+    async def _import(self, action: held.Import) -> None:
+        result = await self._redeem(self.ports.bootstrap, action.digest)
         if result is None:
             return
         user, tid = token_claims(result.values.access_token)
@@ -124,30 +126,18 @@ class _Run(
             )
 
     async def _refresh(self, action: held.Refresh) -> None:
+        result = await self._rotate()
         secret = self.obs.secret
-        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
-        if not refresh_token or secret is None:
-            raise InvalidGrant("the credential Secret holds no refresh token")
-        result = await self.ports.token_endpoint.refresh(refresh_token)
-        expires = secret.refresh_token_expires_at or result.refresh_token_expires_at
+        held_expiry = secret.refresh_token_expires_at if secret is not None else None
+        expires = held_expiry or result.refresh_token_expires_at
         await self._store(
             held.IssuedToken(action.token_id, result.values, expires, result.obtained_at)
         )
 
-    async def _renew(self, action: RenewCredential) -> None:
-        created = await self._api().create_token(
-            name=action.token_name,
-            lifetime_days=action.lifetime_days,
-            external_ref=self.obs.workspace.uid,
-        )
-        issued = held.IssuedToken(
-            created.metadata.id,
-            created.values,
-            created.refresh_token_expires_at,
-            self.clock(),
-        )
+    async def _issue(self, action: held.Issue) -> None:
+        issued = await self._create(self._api(), action)
         event = executor.Event(
-            "Normal", "CredentialRenewed", f"the operator's token is now {created.metadata.id}"
+            "Normal", "CredentialRenewed", f"the operator's token is now {issued.token_id}"
         )
         # The RetireToken that follows in the decision disables the old token; should the write
         # fail, the backlog carries that retirement to the run that writes the new one.
@@ -156,19 +146,6 @@ class _Run(
 
     async def _retire(self, action: held.RetireToken) -> None:
         await self._retire_at(self._api(), action)  # the current (new) credential
-
-    async def _dispatch(self, action: CredentialAction) -> None:
-        match action:
-            case held.Import():
-                await self._bootstrap(action)
-            case held.Refresh():
-                await self._refresh(action)
-            case RenewCredential():
-                await self._renew(action)
-            case held.RetireToken():
-                await self._retire(action)
-            case held.WriteSecret(manifest=manifest):
-                await self._write(manifest)
 
     def _failed_status(self, exc: ServiceError) -> TokenWorkspaceStatus:
         return credential_failed_state(

@@ -53,39 +53,31 @@ def _not_found(error: ApiError) -> bool:
     return error.status.code == 404
 
 
-async def get_secret(client: AsyncClient, namespace: str, name: str) -> Body | None:
+async def _get(client: AsyncClient, kind: Any, name: str, namespace: str | None) -> Body | None:
+    """A live GET of the object as a plain dict; None when it does not exist."""
     try:
-        secret = await client.get(Secret, name, namespace=namespace)
+        obj: Any = await client.get(kind, name, namespace=namespace)
     except ApiError as error:
         if _not_found(error):
             return None
         raise
-    return cast(Body, secret.to_dict())
+    return cast(Body, obj.to_dict())
+
+
+async def get_secret(client: AsyncClient, namespace: str, name: str) -> Body | None:
+    return await _get(client, Secret, name, namespace)
 
 
 async def get_api_token(client: AsyncClient, namespace: str, name: str) -> Body | None:
-    try:
-        obj = await client.get(ApiToken, name, namespace=namespace)
-    except ApiError as error:
-        if _not_found(error):
-            return None
-        raise
-    return cast(Body, cast(Any, obj).to_dict())
+    return await _get(client, ApiToken, name, namespace)
 
 
 async def get_workspace(
     client: AsyncClient, kind: WorkspaceKind, name: str, namespace: str | None
 ) -> Body | None:
-    try:
-        if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE:
-            obj: Any = await client.get(ClusterTokenWorkspace, name)
-        else:
-            obj = await client.get(TokenWorkspace, name, namespace=namespace)
-    except ApiError as error:
-        if _not_found(error):
-            return None
-        raise
-    return cast(Body, cast(Any, obj).to_dict())
+    if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE:
+        return await _get(client, ClusterTokenWorkspace, name, None)
+    return await _get(client, TokenWorkspace, name, namespace)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pydantic import (
 
 from apitoken_service.clock import rfc3339
 from apitoken_service.domain.identifiers import USER_PATTERN, has_forbidden_characters
+from apitoken_service.domain.records import MemberRecord, TokenRecord
 from apitoken_service.domain.rules import (
     MAX_BULK_IDS,
     MAX_EXTERNAL_REF_LENGTH,
@@ -25,7 +26,6 @@ from apitoken_service.domain.rules import (
     effective_status,
 )
 from apitoken_service.domain.service import BulkResult, IssuedToken
-from apitoken_service.storage.records import MemberRecord, TokenRecord
 
 
 def _printable(value: str) -> str:

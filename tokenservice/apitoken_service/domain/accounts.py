@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apitoken_service.domain.errors import Conflict, DomainError, Forbidden, NotFound
+from apitoken_service.domain.ports import AccountStore, Storage
+from apitoken_service.domain.records import InvitationRecord, MemberRecord, Role, SessionRecord
 from apitoken_service.domain.service import Caller
 from apitoken_service.passwords import hash_password, password_problem, verify_password
-from apitoken_service.storage.accounts_sql import AccountStore, InvitationRecord, SessionRecord
-from apitoken_service.storage.protocol import Storage
-from apitoken_service.storage.records import MemberRecord, Role
 
 log = logging.getLogger("apitoken_service.accounts")
 

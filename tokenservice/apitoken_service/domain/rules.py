@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from apitoken_service.storage.records import TokenRecord
+from apitoken_service.domain.records import TokenRecord
 
 EffectiveStatus = Literal["active", "disabled", "expired"]
 

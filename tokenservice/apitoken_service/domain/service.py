@@ -10,8 +10,8 @@ from typing import Any, Literal, NoReturn
 
 import jwt
 
-from apitoken_service import refresh_tokens
 from apitoken_service.clock import to_millis
+from apitoken_service.domain import refresh_tokens
 from apitoken_service.domain.errors import (
     Conflict,
     Forbidden,
@@ -27,10 +27,8 @@ from apitoken_service.domain.identifiers import (
     valid_token_id,
     valid_user,
 )
-from apitoken_service.domain.rules import can_see
-from apitoken_service.signing import KeyRing, ServiceSecrets
-from apitoken_service.storage.protocol import Storage
-from apitoken_service.storage.records import (
+from apitoken_service.domain.ports import Storage
+from apitoken_service.domain.records import (
     MemberRecord,
     RefreshState,
     Role,
@@ -38,6 +36,8 @@ from apitoken_service.storage.records import (
     TokenQuery,
     TokenRecord,
 )
+from apitoken_service.domain.rules import can_see
+from apitoken_service.signing import KeyRing, ServiceSecrets
 
 log = logging.getLogger("apitoken_service.domain")
 

@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from apitoken_service.domain.errors import DomainError
 from apitoken_service.domain.identifiers import valid_user
+from apitoken_service.domain.records import Role
 from apitoken_service.domain.rules import MAX_PAGE_LIMIT
 from apitoken_service.pages.web import PageSession, admin_session, redirect, render, runtime_of
-from apitoken_service.storage.records import Role
 
 router = APIRouter(include_in_schema=False)
 ROLES: tuple[Role, ...] = ("member", "admin")

@@ -18,6 +18,7 @@ from apitoken_service.api.routes_oauth import TOKEN_PATH
 from apitoken_service.api.routes_ops import LEGACY_MESSAGE
 from apitoken_service.api.schemas import CreateToken
 from apitoken_service.domain.errors import NotFound
+from apitoken_service.domain.records import StatusFilter, TokenRecord
 from apitoken_service.domain.rules import MAX_BULK_IDS, MAX_PAGE_LIMIT, effective_status
 from apitoken_service.domain.service import BulkAction, IssuedToken
 from apitoken_service.pages.web import (
@@ -28,7 +29,6 @@ from apitoken_service.pages.web import (
     render,
     runtime_of,
 )
-from apitoken_service.storage.records import StatusFilter, TokenRecord
 
 router = APIRouter(include_in_schema=False)
 

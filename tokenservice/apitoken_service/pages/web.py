@@ -19,8 +19,8 @@ from starlette.responses import RedirectResponse, Response
 
 from apitoken_service.api.deps import Runtime
 from apitoken_service.domain.accounts import SESSION_LIFETIME
+from apitoken_service.domain.records import SessionRecord
 from apitoken_service.domain.service import Caller
-from apitoken_service.storage.accounts_sql import SessionRecord
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

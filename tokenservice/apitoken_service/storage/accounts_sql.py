@@ -3,7 +3,6 @@ on the service's engine). Only hashes of secrets are stored."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -11,34 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apitoken_service.clock import from_millis, to_millis
-from apitoken_service.storage.records import Role
+from apitoken_service.domain.records import InvitationRecord, PasswordRecord, SessionRecord
 from apitoken_service.storage.schema import invitations, passwords, sessions
 
 
-@dataclass(frozen=True, slots=True)
-class PasswordRecord:
-    hash: str
-    failed_count: int
-    locked_until: datetime | None
+class SqlAccountStore:
+    """The domain's AccountStore (domain/ports.py) on the service's engine."""
 
-
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    workspace: str
-    user: str
-    csrf: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class InvitationRecord:
-    workspace: str
-    user: str
-    role: Role
-    expires_at: datetime
-
-
-class AccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    bindparam,
     case,
     delete,
     event,
@@ -17,17 +16,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, Dialect, Row
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql import Select, Update
 
 from apitoken_service.clock import from_millis, to_millis
 from apitoken_service.database_url import DatabaseTarget
-from apitoken_service.storage import migrations
-from apitoken_service.storage.pg_batched_rotation import BatchedRotations
-from apitoken_service.storage.pg_connections import PgConnections
-from apitoken_service.storage.records import (
+from apitoken_service.domain.records import (
     MemberRecord,
     RefreshState,
     RotatedRefresh,
@@ -35,6 +30,10 @@ from apitoken_service.storage.records import (
     TokenQuery,
     TokenRecord,
 )
+from apitoken_service.storage import migrations, refresh_sql
+from apitoken_service.storage.fast_path import FastPath, Statement
+from apitoken_service.storage.fast_path import Row as FastRow
+from apitoken_service.storage.pg_direct import DirectPostgres
 from apitoken_service.storage.schema import (
     invitations,
     members,
@@ -111,60 +110,6 @@ _TOKEN_COLUMNS = (
     tokens.c.disabled_reason,
 )
 
-# The token endpoint's statements, built once so SQLAlchemy's compiled cache always hits.
-_REFRESH_COLUMNS = (
-    tokens.c.id,
-    tokens.c.workspace,
-    tokens.c.owner,
-    tokens.c.status,
-    tokens.c.expires_at,
-    tokens.c.refresh_digest,
-    tokens.c.rotated_at,
-)
-_FIND_REFRESH = select(*_REFRESH_COLUMNS).where(tokens.c.refresh_digest == bindparam("digest"))
-# A presented token and its successor: a grace-period retry, or a refresh that lost a race.
-_FIND_REFRESH_PAIR = select(*_REFRESH_COLUMNS).where(
-    or_(
-        tokens.c.refresh_digest == bindparam("first"),
-        tokens.c.refresh_digest == bindparam("second"),
-    )
-)
-# A walk along a refresh token's rotation chain (domain/service.py): a prebuilt statement of
-# CHAIN_DIGESTS parameters (shorter lists repeat their last digest), answered on the fast
-# path like the pair above. Built per call, the IN list cost several times a whole refresh.
-CHAIN_DIGESTS = 100
-_FIND_REFRESH_CHAIN = select(*_REFRESH_COLUMNS).where(
-    tokens.c.refresh_digest.in_([bindparam(f"d{i}") for i in range(CHAIN_DIGESTS)])
-)
-# The common refresh in one round trip: the presented token is the current one of an active,
-# unexpired token. The WHERE clause is the compare-and-swap that decides concurrent refreshes.
-_ROTATE = (
-    update(tokens)
-    .where(
-        tokens.c.refresh_digest == bindparam("presented"),
-        tokens.c.status == "active",
-        tokens.c.expires_at > bindparam("now"),
-    )
-    .values(
-        refresh_digest=bindparam("successor"),
-        rotated_at=bindparam("now"),
-        last_used_at=bindparam("now"),
-    )
-    .returning(tokens.c.id, tokens.c.workspace, tokens.c.owner, tokens.c.expires_at)
-)
-
-_TOUCH = (
-    update(tokens).where(tokens.c.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
-)
-_DISABLE_BY_ID = (
-    update(tokens)
-    .where(tokens.c.id == bindparam("token_id"), tokens.c.status == "active")
-    .values(status="disabled", disabled_at=bindparam("now"), disabled_reason=bindparam("reason"))
-)
-_GET_MEMBER = select(
-    members.c.workspace, members.c.user_name, members.c.role, members.c.created_at
-).where(members.c.workspace == bindparam("workspace"), members.c.user_name == bindparam("user"))
-
 
 def create_engine(target: DatabaseTarget) -> AsyncEngine:
     if target.dialect == "sqlite":
@@ -181,94 +126,28 @@ def create_engine(target: DatabaseTarget) -> AsyncEngine:
     return create_async_engine(target.url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-class _DirectPostgres:
-    """For PostgreSQL, the token endpoint's statements (compiled once from the same Core
-    statements) on a few asyncpg connections (PgConnections): SQLAlchemy's checkout and
-    execution layers cost more than the round trip itself (measured: about 3 ms against 0.5 ms
-    per statement on a busy 2-core machine), and so, to a lesser degree, does asyncpg's Pool."""
-
-    def __init__(self, url: URL, dialect: Dialect) -> None:
-        self._dialect = dialect
-        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._connections = PgConnections(self._dsn, size=10)
-        self._rotations = BatchedRotations(self._connections, self._rotate_alone)
-        self._sql: dict[int, tuple[str, list[str], dict[str, Any]]] = {}
-
-    async def ping(self) -> None:
-        await self._connections.execute("SELECT 1")
-
-    def _compiled(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> tuple[str, list[Any]]:
-        found = self._sql.get(id(statement))
-        if found is None:
-            compiled = statement.compile(dialect=self._dialect)
-            defaults = {k: v for k, v in compiled.params.items() if v is not None}
-            found = self._sql[id(statement)] = (
-                str(compiled),
-                list(compiled.positiontup or []),
-                defaults,
-            )
-        sql, names, defaults = found
-        merged = {**defaults, **params}
-        return sql, [merged[name] for name in names]
-
-    async def first(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> tuple[Any, ...] | None:
-        sql, args = self._compiled(statement, params)
-        row = await self._connections.fetchrow(sql, *args)
-        return None if row is None else tuple(row)
-
-    async def rotate(
-        self, presented: bytes, successor: bytes, now_ms: int
-    ) -> tuple[Any, ...] | None:
-        return await self._rotations.rotate(presented, successor, now_ms)
-
-    async def _rotate_alone(
-        self, presented: bytes, successor: bytes, now_ms: int
-    ) -> tuple[Any, ...] | None:
-        return await self.first(
-            _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
-        )
-
-    async def write(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> int:
-        sql, args = self._compiled(statement, params)
-        status = await self._connections.execute(sql, *args)
-        return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1"
-
-    async def close(self) -> None:
-        await self._connections.close()
-
-
 class SqlStorage:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         # Single statements need no BEGIN/COMMIT round trips: the refresh path's conditional
         # UPDATE is its own compare-and-swap.
         self._auto = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._direct: DirectSqlite | _DirectPostgres | None = None
+        self._direct: FastPath | None = None
 
-    def _direct_connection(self) -> DirectSqlite | _DirectPostgres:
+    def _direct_connection(self) -> FastPath:
         if self._direct is None:
             if self._engine.dialect.name == "sqlite":
                 assert self._engine.url.database is not None
                 self._direct = DirectSqlite(self._engine.url.database)
             else:
-                self._direct = _DirectPostgres(self._engine.url, self._engine.dialect)
+                self._direct = DirectPostgres(self._engine.url, self._engine.dialect)
         return self._direct
 
-    async def _first(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> tuple[Any, ...] | None:
+    async def _first(self, statement: Statement, params: dict[str, Any]) -> FastRow | None:
         """One row of a prebuilt statement (positional, in the statement's column order)."""
         return await self._direct_connection().first(statement, params)
 
-    async def _write(
-        self, statement: Select[*tuple[Any, ...]] | Update, params: dict[str, Any]
-    ) -> int:
+    async def _write(self, statement: Statement, params: dict[str, Any]) -> int:
         """Run one autocommitted prebuilt write; returns the number of rows it changed."""
         return await self._direct_connection().write(statement, params)
 
@@ -283,9 +162,7 @@ class SqlStorage:
         """/readyz: both pools the requests use, the engine's and the token endpoint's."""
         async with self._auto.connect() as conn:
             await conn.execute(select(1))
-        direct = self._direct_connection()
-        if isinstance(direct, _DirectPostgres):
-            await direct.ping()
+        await self._direct_connection().ping()
 
     async def close(self) -> None:
         if self._direct is not None:
@@ -404,7 +281,7 @@ class SqlStorage:
         return found is not None
 
     async def get_member(self, workspace: str, user: str) -> MemberRecord | None:
-        row = await self._first(_GET_MEMBER, {"workspace": workspace, "user": user})
+        row = await self._first(refresh_sql.GET_MEMBER, {"workspace": workspace, "user": user})
         if row is None:
             return None
         found_workspace, found_user, role, created_at = row
@@ -560,41 +437,36 @@ class SqlStorage:
     # -- the token endpoint --------------------------------------------------------------------
 
     async def find_refresh(self, digest: bytes) -> RefreshState | None:
-        return _refresh_state(await self._first(_FIND_REFRESH, {"digest": digest}))
+        return _refresh_state(await self._first(refresh_sql.FIND_REFRESH, {"digest": digest}))
 
     async def find_refresh_among(self, digests: Sequence[bytes]) -> RefreshState | None:
         if not digests:
             return None
         if len(digests) <= 2:
             params = {"first": digests[0], "second": digests[-1]}
-            return _refresh_state(await self._first(_FIND_REFRESH_PAIR, params))
-        if len(digests) > CHAIN_DIGESTS:
-            raise ValueError(f"at most {CHAIN_DIGESTS} digests")
-        padded = [*digests, *[digests[-1]] * (CHAIN_DIGESTS - len(digests))]
+            return _refresh_state(await self._first(refresh_sql.FIND_REFRESH_PAIR, params))
+        if len(digests) > refresh_sql.CHAIN_DIGESTS:
+            raise ValueError(f"at most {refresh_sql.CHAIN_DIGESTS} digests")
+        padded = [*digests, *[digests[-1]] * (refresh_sql.CHAIN_DIGESTS - len(digests))]
         params = {f"d{i}": value for i, value in enumerate(padded)}
-        return _refresh_state(await self._first(_FIND_REFRESH_CHAIN, params))
+        return _refresh_state(await self._first(refresh_sql.FIND_REFRESH_CHAIN, params))
 
     async def rotate_refresh(
         self, presented: bytes, successor: bytes, now_ms: int
     ) -> RotatedRefresh | None:
         # The rotations of one loop iteration are committed together (sqlite_direct.py,
         # pg_batched_rotation.py).
-        direct = self._direct_connection()
-        if isinstance(direct, DirectSqlite):
-            row = await direct.write_returning(
-                _ROTATE, {"presented": presented, "successor": successor, "now": now_ms}
-            )
-        else:
-            row = await direct.rotate(presented, successor, now_ms)
+        row = await self._direct_connection().rotate(presented, successor, now_ms)
         if row is None:
             return None
         token_id, workspace, owner, expires_at = row
         return RotatedRefresh(token_id, workspace, owner, expires_at)
 
     async def touch_refresh(self, token_id: str, now_ms: int) -> None:
-        await self._write(_TOUCH, {"token_id": token_id, "now": now_ms})
+        await self._write(refresh_sql.TOUCH, {"token_id": token_id, "now": now_ms})
 
     async def disable_by_id(self, token_id: str, now: datetime, reason: str) -> None:
         await self._write(
-            _DISABLE_BY_ID, {"token_id": token_id, "now": to_millis(now), "reason": reason}
+            refresh_sql.DISABLE_BY_ID,
+            {"token_id": token_id, "now": to_millis(now), "reason": reason},
         )

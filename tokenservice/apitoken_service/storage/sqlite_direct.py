@@ -1,4 +1,4 @@
-"""The token endpoint's SQLite statements on the event loop's thread.
+"""SQLite's fast path (fast_path.py): the token endpoint's statements on the event loop's thread.
 
 A local SQLite statement takes microseconds, while aiosqlite's hand-off to its worker thread and
 back, and SQLAlchemy's per-execute work, cost far more (measured: about 8 ms per refresh on a
@@ -27,7 +27,9 @@ import threading
 from typing import Any
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.sql import Select, Update
+
+from apitoken_service.storage.fast_path import Row, Statement
+from apitoken_service.storage.refresh_sql import ROTATE
 
 log = logging.getLogger("apitoken_service.storage")
 
@@ -42,9 +44,6 @@ _MAX_BATCH = 256
 _FIRST_RETRY_S = 0.0002
 _MAX_RETRY_S = 0.005
 _BUSY_TIMEOUT_S = 5.0
-
-Statement = Select[*tuple[Any, ...]] | Update
-Row = tuple[Any, ...]
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -99,7 +98,7 @@ _Pending = tuple[str, dict[str, Any], bool, "asyncio.Future[Any]"]
 class DirectSqlite:
     """The token endpoint's statements (compiled once from Core statements) on two synchronous
     connections: reads in autocommit on one, and every write on the other, grouped per loop
-    iteration and never waiting for the write lock on the loop (see `write_returning`)."""
+    iteration and never waiting for the write lock on the loop (see `_flush`)."""
 
     def __init__(self, path: str) -> None:
         self._conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
@@ -134,15 +133,19 @@ class DirectSqlite:
         return rows[0] if rows else None
 
     async def write(self, statement: Statement, params: dict[str, Any]) -> int:
-        """A write without RETURNING, grouped like `write_returning`; the rows it changed."""
+        """A write without RETURNING, grouped like `rotate`; the rows it changed."""
         changed: int = await self._submit(statement, params, rowcount=True)
         return changed
 
-    async def write_returning(self, statement: Statement, params: dict[str, Any]) -> Row | None:
-        """A write with RETURNING, committed together with the others of this loop iteration;
-        the first row it returned once the batch is committed."""
-        row: Row | None = await self._submit(statement, params, rowcount=False)
+    async def rotate(self, presented: bytes, successor: bytes, now_ms: int) -> Row | None:
+        """The rotating UPDATE … RETURNING, committed together with the other writes of this
+        loop iteration; its row once the batch is committed."""
+        params = {"presented": presented, "successor": successor, "now": now_ms}
+        row: Row | None = await self._submit(ROTATE, params, rowcount=False)
         return row
+
+    async def ping(self) -> None:
+        self._conn.execute("SELECT 1").fetchall()
 
     async def _submit(self, statement: Statement, params: dict[str, Any], rowcount: bool) -> Any:
         sql, merged = self._compiled(statement, params)

@@ -3,11 +3,11 @@
 `decide` is idempotent and level-based: it looks at (ApiToken spec and status, the observed
 Secret, the workspace, the tokens the service lists for this ApiToken, now) and answers the
 actions to take, in order, and the status that describes the situation. The I/O layer runs the
-actions in order and stops at the first failure. A value-producing action (Generate, Reissue,
-Import, Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret
-to write (first, from the values in memory) and the status to record; a failure by
-`failed_state`. Then `decide` runs again on the new observation to get the status to write;
-status and Secret are written only when they differ from what was observed.
+actions in order and stops at the first failure. A value-producing action (Issue, Import,
+Refresh) is followed by `issued_state` / `refreshed_state`, which build the Secret to write
+(first, from the values in memory) and the status to record; a failure by `failed_state`.
+Then `decide` runs again on the new observation to get the status to write; status and Secret
+are written only when they differ from what was observed.
 
 The managed Secret is the source of truth for the token that is in use: the status only
 reports, so a crash between writing the Secret and writing the status (or a status lost in a
@@ -19,26 +19,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from apitoken_operator.core import held_token as held
 from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
 from apitoken_operator.core.apitoken.rollout import RestartWorkloads, restart_step
 from apitoken_operator.core.conditions import Signal, summarize
-from apitoken_operator.core.held_token import (
-    Import,
-    IssuedToken,
-    Refresh,
-    RemoveFinalizer,
-    RetireMode,
-    RetireToken,
-    ServiceToken,
-    WriteSecret,
-    failed,
-    foreign,
-    retry_at,
-    succeeded,
-    whole,
-    whole_or_none,
-)
+from apitoken_operator.core.held_token import RetireMode, RetireToken, foreign, whole
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -46,7 +32,6 @@ from apitoken_operator.core.managed_secret import (
     build_secret,
     data_intact,
     disabled_data,
-    metadata_drifted,
     token_data,
 )
 from apitoken_operator.core.schedule import (
@@ -110,7 +95,7 @@ class Observation:
     workspace: WorkspaceView
     # Tokens the service lists for this ApiToken's UID; None when not listed this time (then
     # there is no sweep for leaked tokens).
-    service_tokens: tuple[ServiceToken, ...] | None = None
+    service_tokens: tuple[held.ServiceToken, ...] | None = None
     # salted_digest(uid, value) of the refresh token in spec.refreshTokenSecretRef; None when
     # that Secret or key is missing.
     import_digest: str | None = None
@@ -122,39 +107,18 @@ class Observation:
 # What the core asks for.
 
 
-@dataclass(frozen=True)
-class Generate:
-    """Create a token (name, lifetimeDays, externalRef=UID); then write the Secret."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Reissue:
-    """Create a new token and switch the Secret to it in one write; the old one is retired by
-    the RetireToken action that follows."""
-
-    reason: str
-    old_token_id: str | None
-
-
+# The ApiToken asks for every action of the held-token core: a first token and a re-issue
+# are both `Issue` (its reason says which, `reasons.GENERATING` for the first); and of its own,
+# the restart of spec.rolloutRestartTargets.
 Action = (
-    Generate
-    | Reissue
-    | Import
-    | Refresh
-    | WriteSecret
-    | RetireToken
-    | RemoveFinalizer
+    held.Issue
+    | held.Import
+    | held.Refresh
+    | held.WriteSecret
+    | held.RetireToken
+    | held.RemoveFinalizer
     | RestartWorkloads
 )
-
-# Actions that call the token service and therefore wait out the backoff after a failure.
-_SERVICE_ACTIONS = (Generate, Reissue, Import, Refresh, RetireToken)
-# Actions that need the management API and so the operator's workspace credential.
-_MANAGEMENT_ACTIONS = (Generate, Reissue, RetireToken)
-# Actions that put a new token (or a consumed hand-made refresh token) into the Secret.
-_NEW_TOKEN_ACTIONS = (Generate, Reissue, Import)
 
 
 @dataclass(frozen=True)
@@ -322,7 +286,9 @@ def _timing(
 
 def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
     status = obs.token.status
-    return retry_at(status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy)
+    return held.retry_at(
+        status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy
+    )
 
 
 def _shape(
@@ -355,6 +321,10 @@ def _retire_mode(spec: ResolvedApiTokenSpec) -> RetireMode:
     return (
         RetireMode.DELETE if spec.deletion_policy is DeletionPolicy.DELETE else RetireMode.DISABLE
     )
+
+
+def _issue(spec: ResolvedApiTokenSpec, reason: str) -> held.Issue:
+    return held.Issue(reason, spec.token_name, spec.lifetime_days)
 
 
 def workspace_key(spec: ResolvedApiTokenSpec) -> str:
@@ -422,86 +392,69 @@ def _gate(
 ) -> tuple[tuple[Action, ...], _Verdict, datetime | None]:
     """Hold back new tokens in a namespace being deleted, service calls during a backoff and
     management calls without a working workspace credential; say so in Reconciling."""
-    if obs.namespace_terminating and any(isinstance(a, _NEW_TOKEN_ACTIONS) for a in actions):
+    recheck: datetime | None = None
+    if obs.namespace_terminating and any(isinstance(a, held.NEW_TOKEN) for a in actions):
         # The namespace's deletion may remove the Secret a moment before the ApiToken is marked
         # for deletion: a token issued now could not be written (creating a Secret in a
         # terminating namespace is forbidden) and would only be disabled by the cleanup.
-        kept = [a for a in actions if not isinstance(a, _NEW_TOKEN_ACTIONS)]
+        actions = [a for a in actions if not isinstance(a, held.NEW_TOKEN)]
         signal = Signal(
             reasons.NAMESPACE_TERMINATING,
             f"namespace {obs.token.namespace} is being deleted: no new token is issued",
         )
-        held, gated, retry = _gate_calls(
-            obs,
-            kept,
-            replace(verdict, reconciling=signal),
-            policy,
-            now,
-            management_ok=management_ok,
-        )
+        verdict = replace(verdict, reconciling=signal)
         recheck = now + policy.recheck_interval
-        return held, gated, min(retry, recheck) if retry is not None else recheck
-    return _gate_calls(obs, actions, verdict, policy, now, management_ok=management_ok)
-
-
-def _gate_calls(
-    obs: Observation,
-    actions: Sequence[Action],
-    verdict: _Verdict,
-    policy: TimingPolicy,
-    now: datetime,
-    *,
-    management_ok: bool,
-) -> tuple[tuple[Action, ...], _Verdict, datetime | None]:
     actions = _dedupe(actions)
     status = obs.token.status
     retry_at = _retry_at(obs, policy)
     if (
         retry_at is not None
         and now < retry_at
-        and any(isinstance(a, _SERVICE_ACTIONS) for a in actions)
+        and any(isinstance(a, held.SERVICE_CALLS) for a in actions)
     ):
-        held: tuple[Action, ...] = tuple(a for a in actions if not isinstance(a, _SERVICE_ACTIONS))
+        kept: tuple[Action, ...] = tuple(
+            a for a in actions if not isinstance(a, held.SERVICE_CALLS)
+        )
         signal = Signal(
             status.last_failure_reason or reasons.SERVICE_ERROR,
             f"attempt {status.failed_refresh_attempts} failed: "
             f"{status.last_failure_message or 'no details'}; retrying at {rfc3339(retry_at)}",
         )
-        return held, replace(verdict, reconciling=signal), retry_at
-    if not management_ok and any(isinstance(a, _MANAGEMENT_ACTIONS) for a in actions):
-        held = tuple(a for a in actions if not isinstance(a, _MANAGEMENT_ACTIONS))
+        return kept, replace(verdict, reconciling=signal), min(d for d in (retry_at, recheck) if d)
+    if not management_ok and any(isinstance(a, held.MANAGEMENT_CALLS) for a in actions):
+        kept = tuple(a for a in actions if not isinstance(a, held.MANAGEMENT_CALLS))
         signal = Signal(
             reasons.WORKSPACE_NOT_READY,
             f"{obs.workspace.kind} {obs.workspace.name} is not ready"
             + (f": {obs.workspace.message}" if obs.workspace.message else ""),
         )
-        return held, replace(verdict, reconciling=signal), now + policy.recheck_interval
-    return actions, verdict, None
+        return kept, replace(verdict, reconciling=signal), now + policy.recheck_interval
+    return tuple(actions), verdict, recheck
 
 
 def _work_signal(actions: Sequence[Action]) -> Signal | None:
     for action in actions:
         match action:
-            case Generate(reason=reason):
-                return Signal(reasons.GENERATING, f"generating a token ({reason})")
-            case Reissue(reason=reason):
+            case held.Issue(reason=reasons.GENERATING):
+                return Signal(reasons.GENERATING, f"generating a token ({reasons.GENERATING})")
+            case held.Issue(reason=reason):
                 return Signal(reasons.REISSUING, f"re-issuing the token: {reason}")
-            case Import():
+            case held.Import():
                 return Signal(reasons.IMPORTING, "importing the refresh token")
-            case Refresh():
+            case held.Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
             case RetireToken(reason=reasons.DISABLED):
                 return Signal(reasons.DISABLING, "disabling the token at the service")
             case RetireToken(reason=reason):
                 return Signal(reasons.CLEANING_UP, f"retiring unused tokens ({reason})")
-            case WriteSecret(reason=reason):
+            case held.WriteSecret(reason=reason):
                 return Signal(reasons.UPDATING_SECRET, f"updating the Secret ({reason})")
             case RestartWorkloads(targets=targets):
                 return Signal(
                     reasons.ROLLOUT_RESTARTED,
                     f"restarting {len(targets)} workload(s) for the new token",
                 )
-            case RemoveFinalizer():
+            case held.RemoveFinalizer():
                 return None
     return None
 
@@ -550,10 +503,10 @@ def _decide_managed(
     if current is None:
         old = (secret.token_id if secret is not None else None) or token.status.token_id
         if secret is None and old is None:
-            actions.append(Generate(reasons.GENERATING))
+            actions.append(_issue(spec, reasons.GENERATING))
         else:
             reason = reasons.SECRET_DELETED if secret is None else reasons.SECRET_MODIFIED
-            actions.append(Reissue(reason, old))
+            actions.append(_issue(spec, reason))
         actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (), mode))
         fallback = Signal(reasons.GENERATING, f"no usable token in Secret {spec.secret_name} yet")
@@ -564,7 +517,7 @@ def _decide_managed(
         status = _with(
             status,
             next_refresh_time=whole(refresh_at),
-            renewal_time=whole_or_none(renew_at),
+            renewal_time=held.whole_or_none(renew_at),
         )
         why = reissue_reason(
             spec=spec,
@@ -582,14 +535,13 @@ def _decide_managed(
                 spec, current.token_id, status, now, policy, actions, requeue
             )
         if why is not None and not reissue_waits:
-            actions.append(Reissue(why, current.token_id))
+            actions.append(_issue(spec, why))
         elif now >= refresh_at:
-            actions.append(Refresh(current.token_id))
+            actions.append(held.Refresh(current.token_id))
         else:
             shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
             assert secret is not None  # _current found it
-            if metadata_drifted(shape, secret):
-                actions.append(WriteSecret("metadata drifted", build_secret(shape, secret.data)))
+            actions.extend(held.repair(shape, secret))
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
@@ -623,12 +575,12 @@ def _decide_managed(
             )
             requeue.append(now + policy.recheck_interval)
 
-    held, verdict, retry = _gate(
+    kept, verdict, retry = _gate(
         obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
     )
     if retry is not None:
         requeue.append(retry)
-    return _finish(obs, held, status, verdict, now, min(requeue) if requeue else None)
+    return _finish(obs, kept, status, verdict, now, min(requeue) if requeue else None)
 
 
 def _rollout(
@@ -678,16 +630,16 @@ def _decide_disabled(
         token_id = secret.token_id or token.status.token_id or ""
         shape = _shape(obs, spec, token_id, secret.refresh_token_expires_at)
         actions.append(
-            WriteSecret(reasons.DISABLED, build_secret(shape, disabled_data(secret.data)))
+            held.WriteSecret(reasons.DISABLED, build_secret(shape, disabled_data(secret.data)))
         )
     message = "the token is disabled; its Secret holds no usable token"
     if not can.manages_tokens:
         message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
     verdict = _Verdict(False, Signal(reasons.DISABLED, message))
-    held, verdict, retry = _gate(
+    kept, verdict, retry = _gate(
         obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
     )
-    return _finish(obs, held, status, verdict, now, retry)
+    return _finish(obs, kept, status, verdict, now, retry)
 
 
 def _decide_refresh_only(
@@ -721,7 +673,7 @@ def _decide_refresh_only(
         )
     if new_import:
         assert obs.import_digest is not None
-        actions.append(Import(obs.import_digest))
+        actions.append(held.Import(obs.import_digest))
     elif current is None:
         if obs.import_digest is None:
             stalled = Signal(reasons.IMPORT_SECRET_MISSING, f"{where} not found")
@@ -749,14 +701,11 @@ def _decide_refresh_only(
             spec, current.token_id, status, now, policy, actions, requeue
         )
         if now >= refresh_at:
-            actions.append(Refresh(current.token_id))
+            actions.append(held.Refresh(current.token_id))
         else:
             assert obs.secret is not None
             shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
-            if metadata_drifted(shape, obs.secret):
-                actions.append(
-                    WriteSecret("metadata drifted", build_secret(shape, obs.secret.data))
-                )
+            actions.extend(held.repair(shape, obs.secret))
             requeue.append(refresh_at)
     if valid:
         ready_signal = Signal(
@@ -771,12 +720,12 @@ def _decide_refresh_only(
     verdict = _Verdict(valid, ready_signal, stalled=stalled)
     if restart_waits is not None:
         verdict = replace(verdict, reconciling=restart_waits)
-    held, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=True)
+    kept, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=True)
     if retry is not None:
         requeue.append(retry)
     if stalled is not None:
         requeue.append(now + policy.recheck_interval)
-    return _finish(obs, held, status, verdict, now, min(requeue) if requeue else None)
+    return _finish(obs, kept, status, verdict, now, min(requeue) if requeue else None)
 
 
 def _decide_deletion(
@@ -790,7 +739,7 @@ def _decide_deletion(
             f"{names.ANNOTATION_ABANDON} is set: released without cleaning up at the service",
         )
         return _finish(
-            obs, (RemoveFinalizer("abandoned"),), status, _Verdict(False, signal), now, None
+            obs, (held.RemoveFinalizer("abandoned"),), status, _Verdict(False, signal), now, None
         )
     secret = obs.secret
     ours = secret if secret is not None and not foreign(secret, token.uid) else None
@@ -805,7 +754,7 @@ def _decide_deletion(
             shape = _shape(
                 obs, spec, ours.token_id, ours.refresh_token_expires_at, owner_reference=False
             )
-            actions.append(WriteSecret("orphaned", build_secret(shape, ours.data)))
+            actions.append(held.WriteSecret("orphaned", build_secret(shape, ours.data)))
         if service_side:
             actions.extend(_pending(status, spec, RetireMode.DISABLE))
             actions.extend(_sweep(obs, (current_id,), RetireMode.DISABLE))
@@ -826,14 +775,14 @@ def _decide_deletion(
         return _finish(obs, (), status, verdict, now, now + policy.recheck_interval)
     actions = list(_dedupe(actions))
     verdict = _Verdict(False, Signal(reasons.CLEANING_UP, "the ApiToken is being deleted"))
-    held, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=ws.ready)
-    if len(held) < len(actions):
+    kept, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=ws.ready)
+    if len(kept) < len(actions):
         verdict = replace(
             verdict, reconciling=pending if verdict.reconciling is None else verdict.reconciling
         )
-        return _finish(obs, held, status, verdict, now, retry or now + policy.recheck_interval)
+        return _finish(obs, kept, status, verdict, now, retry or now + policy.recheck_interval)
     return _finish(
-        obs, (*held, RemoveFinalizer(f"deletionPolicy {policy_}")), status, verdict, now, None
+        obs, (*kept, held.RemoveFinalizer(f"deletionPolicy {policy_}")), status, verdict, now, None
     )
 
 
@@ -846,10 +795,12 @@ _ATTEMPTS = "failed_refresh_attempts"
 
 
 def _success(status: ApiTokenStatus) -> ApiTokenStatus:
-    return succeeded(status, _ATTEMPTS)
+    return held.succeeded(status, _ATTEMPTS)
 
 
-def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any], ApiTokenStatus]:
+def issued_state(
+    obs: Observation, issued: held.IssuedToken
+) -> tuple[dict[str, Any], ApiTokenStatus]:
     """The Secret to write, first, and the status to record after a token was issued."""
     token = obs.token
     spec = token.spec.resolve(token.namespace, token.name)
@@ -871,7 +822,7 @@ def issued_state(obs: Observation, issued: IssuedToken) -> tuple[dict[str, Any],
         retiring_tokens=retiring,
         secret_name=spec.secret_name,
         access_token_expires_at=whole(issued.values.access_token_expires_at),
-        refresh_token_expires_at=whole_or_none(issued.refresh_token_expires_at),
+        refresh_token_expires_at=held.whole_or_none(issued.refresh_token_expires_at),
         last_refresh_time=whole(issued.obtained_at),
         issued_spec_hash=issued_spec_hash(spec),
         last_reissue_request=token.annotations.get(
@@ -904,7 +855,7 @@ def refreshed_state(
         token_id=token_id,
         secret_name=spec.secret_name,
         access_token_expires_at=whole(values.access_token_expires_at),
-        refresh_token_expires_at=whole_or_none(refresh_expires),
+        refresh_token_expires_at=held.whole_or_none(refresh_expires),
         last_refresh_time=whole(obtained_at),
     )
     return manifest, status
@@ -942,7 +893,7 @@ def failed_state(
     """
     status = obs.token.status
     digest = consumed_import_digest or status.imported_token_digest
-    return failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
+    return held.failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
 
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:

@@ -26,7 +26,6 @@ from apitoken_operator.core.managed_secret import (
     SecretShape,
     build_secret,
     data_intact,
-    metadata_drifted,
     token_data,
 )
 from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time
@@ -84,18 +83,10 @@ class CredentialObservation:
     bootstrap_digest: str | None
 
 
-@dataclass(frozen=True)
-class RenewCredential:
-    """Generate a new token for the operator itself (name, lifetime from the policy) with the
-    current credential, write it, then the following RetireToken disables the old one."""
-
-    token_name: str
-    lifetime_days: int
-
-
-CredentialAction = (
-    held.Import | held.Refresh | RenewCredential | held.RetireToken | held.WriteSecret
-)
+# The credential asks for the held-token core's actions but RemoveFinalizer (its workspace's
+# finalizer is decided by `deletion`): a renewal is an `Issue` for the operator itself, made
+# with the current credential, followed by a RetireToken that disables the old token.
+CredentialAction = held.Issue | held.Import | held.Refresh | held.RetireToken | held.WriteSecret
 
 
 @dataclass(frozen=True)
@@ -282,16 +273,14 @@ def decide_credential(
             # First: renewing goes through the management API, which needs a valid access token.
             actions.append(held.Refresh(current_id))
         elif renew_at is not None and now >= renew_at:
-            actions.append(RenewCredential(credential_token_name(ws), policy.lifetime_days))
+            actions.append(
+                held.Issue(reasons.RENEWAL_DUE, credential_token_name(ws), policy.lifetime_days)
+            )
             actions.append(
                 held.RetireToken(current_id, held.RetireMode.DISABLE, reasons.RENEWAL_DUE)
             )
         else:
-            shape = _shape(ws, policy, current_id, refresh_expires)
-            if metadata_drifted(shape, secret):
-                actions.append(
-                    held.WriteSecret("metadata drifted", build_secret(shape, secret.data))
-                )
+            actions.extend(held.repair(_shape(ws, policy, current_id, refresh_expires), secret))
             requeue.append(refresh_at)
             if renew_at is not None:
                 requeue.append(renew_at)
@@ -299,7 +288,7 @@ def decide_credential(
     reconciling: Signal | None = None
     retry_at = _retry_at(ws, policy)
     if actions and retry_at is not None and now < retry_at:
-        actions = [a for a in actions if isinstance(a, held.WriteSecret)]
+        actions = [a for a in actions if not isinstance(a, held.SERVICE_CALLS)]
         reconciling = Signal(
             status.last_failure_reason or reasons.SERVICE_ERROR,
             f"{status.last_failure_message or 'failed'}; retrying at {rfc3339(retry_at)}",

@@ -1,4 +1,5 @@
-"""The storage interface the domain depends on."""
+"""The storage interfaces the domain depends on; storage/ implements them (SqlStorage,
+SqlAccountStore), and only the start-up code (startup.py) picks the implementation."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from apitoken_service.storage.records import (
+from apitoken_service.domain.records import (
+    InvitationRecord,
     MemberRecord,
+    PasswordRecord,
     RefreshState,
     RotatedRefresh,
+    SessionRecord,
     SigningKeyRecord,
     TokenQuery,
     TokenRecord,
@@ -90,3 +94,29 @@ class Storage(Protocol):
         """Record use without rotation (rotation switched off)."""
 
     async def disable_by_id(self, token_id: str, now: datetime, reason: str) -> None: ...
+
+
+class AccountStore(Protocol):
+    """The pages' accounts: password hashes, sessions and invitations, stored by digest."""
+
+    async def get_password(self, workspace: str, user: str) -> PasswordRecord | None: ...
+    async def set_password(self, workspace: str, user: str, hashed: str, now: datetime) -> None:
+        """Store a new hash and clear the failure count (a reset unlocks the account)."""
+
+    async def record_failure(
+        self, workspace: str, user: str, failed_count: int, locked_until: datetime | None
+    ) -> None: ...
+    async def record_success(self, workspace: str, user: str) -> None: ...
+
+    async def add_session(self, digest: bytes, record: SessionRecord, now: datetime) -> None: ...
+    async def get_session(self, digest: bytes, now: datetime) -> SessionRecord | None: ...
+    async def delete_session(self, digest: bytes) -> None: ...
+    async def delete_expired(self, now: datetime) -> None:
+        """Drop expired sessions and invitations."""
+
+    async def add_invitation(
+        self, digest: bytes, record: InvitationRecord, created_by: str, now: datetime
+    ) -> None: ...
+    async def get_invitation(self, digest: bytes, now: datetime) -> InvitationRecord | None: ...
+    async def take_invitation(self, digest: bytes) -> bool:
+        """Consume the invitation; False when it was already used (one-time)."""

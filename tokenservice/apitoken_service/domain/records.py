@@ -1,4 +1,5 @@
-"""Plain records passed between the storage and the domain."""
+"""Plain records passed between the storage and the domain (the domain owns them; the storage
+fills them)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,29 @@ class SigningKeyRecord:
     publish_until: datetime | None
     # The longest access-token lifetime a serving replica signed with this key (schema 4).
     token_ttl_seconds: int | None = None
+
+
+# The pages' accounts (domain/accounts.py); only digests of their secrets are stored.
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordRecord:
+    hash: str
+    failed_count: int
+    locked_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    workspace: str
+    user: str
+    csrf: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRecord:
+    workspace: str
+    user: str
+    role: Role
+    expires_at: datetime
