@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Pod, Secret
@@ -54,45 +54,66 @@ TTL = int(os.environ.get("APITOKEN_WORKLOAD_TTL", "10"))
 SYNC = parse_duration(SYNC_FREQUENCY).total_seconds()
 NEW_TOKENS = 3  # tokens after the first that the Pod must see
 
+# The token as an environment variable: resolved once, when the container is created.
+TOKEN_ENV = {
+    "name": "ACCESS_TOKEN",
+    "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "access_token"}},
+}
+
+
+def python_pod(script: str, **container: Any) -> dict[str, Any]:
+    """A Pod spec running `script` in the operator's image as the chart's user."""
+    return {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "main",
+                "image": "localhost/apitoken-operator:0.1.0",
+                "command": ["python3", "-c", script],
+                **container,
+            }
+        ],
+    }
+
+
+def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    return {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+
+
 # The anti-patterns, for contrast: the same Secret as an environment variable and as a subPath
 # mount, and, as the control inside the same Pod, the whole volume.
-PITFALLS = f"""
-apiVersion: v1
-kind: Pod
-metadata:
-  name: pitfalls
-spec:
-  securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}}
-  containers:
-    - name: main
-      image: localhost/apitoken-operator:0.1.0
-      command:
-        - python3
-        - -c
-        - |
-          import hashlib, os, pathlib, time
-          fp = lambda b: hashlib.sha256(b).hexdigest()[:12]
-          last = None
-          while True:
-              seen = (
-                  fp(os.environ["ACCESS_TOKEN"].encode()),
-                  fp(pathlib.Path("/subpath/access_token").read_bytes()),
-                  fp(pathlib.Path("/volume/access_token").read_bytes()),
-              )
-              if seen != last:
-                  print("env %s subpath %s volume %s" % seen, flush=True)
-                  last = seen
-              time.sleep(1)
-      env:
-        - name: ACCESS_TOKEN
-          valueFrom: {{secretKeyRef: {{name: {SECRET}, key: access_token}}}}
-      volumeMounts:
-        - {{name: token, mountPath: /subpath/access_token, subPath: access_token}}
-        - {{name: token, mountPath: /volume}}
-  volumes:
-    - name: token
-      secret: {{secretName: {SECRET}}}
+PITFALLS_SCRIPT = """
+import hashlib, os, pathlib, time
+fp = lambda b: hashlib.sha256(b).hexdigest()[:12]
+last = None
+while True:
+    seen = (
+        fp(os.environ["ACCESS_TOKEN"].encode()),
+        fp(pathlib.Path("/subpath/access_token").read_bytes()),
+        fp(pathlib.Path("/volume/access_token").read_bytes()),
+    )
+    if seen != last:
+        print("env %s subpath %s volume %s" % seen, flush=True)
+        last = seen
+    time.sleep(1)
 """
+PITFALLS = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "pitfalls"},
+    "spec": {
+        **python_pod(
+            PITFALLS_SCRIPT,
+            env=[TOKEN_ENV],
+            volumeMounts=[
+                {"name": "token", "mountPath": "/subpath/access_token", "subPath": "access_token"},
+                {"name": "token", "mountPath": "/volume"},
+            ],
+        ),
+        "volumes": [{"name": "token", "secret": {"secretName": SECRET}}],
+    },
+}
 
 
 def fingerprint(value: bytes) -> str:
@@ -174,9 +195,7 @@ def test_workload_sees_each_new_access_token_and_env_and_subpath_do_not(
         )
         assert [d["kind"] for d in applied if d["kind"] == "Deployment"] == ["Deployment"]
         eventually("the Secret's first access token", lambda: versions.seen, timeout=60)
-        pod = yaml.safe_load(PITFALLS)
-        pod["metadata"]["namespace"] = namespace
-        kube.create(from_dict(pod))
+        kube.create(from_dict(in_namespace(PITFALLS, namespace)))
 
         def workload_tokens() -> list[tuple[float, str]]:
             return [
@@ -231,34 +250,25 @@ def test_workload_sees_each_new_access_token_and_env_and_subpath_do_not(
     assert not [v[:6] for v in versions.values if v in text]
 
 
-ENV_READER = f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: env-reader
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: env-reader}}}}
-  template:
-    metadata: {{labels: {{app: env-reader}}}}
-    spec:
-      securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}}
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: main
-          image: localhost/apitoken-operator:0.1.0
-          command:
-            - python3
-            - -c
-            - |
-              import hashlib, os, time
-              value = os.environ["ACCESS_TOKEN"].encode()
-              print("env", hashlib.sha256(value).hexdigest()[:12], flush=True)
-              time.sleep(3600)
-          env:
-            - name: ACCESS_TOKEN
-              valueFrom: {{secretKeyRef: {{name: {SECRET}, key: access_token}}}}
+ENV_SCRIPT = """
+import hashlib, os, time
+value = os.environ["ACCESS_TOKEN"].encode()
+print("env", hashlib.sha256(value).hexdigest()[:12], flush=True)
+time.sleep(3600)
 """
+ENV_READER = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "env-reader"},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "env-reader"}},
+        "template": {
+            "metadata": {"labels": {"app": "env-reader"}},
+            "spec": python_pod(ENV_SCRIPT, env=[TOKEN_ENV]),
+        },
+    },
+}
 
 
 def test_rollout_restart_on_reissue_gives_an_env_reader_the_new_token(
@@ -301,9 +311,7 @@ def test_rollout_restart_on_reissue_gives_an_env_reader_the_new_token(
             name=SECRET,
         )
         eventually("the Secret's first access token", lambda: versions.seen, timeout=60)
-        doc = yaml.safe_load(ENV_READER)
-        doc["metadata"]["namespace"] = namespace
-        kube.create(from_dict(doc))
+        kube.create(from_dict(in_namespace(ENV_READER, namespace)))
         (first_pod,) = eventually("the env reader's Pod", lambda: pods() or None, timeout=60)
         first_token = set(versions.seen)
         # Refreshes come and go; the Pod stays.
