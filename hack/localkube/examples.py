@@ -50,6 +50,15 @@ def is_token_workspace(doc: Manifest) -> bool:
     return (doc.get("apiVersion"), doc.get("kind")) == TOKEN_WORKSPACE
 
 
+def is_refresh_only(folder: Path) -> bool:
+    """An example of refresh-only mode (provider oauth2): applied against a foreign token
+    server, not the token service (tests/e2e/test_examples.py)."""
+    return any(
+        is_token_workspace(d) and (d.get("spec") or {}).get("provider") == "oauth2"
+        for d in load_manifests(folder)
+    )
+
+
 def in_apply_order(docs: list[Manifest]) -> list[Manifest]:
     """Workspaces first, so that ApiTokens find theirs; otherwise as written. Deleting in the
     reverse order lets ApiTokens' finalizers use their workspace to the end."""

@@ -148,3 +148,6 @@ class TimedRefresh:
         if self._count:
             self._metrics.refreshes.labels(result="success").inc()
         return result
+
+    async def revoke(self, refresh_token: str) -> bool:
+        return await self._metrics.timed("revoke", self._inner.revoke(refresh_token))

@@ -16,6 +16,7 @@ from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
+from apitoken_operator.providers.discovery import Discovery
 from apitoken_operator.providers.http import ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
 
@@ -51,6 +52,8 @@ class Runtime:
         self.token_workspaces: dict[str, str] = {}
         self.workspace_usable: dict[str, bool] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
+        # Authorization server metadata of oauth2 workspaces that name an issuer.
+        self.discovery = Discovery(clock=self.clock)
 
     @classmethod
     def create(cls, config: LaunchConfig) -> "Runtime":

@@ -16,7 +16,7 @@ from lightkube import ApiError, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
-from apitoken_operator.kube.resources import ApiToken
+from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
 from localkube import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -153,3 +153,58 @@ def test_kubectl_explain_reads_the_field_descriptions(cluster: Cluster) -> None:
     )
     assert "FIELD: lifetimeDays <integer>" in done.stdout, done.stdout
     assert "Lifetime of the token (its refresh token) in days, 1 to 365" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("oauth2", "words"),
+    [
+        ({"clientId": "c"}, "oauth2 needs tokenEndpoint, or an issuer"),
+        (
+            {
+                "tokenEndpoint": "https://idp/t",
+                "clientId": "c",
+                "clientAuthMethod": "client_secret_post",
+            },
+            "need clientSecretRef",
+        ),
+        (
+            {
+                "tokenEndpoint": "https://idp/t",
+                "clientId": "c",
+                "clientAuthMethod": "none",
+                "clientSecretRef": {"name": "s"},
+            },
+            "remove clientSecretRef",
+        ),
+        (
+            {"tokenEndpoint": "https://idp/t", "clientSecretRef": {"name": "s"}},
+            "needs the clientId it belongs to",
+        ),
+        (
+            {"tokenEndpoint": "https://idp/t", "extraParams": {"client_secret": "x"}},
+            "extraParams may not set",
+        ),
+        ({"tokenEndpoint": "https://idp/t", "clientAuthMethod": "private_key"}, "supported values"),
+        (
+            {"tokenEndpoint": "https://idp/t", "defaultAccessTokenLifetime": "1 hour"},
+            "should match",
+        ),
+    ],
+    ids=[
+        "no-endpoint",
+        "secret-method-without-secret",
+        "none-with-secret",
+        "secret-without-client-id",
+        "reserved-extra-param",
+        "unknown-method",
+        "bad-lifetime",
+    ],
+)
+def test_refresh_only_client_settings_are_checked_at_admission(
+    kube: Client, namespace: str, oauth2: dict[str, Any], words: str
+) -> None:
+    meta = ObjectMeta(name="bad", namespace=namespace)
+    with pytest.raises(ApiError) as refused:
+        kube.create(TokenWorkspace(metadata=meta, spec={"provider": "oauth2", "oauth2": oauth2}))
+    assert refused.value.status.code == 422, refused.value.status
+    assert words in (refused.value.status.message or "")

@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import pytest
 
 from apitoken_operator.core import held_token as held
+from apitoken_operator.core.apitoken.decide import Revoke
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import Condition
 
@@ -71,6 +72,8 @@ def describe(actions: Sequence[Any]) -> list[str]:
                 out.append(f"WriteSecret:{why}")
             case held.RemoveFinalizer():
                 out.append("RemoveFinalizer")
+            case Revoke():
+                out.append("Revoke")  # the ApiToken's own, in refresh-only mode
             case _:
                 raise AssertionError(f"not an action of the held-token core: {action!r}")
     return out

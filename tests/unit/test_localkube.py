@@ -92,7 +92,10 @@ def test_examples_are_documented_valid_and_namespace_free(folder: Path) -> None:
     for doc in docs:
         if examples.is_token_workspace(doc):
             workspace = TokenWorkspaceSpec.model_validate(doc["spec"])
-            assert workspace.url and workspace.workspace and workspace.credentials_secret_ref
+            if examples.is_refresh_only(folder):
+                assert workspace.oauth2 is not None  # validated with its client settings
+            else:
+                assert workspace.url and workspace.workspace and workspace.credentials_secret_ref
     for doc in api_tokens:
         ref = ApiTokenSpec.model_validate(doc["spec"]).workspace_ref
         if ref.resolved_kind == WorkspaceKind.TOKEN_WORKSPACE:

@@ -11,6 +11,7 @@ from apitoken_operator.core.apitoken.decide import (
     ApiTokenView,
     Decision,
     Observation,
+    Revoke,
     WorkspaceView,
     decide,
     failed_state,
@@ -652,11 +653,11 @@ DELETION: list[Row[World]] = [
         reconciling=("True", reasons.WORKSPACE_NOT_READY),
     ),
     Row(
-        "refresh-only-has-nothing-to-clean",
+        "refresh-only-revokes-the-refresh-token",
         lambda: deleting("Delete", ws=workspace(OAUTH2_WS)),
         DELETED_AT,
-        ["RemoveFinalizer"],
-        reconciling=None,
+        ["Revoke", "RemoveFinalizer"],
+        reconciling=("True", reasons.DISABLING),
     ),
 ]
 
@@ -843,3 +844,155 @@ def test_a_new_import_replaces_the_old_without_retiring_anything() -> None:
     assert status.retiring_tokens == ()
     assert status.token_id == "import-2"
     assert observe(manifest).data["refresh_token"] == "refresh-value-2"
+
+
+# Refresh-only mode against real identity providers (issue 10) -------------------------------
+
+CONFIDENTIAL_WS = TokenWorkspaceSpec.model_validate(
+    {
+        "provider": "oauth2",
+        "oauth2": {
+            "tokenEndpoint": "http://idp/token",
+            "revocationEndpoint": "http://idp/revoke",
+            "clientId": "c",
+            "clientSecretRef": {"name": "client"},
+        },
+    }
+)
+
+
+def test_a_rejected_refresh_token_turns_ready_false_at_once_and_keeps_the_secret() -> None:
+    world = imported()
+    status = failed_state(world.obs, reasons.REFRESH_TOKEN_REJECTED, "invalid_grant", REFRESH_AT)
+    after = world.with_token(status=status)
+    # The access token in the Secret is still valid: Ready is False all the same.
+    now = REFRESH_AT + timedelta(seconds=1)
+    assert after.obs.secret is not None and after.obs.secret.access_token_expires_at is not None
+    assert now < after.obs.secret.access_token_expires_at
+    decision = decide(after.obs, now, POLICY)
+    assert decision.actions == ()
+    assert cond(decision, reasons.READY) == ("False", reasons.REFRESH_TOKEN_REJECTED)
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and "import a new refresh token" in ready.message
+    # No request until a new value is in the import Secret; then one import.
+    later = decide(after.obs, now + HOUR * 5, POLICY)
+    assert later.actions == ()
+    fresh = after.with_obs(import_digest=salted_digest(UID, "newer-value"))
+    assert describe(decide(fresh.obs, now + HOUR, POLICY).actions) == ["Import"]
+
+
+def test_a_rejection_after_a_lost_answer_says_the_chain_broke() -> None:
+    world = imported().with_obs(workspace=workspace(OAUTH2_WS))
+    lost = failed_state(
+        world.obs, reasons.SERVICE_UNREACHABLE, "no answer", REFRESH_AT, lost_answer=True
+    )
+    assert lost.last_failure_reason == reasons.RESPONSE_LOST
+    # The next attempt (after the backoff) presents the same refresh token once more.
+    retry = decide(world.with_token(status=lost).obs, REFRESH_AT + timedelta(minutes=1), POLICY)
+    assert describe(retry.actions) == ["Refresh:import-1"]
+    rejected = failed_state(
+        world.with_token(status=lost).obs,
+        reasons.REFRESH_TOKEN_REJECTED,
+        "invalid_grant",
+        REFRESH_AT + timedelta(minutes=1),
+    )
+    decision = decide(world.with_token(status=rejected).obs, REFRESH_AT + HOUR, POLICY)
+    assert decision.actions == ()
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and ready.reason == reasons.REFRESH_TOKEN_REJECTED
+    assert "answer to an earlier refresh was lost" in ready.message
+
+
+def test_a_lost_answer_outside_refresh_only_mode_stays_service_unreachable() -> None:
+    status = failed_state(
+        STEADY.obs, reasons.SERVICE_UNREACHABLE, "no answer", REFRESH_AT, lost_answer=True
+    )
+    assert status.last_failure_reason == reasons.SERVICE_UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("reason", "stall"),
+    [
+        (reasons.CLIENT_REJECTED, True),
+        (reasons.CLIENT_SECRET_MISSING, True),
+        (reasons.SERVICE_ERROR, False),
+    ],
+    ids=["invalid-client", "client-secret-missing", "server-error-retries"],
+)
+def test_rejected_client_settings_are_not_retried_until_they_change(
+    reason: str, stall: bool
+) -> None:
+    world = imported().with_obs(workspace=workspace(CONFIDENTIAL_WS), client_digest="sha256:a")
+    status = failed_state(world.obs, reason, "invalid_client", REFRESH_AT)
+    after = world.with_token(status=status)
+    decision = decide(after.obs, REFRESH_AT + HOUR, POLICY)
+    if stall:
+        assert decision.actions == ()
+        assert cond(decision, reasons.STALLED) == ("True", reason)
+        assert cond(decision, reasons.READY) == ("False", reason)
+        ready = decision.status.condition(reasons.READY)
+        assert ready is not None and "not retried until they change" in ready.message
+        fixed = after.with_obs(client_digest="sha256:b")
+        assert describe(decide(fixed.obs, REFRESH_AT + HOUR, POLICY).actions) == [
+            "Refresh:import-1"
+        ]
+    else:
+        assert describe(decision.actions) == ["Refresh:import-1"]
+
+
+def test_a_rejected_client_holds_back_a_new_import_too() -> None:
+    world = imported().with_obs(workspace=workspace(CONFIDENTIAL_WS), client_digest="sha256:a")
+    status = failed_state(world.obs, reasons.CLIENT_REJECTED, "invalid_client", REFRESH_AT)
+    fresh = world.with_token(status=status).with_obs(import_digest=salted_digest(UID, "newer"))
+    assert decide(fresh.obs, REFRESH_AT + HOUR, POLICY).actions == ()
+
+
+def test_retry_after_holds_the_next_call_back() -> None:
+    world = imported()
+    status = failed_state(world.obs, reasons.SERVICE_ERROR, "503", REFRESH_AT, retry_after=120)
+    assert status.retry_not_before == REFRESH_AT + timedelta(seconds=120)
+    after = world.with_token(status=status)
+    # The backoff alone would allow a retry after about 5 s; the provider asked for 2 minutes.
+    held = decide(after.obs, REFRESH_AT + timedelta(seconds=30), POLICY)
+    assert held.actions == ()
+    assert held.requeue_at == REFRESH_AT + timedelta(seconds=120)
+    due = decide(after.obs, REFRESH_AT + timedelta(seconds=121), POLICY)
+    assert describe(due.actions) == ["Refresh:import-1"]
+    _, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT)
+    assert done.retry_not_before is None and done.failed_refresh_attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("ws", "note"),
+    [(CONFIDENTIAL_WS, "revoked at the provider"), (OAUTH2_WS, "in the provider's UI")],
+    ids=["with-revocation-endpoint", "without"],
+)
+def test_disabling_a_refresh_only_token_revokes_it_then_strips_the_secret(
+    ws: TokenWorkspaceSpec, note: str
+) -> None:
+    world = imported().with_obs(workspace=workspace(ws)).with_spec(disabled=True)
+    decision = decide(world.obs, T0 + timedelta(minutes=1), POLICY)
+    assert describe(decision.actions) == ["Revoke", f"WriteSecret:{reasons.DISABLED}"]
+    (revoke,) = [a for a in decision.actions if isinstance(a, Revoke)]
+    assert revoke.reason == reasons.DISABLED
+    ready = decision.status.condition(reasons.READY)
+    assert ready is not None and note in ready.message
+
+
+def test_a_dead_refresh_token_is_not_revoked_on_deletion() -> None:
+    world = (
+        imported()
+        .with_status(
+            failed_refresh_attempts=1,
+            last_failure_time=T0,
+            last_failure_reason=reasons.REFRESH_TOKEN_REJECTED,
+        )
+        .with_token(deleting=True)
+    )
+    decision = decide(world.obs, T0 + HOUR, POLICY)
+    assert describe(decision.actions) == ["RemoveFinalizer"]
+
+
+def test_orphan_never_revokes() -> None:
+    world = imported().with_spec(deletion_policy="Orphan").with_token(deleting=True)
+    assert "Revoke" not in describe(decide(world.obs, T0 + HOUR, POLICY).actions)

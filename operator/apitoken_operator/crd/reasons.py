@@ -48,6 +48,12 @@ UNAUTHORIZED: Final = "Unauthorized"
 BAD_REQUEST: Final = "BadRequest"
 NOT_FOUND: Final = "NotFound"
 REFRESH_TOKEN_REJECTED: Final = "RefreshTokenRejected"
+# Refresh-only mode: the token endpoint refused the client settings (invalid_client), or the
+# client secret they name is missing. Not retried until the settings or the secret change.
+CLIENT_REJECTED: Final = "ClientRejected"
+CLIENT_SECRET_MISSING: Final = "ClientSecretMissing"
+# A request went out and its answer was lost (read timeout, dropped connection).
+RESPONSE_LOST: Final = "ResponseLost"
 WORKSPACE_NOT_READY: Final = "WorkspaceNotReady"
 # The ApiToken's namespace is being deleted: no new token is issued (no Secret could hold it).
 NAMESPACE_TERMINATING: Final = "NamespaceTerminating"
@@ -55,6 +61,11 @@ ACCESS_TOKEN_EXPIRED: Final = "AccessTokenExpired"
 # A Secret write still refused after its in-memory retries (the values stay in memory).
 SECRET_WRITE_FAILED: Final = "SecretWriteFailed"
 CLEANUP_PENDING: Final = "CleanupPending"
+
+# Refresh-only mode: the refresh token was revoked at the provider (RFC 7009), or could not be
+# because the workspace names no revocation endpoint (events).
+REVOKED: Final = "Revoked"
+NOT_REVOKED: Final = "NotRevoked"
 
 # Workspace conditions.
 CREDENTIALS_MISSING: Final = "CredentialsMissing"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from apitoken_operator.crd import names
@@ -208,6 +208,11 @@ class ApiTokenStatus(_Model):
     issued_spec_hash: str | None = None
     last_reissue_request: str | None = None
     imported_token_digest: str | None = None
+    # Not before this time may the provider be called again (its Retry-After).
+    retry_not_before: datetime | None = None
+    # Digest of the workspace's client settings (and client secret) the provider rejected
+    # (invalid_client) or that lacked the client secret: not tried again until they change.
+    rejected_client_digest: str | None = None
     rollout_restart: RolloutRestartStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:
@@ -237,9 +242,78 @@ class AllowedNamespaces(_Model):
     selector: LabelSelector | None = None
 
 
+class ClientAuthMethod(StrEnum):
+    """How the client authenticates at the token and revocation endpoints (RFC 8414 names)."""
+
+    NONE = "none"
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post"
+
+
+DEFAULT_CLIENT_SECRET_KEY: Final = "client_secret"
+DEFAULT_ACCESS_TOKEN_LIFETIME: Final = timedelta(minutes=5)
+# Form parameters the operator sets itself; extraParams may not name them.
+RESERVED_PARAMS: Final = frozenset(
+    {"grant_type", "refresh_token", "client_id", "client_secret", "scope", "token"}
+)
+
+
+class ClientSecretRef(_Model):
+    name: str = Field(min_length=1)
+    key: str | None = None
+
+    @property
+    def resolved_key(self) -> str:
+        return self.key or DEFAULT_CLIENT_SECRET_KEY
+
+
+def _no_reserved(params: dict[str, str]) -> dict[str, str]:
+    taken = sorted(RESERVED_PARAMS & params.keys())
+    if taken:
+        raise ValueError(f"extraParams may not set {', '.join(taken)}")
+    return params
+
+
 class OAuth2Settings(_Model):
-    token_endpoint: str
+    token_endpoint: str | None = None
+    issuer: str | None = None
+    revocation_endpoint: str | None = None
     client_id: str | None = None
+    client_auth_method: ClientAuthMethod | None = None
+    client_secret_ref: ClientSecretRef | None = None
+    scope: str | None = None
+    extra_params: Annotated[dict[str, str], AfterValidator(_no_reserved)] = Field(
+        default_factory=dict
+    )
+    default_access_token_lifetime: GoDuration | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OAuth2Settings":
+        # The same rules as the CRD's CEL validations, for objects that predate them.
+        if self.token_endpoint is None and self.issuer is None:
+            raise ValueError("oauth2 needs tokenEndpoint or issuer")
+        method = self.resolved_client_auth_method
+        if method is not ClientAuthMethod.NONE and self.client_secret_ref is None:
+            raise ValueError(f"clientAuthMethod {method} needs clientSecretRef")
+        if method is not ClientAuthMethod.NONE and not self.client_id:
+            raise ValueError(f"clientAuthMethod {method} needs clientId")
+        if method is ClientAuthMethod.NONE and self.client_secret_ref is not None:
+            raise ValueError("clientAuthMethod none sends no secret: remove clientSecretRef")
+        return self
+
+    @property
+    def resolved_client_auth_method(self) -> ClientAuthMethod:
+        if self.client_auth_method is not None:
+            return self.client_auth_method
+        if self.client_secret_ref is not None:
+            return ClientAuthMethod.CLIENT_SECRET_BASIC
+        return ClientAuthMethod.NONE
+
+    @property
+    def resolved_default_lifetime(self) -> timedelta:
+        if self.default_access_token_lifetime is None:
+            return DEFAULT_ACCESS_TOKEN_LIFETIME
+        return parse_duration(self.default_access_token_lifetime)
 
 
 class TokenWorkspaceSpec(_Model):
@@ -256,7 +330,8 @@ class TokenWorkspaceSpec(_Model):
 
     @property
     def token_endpoint(self) -> str | None:
-        """Where refresh grants go: the oauth2 endpoint, or the token service's own."""
+        """Where refresh grants go: the oauth2 endpoint (None: discovered from its issuer), or
+        the token service's own."""
         if self.oauth2 is not None:
             return self.oauth2.token_endpoint
         if self.url is not None:
@@ -266,6 +341,12 @@ class TokenWorkspaceSpec(_Model):
     @property
     def client_id(self) -> str | None:
         return self.oauth2.client_id if self.oauth2 is not None else None
+
+    @property
+    def revocation_configured(self) -> bool:
+        """Whether a revocation endpoint is set or may be discovered from the issuer."""
+        settings = self.oauth2
+        return settings is not None and bool(settings.revocation_endpoint or settings.issuer)
 
 
 class ClusterTokenWorkspaceSpec(TokenWorkspaceSpec):

@@ -17,6 +17,7 @@ from apitoken_operator.core.apitoken.decide import (
     Action,
     Decision,
     Observation,
+    Revoke,
     decide,
     failed_state,
     issued_state,
@@ -28,6 +29,7 @@ from apitoken_operator.core.apitoken.rollout import RestartWorkloads
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd import reasons
+from apitoken_operator.crd.names import KEY_REFRESH_TOKEN
 from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.execution.held_token import (
     DEFAULT_RETRY,
@@ -38,6 +40,7 @@ from apitoken_operator.execution.held_token import (
     ImportReader,
     ManagementApi,
     RefreshApi,
+    RevokeApi,
     SecretWriter,
     Sleep,
     WriteRetry,
@@ -45,7 +48,7 @@ from apitoken_operator.execution.held_token import (
 )
 from apitoken_operator.execution.rollout import WorkloadPatcher, restart_workloads
 from apitoken_operator.providers.answers import TokenMetadata
-from apitoken_operator.providers.errors import ServiceError
+from apitoken_operator.providers.errors import ResponseLost, ServiceError
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Ports:
     # The management API of another workspace ("Kind/name"), for tokens left in a workspace
     # the ApiToken moved away from; None when that workspace is gone or not usable.
     management_for: Callable[[str], Awaitable[ManagementApi | None]] | None = None
+    # Refresh-only mode: RFC 7009 revocation at the provider (None: never revoked).
+    revoker: RevokeApi | None = None
     # spec.rolloutRestartTargets; None: restarts are not carried out (unit tests of the rest).
     workloads: WorkloadPatcher | None = None
 
@@ -145,6 +150,31 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
         event = Event("Normal", "Imported", "imported the hand-made refresh token")
         await self._persist(manifest, status, (event,))
 
+    async def _revoke(self, action: Revoke) -> None:
+        secret = self.obs.secret
+        refresh_token = secret.data.get(KEY_REFRESH_TOKEN) if secret is not None else None
+        if not refresh_token:
+            return
+        ui = "disable or delete the token in the provider's UI"
+        try:
+            revoked = (
+                await self.ports.revoker.revoke(refresh_token) if self.ports.revoker else False
+            )
+        except ServiceError as exc:
+            if exc.retryable:
+                raise  # the provider may answer later: backoff, then again
+            # A refusal will not change by asking again: say so and go on.
+            self.events.append(
+                Event("Warning", reasons.NOT_REVOKED, f"revocation refused ({exc.message}): {ui}")
+            )
+            return
+        if revoked:
+            message = f"refresh token revoked at the provider ({action.reason})"
+            self.events.append(Event("Normal", reasons.REVOKED, message))
+        else:
+            message = f"the workspace has no revocation endpoint ({action.reason}): {ui}"
+            self.events.append(Event("Warning", reasons.NOT_REVOKED, message))
+
     async def _retire(self, action: held.RetireToken) -> None:
         if action.workspace is None:
             api = self._management()
@@ -168,8 +198,10 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
         self.released = True
 
     async def _dispatch(self, action: Action) -> None:
-        # The one action of the ApiToken's own; the held-token core's go to the shared run.
-        if isinstance(action, RestartWorkloads):
+        # The ApiToken's own actions; the held-token core's go to the shared run.
+        if isinstance(action, Revoke):
+            await self._revoke(action)
+        elif isinstance(action, RestartWorkloads):
             await self._restart(action)
         else:
             await super()._dispatch(action)
@@ -195,6 +227,8 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             exc.message,
             self.clock(),
             consumed_import_digest=self.consumed,
+            retry_after=exc.retry_after,
+            lost_answer=isinstance(exc, ResponseLost),
         )
 
 

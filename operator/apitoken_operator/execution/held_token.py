@@ -54,6 +54,11 @@ class RefreshApi(Protocol):
     async def refresh(self, refresh_token: str) -> RefreshResult: ...
 
 
+class RevokeApi(Protocol):
+    async def revoke(self, refresh_token: str) -> bool:
+        """RFC 7009; False when there is no revocation endpoint to call."""
+
+
 @dataclass(frozen=True)
 class Event:
     """A Kubernetes event to post on the ApiToken (routine refreshes post none)."""

@@ -40,6 +40,12 @@ class Timeout(RetryableError):
     reason = reasons.SERVICE_UNREACHABLE
 
 
+class ResponseLost(Timeout):
+    """The request went out and no answer came back (a read timeout, a connection dropped
+    mid-answer): the provider may have acted on it, such as rotating a refresh token. The
+    reason stays ServiceUnreachable; refresh-only mode records it as ResponseLost."""
+
+
 class ServerError(RetryableError):
     """5xx, or 429 rate limiting (with retry_after when the server said)."""
 
@@ -56,6 +62,19 @@ class Unauthorized(ServiceError):
     """401/403: the operator's credential is not accepted for this workspace or action."""
 
     reason = reasons.UNAUTHORIZED
+
+
+class ClientRejected(Unauthorized):
+    """The token endpoint refused the client (invalid_client, unauthorized_client, or a 401):
+    client id, authentication method or client secret is wrong. Retrying cannot help."""
+
+    reason = reasons.CLIENT_REJECTED
+
+
+class ClientSecretMissing(ServiceError):
+    """The workspace's clientSecretRef names a Secret or key that is not there."""
+
+    reason = reasons.CLIENT_SECRET_MISSING
 
 
 class NotFound(ServiceError):

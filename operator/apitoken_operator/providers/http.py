@@ -9,6 +9,7 @@ import base64
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import httpx
@@ -16,6 +17,7 @@ import httpx
 from apitoken_operator.providers.errors import (
     BadRequest,
     NotFound,
+    ResponseLost,
     ServerError,
     ServiceError,
     Timeout,
@@ -44,8 +46,17 @@ async def send(
     what = f"{request.method} {request.url.copy_with(query=None)}"
     try:
         return await http.send(request)
-    except httpx.TimeoutException as exc:
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise Timeout(f"{what}: timed out ({type(exc).__name__})") from None
+    except httpx.TimeoutException as exc:
+        # Sent, perhaps acted on, never answered.
+        raise ResponseLost(
+            f"{what}: timed out waiting for the answer ({type(exc).__name__})"
+        ) from None
+    except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        raise ResponseLost(
+            f"{what}: connection lost before the answer ({type(exc).__name__})"
+        ) from None
     except httpx.TransportError as exc:
         detail = redact(str(exc), secrets)[:200]
         raise Unreachable(f"{what}: {type(exc).__name__}: {detail}") from None
@@ -58,12 +69,22 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
     value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or utc_now())).total_seconds(), 0.0)
 
 
 def raise_status(response: httpx.Response, message: str) -> NoReturn:

@@ -80,6 +80,10 @@ class _NoEndpoint:
         del refresh_token
         raise Unreachable("the workspace has no token endpoint")
 
+    async def revoke(self, refresh_token: str) -> bool:
+        del refresh_token
+        return False
+
 
 async def run_api_token(
     rt: Runtime, namespace: str, name: str, uid: str, *, deleting: bool = False
@@ -156,10 +160,17 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         management=management,
         imports=imports,
         management_for=lambda key: management_for(rt, key, namespace),
+        revoker=access.token_endpoint,
         workloads=WorkloadRestarter(rt.kube),
     )
     obs = Observation(
-        view, secret, ws_view, listed, import_digest, namespace_terminating=ns_state.terminating
+        view,
+        secret,
+        ws_view,
+        listed,
+        import_digest,
+        namespace_terminating=ns_state.terminating,
+        client_digest=access.client_digest,
     )
     backlog = rt.locks.backlog(uid)
     try:

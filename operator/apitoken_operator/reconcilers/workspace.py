@@ -8,8 +8,9 @@ deletion disables the operator's own tokens there (`retire_credential`) before l
 """
 
 import asyncio
+import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from apitoken_operator.core.bodies import (
     invalid_spec,
     observed_secret,
+    secret_value,
     status_of,
     workspace_object,
     workspace_spec,
@@ -73,7 +75,7 @@ from apitoken_operator.metrics import TimedManagement, TimedRefresh
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.capabilities import capabilities
 from apitoken_operator.providers.errors import NotFound, ServiceError
-from apitoken_operator.providers.oauth2 import TokenEndpointClient
+from apitoken_operator.providers.oauth2 import ClientAuth, RequestShape, TokenEndpointClient
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -98,12 +100,72 @@ class _NoBootstrap:
         return None
 
 
-def token_endpoint(rt: Runtime, spec: TokenWorkspaceSpec, *, count: bool) -> TimedRefresh:
-    endpoint = spec.token_endpoint or ""
+@dataclass(frozen=True)
+class ClientSecret:
+    """The client secret a workspace's oauth2 settings name, read live, and a digest of those
+    settings with it (what an ApiToken remembers of settings the provider rejected)."""
+
+    value: str | None = field(repr=False)
+    source: str
+    digest: str
+
+
+def token_endpoint(
+    rt: Runtime, spec: TokenWorkspaceSpec, *, count: bool, client: ClientSecret | None = None
+) -> TimedRefresh:
+    """The workspace's token endpoint (and revocation endpoint) client, authenticated with
+    `client`'s secret when the oauth2 settings ask for one."""
+    settings = spec.oauth2
+    if settings is None:
+        inner = TokenEndpointClient(
+            rt.http_for(spec.ca_bundle), token_endpoint=spec.token_endpoint or ""
+        )
+        return TimedRefresh(inner, rt.metrics, count=count)
+    auth = ClientAuth(
+        client_id=settings.client_id,
+        method=settings.resolved_client_auth_method,
+        client_secret=client.value if client is not None else None,
+        secret_source=client.source if client is not None else "clientSecretRef",
+    )
+    shape = RequestShape(
+        scope=settings.scope,
+        extra_params=dict(settings.extra_params),
+        default_lifetime=settings.resolved_default_lifetime,
+    )
     inner = TokenEndpointClient(
-        rt.http_for(spec.ca_bundle), token_endpoint=endpoint, client_id=spec.client_id
+        rt.http_for(spec.ca_bundle),
+        token_endpoint=settings.token_endpoint,
+        auth=auth,
+        shape=shape,
+        issuer=settings.issuer,
+        revocation_endpoint=settings.revocation_endpoint,
+        discovery=rt.discovery,
     )
     return TimedRefresh(inner, rt.metrics, count=count)
+
+
+async def read_client_secret(
+    rt: Runtime, kind: WorkspaceKind, namespace: str | None, uid: str, spec: TokenWorkspaceSpec
+) -> ClientSecret | None:
+    """None without oauth2 settings. The Secret lives in the workspace's namespace, or the
+    operator's for a ClusterTokenWorkspace."""
+    settings = spec.oauth2
+    if settings is None:
+        return None
+    value: str | None = None
+    source = "no clientSecretRef"
+    ref = settings.client_secret_ref
+    if ref is not None:
+        where = (
+            rt.settings.namespace
+            if kind is WorkspaceKind.CLUSTER_TOKEN_WORKSPACE
+            else (namespace or "")
+        )
+        value = secret_value(await get_secret(rt.kube, where, ref.name), ref.resolved_key)
+        source = f"Secret {where}/{ref.name} key {ref.resolved_key}"
+    settings_json = json.dumps(settings.to_json(), sort_keys=True)
+    digest = salted_digest(uid, f"{settings_json}\x00{value or ''}")
+    return ClientSecret(value, source, digest)
 
 
 def management_api(rt: Runtime, spec: TokenWorkspaceSpec, bearer: str) -> TimedManagement:
@@ -378,6 +440,8 @@ class WorkspaceAccess:
     management: TimedManagement | None
     token_endpoint: TimedRefresh | None
     events: tuple[Event, ...] = ()
+    # Refresh-only mode: digest of the client settings and secret in use (see ClientSecret).
+    client_digest: str | None = None
 
 
 async def workspace_access(
@@ -392,9 +456,12 @@ async def workspace_access(
     except ValidationError:
         return WorkspaceAccess(run.body, None, False, run.message, None, None)
     events = run.outcome.events if run.outcome is not None else ()
-    endpoint = token_endpoint(rt, spec, count=True)
+    uid = str((run.body.get("metadata") or {}).get("uid") or "")
+    client = await read_client_secret(rt, kind, where, uid, spec)
+    endpoint = token_endpoint(rt, spec, count=True, client=client)
     if not capabilities(spec).needs_credential:
-        return WorkspaceAccess(run.body, spec, True, "", None, endpoint, events)
+        digest = client.digest if client is not None else None
+        return WorkspaceAccess(run.body, spec, True, "", None, endpoint, events, digest)
     management = None
     if run.usable and run.outcome is not None:
         secret = run.outcome.observation.secret

@@ -16,7 +16,7 @@ backup restore) is healed by adopting what the Secret says.
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apitoken_operator.core import held_token as held
@@ -24,7 +24,7 @@ from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_r
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
 from apitoken_operator.core.apitoken.rollout import RestartWorkloads, restart_step
 from apitoken_operator.core.conditions import Signal, summarize
-from apitoken_operator.core.held_token import RetireMode, RetireToken, foreign, whole
+from apitoken_operator.core.held_token import RetireMode, RetireToken, failure_time, foreign, whole
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -101,14 +101,25 @@ class Observation:
     import_digest: str | None = None
     # The ApiToken's namespace is being deleted (or is gone): no Secret can be created there.
     namespace_terminating: bool = False
+    # Refresh-only mode: a digest of the workspace's client settings and client secret, so
+    # settings the provider rejected are tried again only once they changed.
+    client_digest: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
 # What the core asks for.
 
 
-# The ApiToken asks for every action of the held-token core: a first token and a re-issue
-# are both `Issue` (its reason says which, `reasons.GENERATING` for the first); and of its own,
+@dataclass(frozen=True)
+class Revoke:
+    """Refresh-only mode: revoke the Secret's refresh token at the provider (RFC 7009), where
+    the workspace has a revocation endpoint; otherwise say what to do in the provider's UI."""
+
+    reason: str
+
+
+# The ApiToken asks for every action of the held-token core (a first token and a re-issue
+# are both `Issue`: its reason says which, `reasons.GENERATING` for the first), Revoke, and
 # the restart of spec.rolloutRestartTargets.
 Action = (
     held.Issue
@@ -117,8 +128,11 @@ Action = (
     | held.WriteSecret
     | held.RetireToken
     | held.RemoveFinalizer
+    | Revoke
     | RestartWorkloads
 )
+# Revoking calls the provider: it waits out the backoff too.
+_SERVICE_CALLS = (*held.SERVICE_CALLS, Revoke)
 
 
 @dataclass(frozen=True)
@@ -285,10 +299,14 @@ def _timing(
 
 
 def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
+    """The backoff after failures, or later if the provider said so (Retry-After)."""
     status = obs.token.status
-    return held.retry_at(
+    at = held.retry_at(
         status.failed_refresh_attempts, status.last_failure_time, obs.token.uid, policy
     )
+    if at is not None and status.retry_not_before is not None:
+        return max(at, status.retry_not_before)
+    return at
 
 
 def _shape(
@@ -410,11 +428,9 @@ def _gate(
     if (
         retry_at is not None
         and now < retry_at
-        and any(isinstance(a, held.SERVICE_CALLS) for a in actions)
+        and any(isinstance(a, _SERVICE_CALLS) for a in actions)
     ):
-        kept: tuple[Action, ...] = tuple(
-            a for a in actions if not isinstance(a, held.SERVICE_CALLS)
-        )
+        kept: tuple[Action, ...] = tuple(a for a in actions if not isinstance(a, _SERVICE_CALLS))
         signal = Signal(
             status.last_failure_reason or reasons.SERVICE_ERROR,
             f"attempt {status.failed_refresh_attempts} failed: "
@@ -443,6 +459,8 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.IMPORTING, "importing the refresh token")
             case held.Refresh():
                 return Signal(reasons.REFRESHING, "refreshing the access token")
+            case Revoke():
+                return Signal(reasons.DISABLING, "revoking the refresh token at the provider")
             case RetireToken(reason=reasons.DISABLED):
                 return Signal(reasons.DISABLING, "disabling the token at the service")
             case RetireToken(reason=reason):
@@ -626,6 +644,8 @@ def _decide_disabled(
                     actions.append(RetireToken(token_id, RetireMode.DISABLE, reasons.DISABLED))
         actions.extend(_pending(token.status, spec, RetireMode.DISABLE))
         actions.extend(_sweep(obs, (), RetireMode.DISABLE))
+    elif holding and _revocable(obs):
+        actions.append(Revoke(reasons.DISABLED))
     if secret is not None and holding:
         token_id = secret.token_id or token.status.token_id or ""
         shape = _shape(obs, spec, token_id, secret.refresh_token_expires_at)
@@ -634,7 +654,7 @@ def _decide_disabled(
         )
     message = "the token is disabled; its Secret holds no usable token"
     if not can.manages_tokens:
-        message += " (refresh-only mode cannot disable it at the provider: do that in its UI)"
+        message += _revocation_note(obs)
     verdict = _Verdict(False, Signal(reasons.DISABLED, message))
     kept, verdict, retry = _gate(
         obs, actions, verdict, policy, now, management_ok=obs.workspace.ready
@@ -671,7 +691,11 @@ def _decide_refresh_only(
             and current.access_expires_at is not None
             and now < current.access_expires_at
         )
-    if new_import:
+    client_stall = _client_stall(obs)
+    if client_stall is not None:
+        # Calling again with the same client settings gets the same answer.
+        stalled = client_stall
+    elif new_import:
         assert obs.import_digest is not None
         actions.append(held.Import(obs.import_digest))
     elif current is None:
@@ -684,10 +708,18 @@ def _decide_refresh_only(
                 f"{spec.secret_name} holds none: put a new refresh token in {where}",
             )
     elif status.last_failure_reason == reasons.REFRESH_TOKEN_REJECTED:
-        stalled = Signal(
-            reasons.REFRESH_TOKEN_REJECTED,
-            f"the provider rejected the refresh token (invalid_grant): put a new one in {where}",
-        )
+        if (status.last_failure_message or "").startswith(LOST_CHAIN):
+            message = (
+                "the provider rejected the refresh token (invalid_grant) right after the answer "
+                "to an earlier refresh was lost: it most likely rotated the token on that "
+                f"request, so the chain is broken; import a new refresh token into {where}"
+            )
+        else:
+            message = (
+                "the provider rejected the refresh token (invalid_grant: disabled, deleted or "
+                f"expired in its UI, or a broken chain): import a new refresh token into {where}"
+            )
+        stalled = Signal(reasons.REFRESH_TOKEN_REJECTED, message)
     elif current.refresh_expires_at is not None and now >= current.refresh_expires_at:
         stalled = Signal(
             reasons.REFRESH_TOKEN_EXPIRED,
@@ -707,12 +739,15 @@ def _decide_refresh_only(
             shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
             actions.extend(held.repair(shape, obs.secret))
             requeue.append(refresh_at)
-    if valid:
+    if stalled is not None:
+        # Ready=False at once, though the Secret keeps its access token until it expires: the
+        # token will not be refreshed again without a person.
+        ready_signal = stalled
+        valid = False
+    elif valid:
         ready_signal = Signal(
             reasons.TOKEN_READY, f"Secret {spec.secret_name} holds a valid access token"
         )
-    elif stalled is not None:
-        ready_signal = stalled
     else:
         ready_signal = _failure_signal(
             status, Signal(reasons.IMPORTING, f"no usable token in Secret {spec.secret_name} yet")
@@ -764,6 +799,8 @@ def _decide_deletion(
         actions.extend(RetireToken(t, mode, reason) for t in known if t)
         actions.extend(_pending(status, spec, mode))
         actions.extend(_sweep(obs, (), mode))
+    elif ours is not None and ours.holds_tokens and _revocable(obs):
+        actions.append(Revoke(f"deletionPolicy {policy_}"))
     pending = Signal(
         reasons.CLEANUP_PENDING,
         f"waiting to {str(policy_).lower()} the token at the service before the ApiToken goes; "
@@ -795,7 +832,7 @@ _ATTEMPTS = "failed_refresh_attempts"
 
 
 def _success(status: ApiTokenStatus) -> ApiTokenStatus:
-    return held.succeeded(status, _ATTEMPTS)
+    return held.succeeded(status, _ATTEMPTS, retry_not_before=None, rejected_client_digest=None)
 
 
 def issued_state(
@@ -885,15 +922,86 @@ def failed_state(
     now: datetime,
     *,
     consumed_import_digest: str | None = None,
+    retry_after: float | None = None,
+    lost_answer: bool = False,
 ) -> ApiTokenStatus:
     """The status after a failed call: counts the attempt for the backoff.
 
     `message` must come from the service client's exceptions, which never carry token values.
     An imported refresh token that was rejected is remembered as used, so it is not retried.
+    A provider's Retry-After holds the next call back at least that long. In refresh-only mode
+    a request whose answer was lost is recorded as ResponseLost, so that an invalid_grant on
+    the next attempt (the provider rotated, the new token never arrived) says so; rejected
+    client settings are remembered by digest, so they are not tried again unchanged.
     """
     status = obs.token.status
+    refresh_only = obs.workspace.spec is not None and capabilities(obs.workspace.spec).needs_import
+    if lost_answer and refresh_only:
+        reason = reasons.RESPONSE_LOST
+    if reason == reasons.REFRESH_TOKEN_REJECTED and status.last_failure_reason == (
+        reasons.RESPONSE_LOST
+    ):
+        message = LOST_CHAIN + message
     digest = consumed_import_digest or status.imported_token_digest
-    return held.failed(status, _ATTEMPTS, reason, message, now, imported_token_digest=digest)
+    not_before = (
+        failure_time(now + timedelta(seconds=retry_after)) if retry_after is not None else None
+    )
+    return held.failed(
+        status,
+        _ATTEMPTS,
+        reason,
+        message,
+        now,
+        imported_token_digest=digest,
+        retry_not_before=not_before,
+        rejected_client_digest=obs.client_digest if reason in _CLIENT_STALLS else None,
+    )
+
+
+# Marks a rejection that followed a lost answer (the chain broken by it).
+LOST_CHAIN = "after a lost answer: "
+# Failures of the client settings themselves: not retried until they change.
+_CLIENT_STALLS = (reasons.CLIENT_REJECTED, reasons.CLIENT_SECRET_MISSING)
+
+
+def _client_stall(obs: Observation) -> Signal | None:
+    status = obs.token.status
+    if status.last_failure_reason not in _CLIENT_STALLS:
+        return None
+    if status.rejected_client_digest != obs.client_digest:
+        return None  # the settings or the secret changed since: try them
+    ws = f"{obs.workspace.kind} {obs.workspace.name}"
+    if status.last_failure_reason == reasons.CLIENT_SECRET_MISSING:
+        what = f"the client secret of {ws} is missing ({status.last_failure_message})"
+    else:
+        what = (
+            f"the provider refused the client settings of {ws} "
+            f"({status.last_failure_message}): fix spec.oauth2 clientId, clientAuthMethod or "
+            "the Secret in clientSecretRef"
+        )
+    return Signal(
+        status.last_failure_reason or reasons.CLIENT_REJECTED,
+        what + "; not retried until they change",
+    )
+
+
+def _revocable(obs: Observation) -> bool:
+    """Whether the refresh token in the Secret is still worth revoking (refresh-only mode)."""
+    secret = obs.secret
+    if secret is None or not secret.data.get(names.KEY_REFRESH_TOKEN):
+        return False
+    # A token the provider already rejected is dead: nothing to revoke.
+    return obs.token.status.last_failure_reason != reasons.REFRESH_TOKEN_REJECTED
+
+
+def _revocation_note(obs: Observation) -> str:
+    ws = obs.workspace.spec
+    if ws is not None and ws.revocation_configured:
+        return " (its refresh token is revoked at the provider)"
+    return (
+        " (the workspace names no oauth2.revocationEndpoint, so the refresh token is not "
+        "revoked: disable or delete it in the provider's UI)"
+    )
 
 
 def _with(status: ApiTokenStatus, **changes: Any) -> ApiTokenStatus:

@@ -228,7 +228,11 @@ def decide_credential(
             "refresh token there"
         )
         stalled = ready = Signal(reasons.CREDENTIALS_MISSING, message)
-    elif status.last_failure_reason in (reasons.REFRESH_TOKEN_REJECTED, reasons.UNAUTHORIZED):
+    elif status.last_failure_reason in (
+        reasons.REFRESH_TOKEN_REJECTED,
+        reasons.UNAUTHORIZED,
+        reasons.CLIENT_REJECTED,
+    ):
         stalled = ready = Signal(
             reasons.UNAUTHORIZED,
             f"the service refused the operator's credential ({status.last_failure_message}); "
