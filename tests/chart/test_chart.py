@@ -178,6 +178,16 @@ def test_cluster_role_rules_match_deploy_rbac(helm: Helm) -> None:
     assert [line for line in why if line not in chart_comments] == []
 
 
+def test_rollout_restart_rule_only_when_asked(helm: Helm) -> None:
+    """rbac.rolloutRestart adds exactly the rule of deploy/rbac-rollout-restart.yaml."""
+    source = (REPO / "deploy" / "rbac-rollout-restart.yaml").read_text()
+    (extra,) = only(list(yaml.safe_load_all(source)), "ClusterRole")["rules"]
+    default = only(helm.template(), "ClusterRole")["rules"]
+    assert extra not in default and not [r for r in default if "apps" in r["apiGroups"]]
+    asked = only(helm.template("--set", "rbac.rolloutRestart=true"), "ClusterRole")["rules"]
+    assert asked == [*default, extra]
+
+
 def test_deployment_single_writer_and_hardened(helm: Helm) -> None:
     manifests = helm.template()
     spec = only(manifests, "Deployment")["spec"]

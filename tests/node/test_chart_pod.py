@@ -8,9 +8,6 @@ liveness probe keeps passing and its metrics are scraped from the Pod's address 
 from __future__ import annotations
 
 import base64
-import hashlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apitoken_operator.kube.resources import ApiToken
 from localkube import Cluster
-from localkube.examples import apply_example
 from localkube.node import GATEWAY
-from localkube.tokenservice import WorkspaceCredential
 from support.helm import OPERATOR_CHART
 from support.operator import (
     ServiceAdmin,
@@ -49,8 +44,6 @@ SELECTOR: LabelSelector = {
     "app.kubernetes.io/instance": "op",
     "app.kubernetes.io/name": "apitoken-operator",
 }
-# The example names the public python:3.11-slim; here the local token service image has Python.
-WORKLOAD_IMAGE = "localhost/apitoken-service:0.1.0"
 # Fast timings, so one lifecycle takes seconds (access tokens live 8 s).
 FAST = (
     "logFormat=plain",
@@ -226,73 +219,6 @@ def test_chart_pod_serves_an_api_token(
     # Still the same Pod: the liveness probe (every 2 s here) kept passing.
     assert _operator_pod(kube).metadata.name == pod.metadata.name  # type: ignore[union-attr]
     assert _ready_and_never_restarted(_operator_pod(kube))
-
-
-def _fingerprints(cluster: Cluster, namespace: str) -> list[str]:
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "kubectl"),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "-n",
-            namespace,
-            "logs",
-            "deploy/reports",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return [ln.split()[-1] for ln in done.stdout.splitlines() if ln.startswith("access token ")]
-
-
-def test_workload_example_sees_each_new_access_token(
-    cluster: Cluster,
-    kube: Client,
-    namespace: str,
-    chart_operator: None,
-    pod_service: RunningTokenService,
-    pod_admin: ServiceAdmin,
-) -> None:
-    """examples/04-workload on the node: the Deployment's Pod re-reads the mounted Secret and
-    prints a new fingerprint after each refresh; the Secret's value never appears in its log."""
-    port = pod_service.base_url.rsplit(":", 1)[1]
-    folder = REPO / "examples" / "04-workload"
-    credential = pod_admin.new_bootstrap_value(f"operator-{namespace}")
-    applied = apply_example(
-        kube,
-        folder,
-        namespace,
-        f"http://{GATEWAY}:{port}",
-        lambda _ws: WorkspaceCredential(pod_service.workspace, credential),
-        image=WORKLOAD_IMAGE,
-    )
-    assert any(d["kind"] == "Deployment" for d in applied)
-
-    def fingerprint_of_secret() -> str | None:
-        try:
-            secret = kube.get(Secret, "reports-api", namespace=namespace)
-        except ApiError:
-            return None
-        value = (secret.data or {}).get("access_token")
-        return hashlib.sha256(base64.b64decode(value)).hexdigest()[:12] if value else None
-
-    seen: set[str] = set()
-    logged: list[str] = []
-
-    def two_refreshes_seen() -> bool:
-        current = fingerprint_of_secret()
-        if current:
-            seen.add(current)
-        logged[:] = _fingerprints(cluster, namespace)
-        # The Pod printed at least three different tokens, each one the Secret held.
-        return len(set(logged) & seen) >= 3
-
-    eventually("the workload to read three access tokens", two_refreshes_seen, timeout=120)
-    secret = kube.get(Secret, "reports-api", namespace=namespace)
-    value = base64.b64decode((secret.data or {})["access_token"]).decode()
-    assert value not in "\n".join(logged)
 
 
 def test_upgrade_to_namespaced_rbac(
