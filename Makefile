@@ -80,9 +80,13 @@ fmt: venv ## Format and autofix.
 test: venv binaries postgres chromium node-packages lint ## Everything CI runs: lint, then every test tier.
 	.venv/bin/pytest $(PYTEST_ARGS)
 
+# make dev starts a node (and runs examples/04-workload on it) when root and not
+# USE_EXISTING_CLUSTER; DEV_NODE=false skips it and the image build it needs.
+DEV_NODE ?= $(if $(filter 0,$(shell id -u)),$(if $(filter 1 true yes,$(USE_EXISTING_CLUSTER)),false,true),false)
+
 .PHONY: dev
-dev: venv cluster-binaries ## Start the local system in the foreground (Ctrl-C stops and cleans up).
-	$(PY) -m localkube
+dev: venv cluster-binaries $(if $(filter true,$(DEV_NODE)),images) ## Start the local system in the foreground (Ctrl-C stops and cleans up).
+	$(PY) -m localkube $(if $(filter true,$(DEV_NODE)),--node,--no-node)
 
 .PHONY: bench
 bench: venv postgres ## Run the benchmarks and print the tables for docs/benchmarks.md.

@@ -1,15 +1,18 @@
 """`make dev`: the whole system in the foreground until Ctrl-C.
 
-Starts the control plane (or uses your cluster with USE_EXISTING_CLUSTER=true), the token service
-(SQLite in .dev/tokenservice), bootstraps a workspace whose admin credential goes straight into a
-Secret, applies examples/01-basic, and runs the operator with its log in the foreground. Ctrl-C
-stops everything in reverse order and removes the state; logs stay in .dev/logs.
+Starts the control plane with a node (or uses your cluster with USE_EXISTING_CLUSTER=true), the
+token service (SQLite in .dev/tokenservice), bootstraps a workspace whose admin credential goes
+straight into a Secret, applies examples/01-basic, runs the workload of examples/04-workload on
+the node (in a namespace of its own), and runs the operator as a local process with its log in
+the foreground. Ctrl-C stops everything in reverse order and removes the state; logs stay in
+.dev/logs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import shutil
 import signal
@@ -21,9 +24,10 @@ from pathlib import Path
 from types import FrameType
 
 from lightkube import ApiError, Client
+from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace
 
-from localkube.controlplane import REPO, free_port, start_control_plane
+from localkube.controlplane import REPO, free_port, start_control_plane, use_existing_cluster
 from localkube.examples import (
     EXAMPLES,
     Manifest,
@@ -37,6 +41,10 @@ from localkube.tokenservice import WorkspaceCredential, run_token_service
 
 NAMESPACE = "apitoken-dev"
 EXAMPLE = EXAMPLES / "01-basic"
+# The workload example names the same ApiToken as 01-basic: it gets a namespace, and a
+# workspace at the token service, of its own.
+WORKLOAD_NAMESPACE = "apitoken-dev-workload"
+WORKLOAD_EXAMPLE = EXAMPLES / "04-workload"
 ADMIN = "admin"
 # Short enough to watch the operator refresh the Secret's access token every minute or two.
 ACCESS_TOKEN_TTL_S = 120
@@ -103,20 +111,23 @@ def _gone(client: Client, name: str) -> bool:
 def _remove_from_cluster(client: Client, applied: list[Manifest], timeout: float = 60.0) -> None:
     """On a cluster of your own: remove what make dev applied while the operator and the token
     service still run, so that the operator's finalizers clean up at the service."""
-    _say(f"deleting examples/01-basic and namespace {NAMESPACE}")
-    # The example first: deleting the namespace alone would delete the workspace's credential
-    # Secrets alongside the ApiTokens whose finalizers still need them.
-    done = delete_example(client, applied, timeout)
-    if done and not _gone(client, NAMESPACE):
-        client.delete(Namespace, NAMESPACE)
-        deadline = time.monotonic() + timeout
-        while not _gone(client, NAMESPACE):
-            if time.monotonic() > deadline:
-                done = False
-                break
-            time.sleep(1)
-    if not done:
-        _say(f"namespace {NAMESPACE} not removed after {timeout:.0f}s; see the operator's log")
+    for namespace in sorted({d["metadata"]["namespace"] for d in applied}):
+        examples = [d for d in applied if d["metadata"]["namespace"] == namespace]
+        folder = WORKLOAD_EXAMPLE if namespace == WORKLOAD_NAMESPACE else EXAMPLE
+        _say(f"deleting {folder.relative_to(REPO)} and namespace {namespace}")
+        # The example first: deleting the namespace alone would delete the workspace's
+        # credential Secrets alongside the ApiTokens whose finalizers still need them.
+        done = delete_example(client, examples, timeout)
+        if done and not _gone(client, namespace):
+            client.delete(Namespace, namespace)
+            deadline = time.monotonic() + timeout
+            while not _gone(client, namespace):
+                if time.monotonic() > deadline:
+                    done = False
+                    break
+                time.sleep(1)
+        if not done:
+            _say(f"namespace {namespace} not removed after {timeout:.0f}s; see the operator's log")
 
 
 @dataclass(frozen=True)
@@ -131,13 +142,29 @@ class Running:
     pages_workspace: str  # the pages' sign-in: this workspace, the user ADMIN, and
     password_file: Path  # the password, kept only in this 0600 file
     secret: str  # the first ApiToken's Secret, the one to watch
+    workload: str | None = None  # the Deployment of examples/04-workload, when it runs
 
 
-def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Running, Process]:
+def _workload_ready(client: Client, name: str, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ApiError):
+            status = client.get(Deployment, name, namespace=WORKLOAD_NAMESPACE).status
+            if status is not None and (status.availableReplicas or 0) >= 1:
+                return True
+        time.sleep(1)
+    return False
+
+
+def _start(
+    stack: contextlib.ExitStack, dev_dir: Path, ttl: int, *, node: bool, workload: bool
+) -> tuple[Running, Process]:
     """Start everything; `stack` stops it in reverse order: the operator first, the control
     plane last."""
     started = time.monotonic()
-    cluster = stack.enter_context(start_control_plane(state_dir=dev_dir / "controlplane", log=_say))
+    cluster = stack.enter_context(
+        start_control_plane(state_dir=dev_dir / "controlplane", log=_say, node=node)
+    )
     kubeconfig = dev_dir / "kubeconfig"
     shutil.copyfile(cluster.kubeconfig, kubeconfig)
     kubeconfig.chmod(0o600)
@@ -162,6 +189,19 @@ def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Runnin
 
     applied = apply_example(client, EXAMPLE, NAMESPACE, service.url, init)
     _say(f"applied {EXAMPLE.relative_to(REPO)} to namespace {NAMESPACE}")
+    deployment = None
+    if workload:
+        ensure_namespace(client, WORKLOAD_NAMESPACE)
+        # Its TokenWorkspace gets a workspace of its own at the service (same admin).
+        applied += apply_example(
+            client,
+            WORKLOAD_EXAMPLE,
+            WORKLOAD_NAMESPACE,
+            service.url,
+            lambda ws: service.init(f"{ws}-workload", ADMIN),
+        )
+        deployment = next(d["metadata"]["name"] for d in applied if d["kind"] == "Deployment")
+        _say(f"applied {WORKLOAD_EXAMPLE.relative_to(REPO)} to namespace {WORKLOAD_NAMESPACE}")
     # A password for the pages, so that a person can sign in as the workspace's admin; it goes
     # to a 0600 file and never to the terminal.
     password_file = dev_dir / "pages-password"
@@ -182,7 +222,11 @@ def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Runnin
     if not cluster.managed:
         stack.callback(_remove_from_cluster, client, applied)
 
-    api_tokens = [d for d in applied if d["kind"] == "ApiToken"]
+    if deployment is not None and not _workload_ready(client, deployment):
+        _say(f"Deployment {deployment} not available yet; see kubectl describe in its namespace")
+    api_tokens = [
+        d for d in applied if d["kind"] == "ApiToken" and d["metadata"]["namespace"] == NAMESPACE
+    ]
     first = api_tokens[0]
     running = Running(
         kubeconfig=kubeconfig,
@@ -197,6 +241,7 @@ def _start(stack: contextlib.ExitStack, dev_dir: Path, ttl: int) -> tuple[Runnin
         secret=first["spec"].get("secretName", first["metadata"]["name"]),
         pages_workspace=workspaces[0],
         password_file=password_file,
+        workload=deployment,
     )
     return running, operator
 
@@ -225,7 +270,19 @@ def banner(running: Running, ttl: int, logs: Path) -> str:
   shown here; read them from the Secret):
     {watch}
 
+{_workload_lines(kubectl, running.workload)}
   The operator's log follows. Ctrl-C stops everything and removes the state.
+"""
+
+
+def _workload_lines(kubectl: Path, deployment: str | None) -> str:
+    if deployment is None:
+        return ""
+    return f"""
+  A workload reads the token from its mounted Secret (examples/04-workload, namespace
+  {WORKLOAD_NAMESPACE}); its log shows a fingerprint of the access token, never the value,
+  and the fingerprint changes a few seconds after each refresh:
+    {kubectl} -n {WORKLOAD_NAMESPACE} logs -f deploy/{deployment}
 """
 
 
@@ -242,7 +299,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help=f"lifetime of the token service's access tokens (default {ACCESS_TOKEN_TTL_S})",
     )
+    parser.add_argument(
+        "--node",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start a node with the control plane (default: when root and not "
+        "USE_EXISTING_CLUSTER)",
+    )
+    parser.add_argument(
+        "--workload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run examples/04-workload (default: when the node runs; on a cluster of your own "
+        "its image localhost/apitoken-operator:0.1.0 must be there)",
+    )
     args = parser.parse_args(argv)
+    node = args.node
+    if node is None:
+        node = os.geteuid() == 0 and not use_existing_cluster()
+    elif node and use_existing_cluster():
+        parser.error("--node starts a node of our own: not with USE_EXISTING_CLUSTER")
+    if not node and args.node is None and not use_existing_cluster():
+        _say("not root: no node (containerd and kubelet need root), so no workload either")
+    workload = node if args.workload is None else args.workload
 
     _stop_on_signals()
     dev_dir: Path = args.dev_dir
@@ -250,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     code: int | None = None
     try:
         with contextlib.ExitStack() as stack:
-            running, operator = _start(stack, dev_dir, args.access_token_ttl)
+            running, operator = _start(
+                stack, dev_dir, args.access_token_ttl, node=node, workload=workload
+            )
             print(banner(running, args.access_token_ttl, dev_dir / "logs"), flush=True)
             until = None if args.exit_after is None else time.monotonic() + args.exit_after
             code = follow(operator, until)

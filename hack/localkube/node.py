@@ -42,8 +42,10 @@ SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service (first address of the servic
 CLUSTER_DOMAIN = "cluster.local"
 CHAIN = "APITOKEN-NODE"
 LOCK = Path("/run/apitoken-localnode.lock")
-# kubelet re-reads mounted Secrets on its sync; 2 s keeps a refreshed token's delay to seconds.
-SYNC_FREQUENCY = "2s"
+# kubelet re-reads mounted Secrets on its sync: 2 s keeps a refreshed token's delay to seconds
+# (kubelet's default, 1m, gives about a minute; docs/usage.md has both figures). Set
+# LOCALKUBE_KUBELET_SYNC_FREQUENCY (a Go duration) to measure another value.
+SYNC_FREQUENCY = os.environ.get("LOCALKUBE_KUBELET_SYNC_FREQUENCY", "2s")
 CNI_BIN = Path("/usr/lib/cni")
 # containerd 1.6 writes some state outside its root; removed on stop (we hold the lock).
 CONTAINERD_LEFTOVERS = (Path("/run/containerd"), Path("/var/lib/cni"))

@@ -4,11 +4,8 @@ control plane with the real helm binary (hack/build-binaries.sh builds it)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -19,12 +16,12 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBi
 
 from apitoken_operator.settings import OperatorSettings
 from localkube import Cluster
+from support.helm import OPERATOR_CHART, Helm, Manifest
 
 pytestmark = pytest.mark.chart
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "apitoken-operator"
-BUILD_SCRIPT = REPO / "hack" / "build-binaries.sh"
+CHART = OPERATOR_CHART
 
 NAMESPACED_VALUES = """\
 watchNamespaces: [billing, payments]
@@ -40,47 +37,6 @@ metrics:
     enabled: true
     labels: {release: prometheus}
 """
-
-Manifest = dict[str, Any]
-
-
-class Helm:
-    """The helm binary with its own cache and config folders, so tests never touch ~/.config."""
-
-    def __init__(self, binary: Path, home: Path) -> None:
-        self.binary = binary
-        self.env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(self.binary), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-        return done
-
-    def template(self, *args: str) -> list[Manifest]:
-        out = self.run("template", "rel", str(CHART), "--namespace", "ops", *args).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    # The script builds helm once into a version-keyed cache; a warm call is instant.
-    done = subprocess.run(
-        [str(BUILD_SCRIPT), "helm"], check=True, stdout=subprocess.PIPE, text=True
-    )
-    folders = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    return Helm(Path(folders["helm"]) / "helm", tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")
@@ -232,6 +188,16 @@ def test_cluster_role_rules_match_deploy_rbac(helm: Helm) -> None:
     assert [line for line in why if line not in chart_comments] == []
 
 
+def test_rollout_restart_rule_only_when_asked(helm: Helm) -> None:
+    """rbac.rolloutRestart adds exactly the rule of deploy/rbac-rollout-restart.yaml."""
+    source = (REPO / "deploy" / "rbac-rollout-restart.yaml").read_text()
+    (extra,) = only(list(yaml.safe_load_all(source)), "ClusterRole")["rules"]
+    default = only(helm.template(), "ClusterRole")["rules"]
+    assert extra not in default and not [r for r in default if "apps" in r["apiGroups"]]
+    asked = only(helm.template("--set", "rbac.rolloutRestart=true"), "ClusterRole")["rules"]
+    assert asked == [*default, extra]
+
+
 def test_deployment_single_writer_and_hardened(helm: Helm) -> None:
     manifests = helm.template()
     spec = only(manifests, "Deployment")["spec"]
@@ -299,3 +265,51 @@ def test_install_and_uninstall(
             kube.get(namespaced, name, namespace=namespace)
         assert missing.value.status.code == 404
     assert helm.run("list", *kubeconfig, "--short").stdout.split() == []
+
+
+def _grants(rules: list[Manifest]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_namespaced_rbac_reaches_only_the_served_namespaces(
+    helm: Helm, namespaced_values: Path
+) -> None:
+    """With watchNamespaces, the ClusterRole is bound per namespace (the served ones and the
+    release's), and the cluster-wide binding grants only cluster-scoped needs: no Secrets."""
+    manifests = helm.template("-f", str(namespaced_values))
+    roles = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ClusterRole"}
+    assert set(roles) == {"rel-apitoken-operator", "rel-apitoken-operator-cluster-scope"}
+    # (The Lease's RoleBinding, to a Role, is not one of them.)
+    bindings = [
+        m for m in manifests if m["kind"] == "RoleBinding" and m["roleRef"]["kind"] == "ClusterRole"
+    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "ops", "payments"]
+    subject = [{"kind": "ServiceAccount", "name": "rel-apitoken-operator", "namespace": "ops"}]
+    for binding in bindings:
+        assert binding["roleRef"]["name"] == "rel-apitoken-operator"
+        assert binding["subjects"] == subject
+    cluster_binding = only(manifests, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "rel-apitoken-operator-cluster-scope"
+    assert cluster_binding["subjects"] == subject
+    scoped = _grants(roles["rel-apitoken-operator-cluster-scope"]["rules"])
+    full = _grants(roles["rel-apitoken-operator"]["rules"])
+    # Kopf lists and watches Namespaces only when given --namespace: the one addition.
+    assert scoped - full == {("", "namespaces", "list"), ("", "namespaces", "watch")}
+    assert not {g for g in scoped if g[1] in ("secrets", "events")}
+    assert ("apitoken.dev", "clustertokenworkspaces", "watch") in scoped
+
+
+def test_release_namespace_listed_once(helm: Helm) -> None:
+    manifests = helm.template("--set", "watchNamespaces={ops,billing}")
+    bindings = [
+        m["metadata"]["namespace"]
+        for m in manifests
+        if m["kind"] == "RoleBinding" and m["roleRef"]["kind"] == "ClusterRole"
+    ]
+    assert sorted(bindings) == ["billing", "ops"]

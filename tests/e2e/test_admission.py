@@ -62,6 +62,31 @@ def refusal(kube: Client, namespace: str, spec: dict[str, Any]) -> str:
             "spec.workspaceRef.kind",
             "Unsupported",
         ),
+        (
+            {"rolloutRestartTargets": [{"kind": "CronJob", "name": "nightly"}]},
+            "spec.rolloutRestartTargets[0].kind",
+            'supported values: "Deployment", "StatefulSet", "DaemonSet"',
+        ),
+        (
+            {"rolloutRestartTargets": [{"kind": "Deployment", "name": "Web_1"}]},
+            "spec.rolloutRestartTargets[0].name",
+            "should match",
+        ),
+        (
+            {"rolloutRestartTargets": [{"kind": "Deployment"}]},
+            "spec.rolloutRestartTargets[0].name",
+            "Required value",
+        ),
+        (
+            {
+                "rolloutRestartTargets": [
+                    {"kind": "Deployment", "name": "web"},
+                    {"kind": "Deployment", "name": "web"},
+                ]
+            },
+            "spec.rolloutRestartTargets[1]",
+            "Duplicate value",
+        ),
     ],
 )
 def test_bad_spec_is_refused_with_the_field_named(

@@ -127,11 +127,16 @@ def _files_text(folder: Path) -> dict[Path, str]:
     }
 
 
-def _start_dev(dev_dir: Path, **env: str) -> tuple[subprocess.Popen[str], Output]:
+def _start_dev(dev_dir: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], Output]:
+    """make dev, without a node unless `args` ask for one: the node is machine-wide (one at a
+    time), and tests/node/test_make_dev_workload.py covers the workload."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "hack"), "PYTHONUNBUFFERED": "1", **env}
+    argv = [sys.executable, "-m", "localkube", "--dev-dir", str(dev_dir)]
+    if not args and env.get("USE_EXISTING_CLUSTER") != "true":
+        args = ("--no-node",)
     proc = subprocess.Popen(
         # Access tokens of 20 s, so that the operator refreshes one while a test watches.
-        [sys.executable, "-m", "localkube", "--dev-dir", str(dev_dir), "--access-token-ttl=20"],
+        [*argv, "--access-token-ttl=20", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -168,6 +173,24 @@ def _sign_in_to_the_pages(banner: str) -> str:
         page = browser.get("/tokens")
         assert page.status_code == 200 and "OAuth 2.0 API Tokens" in page.text
     return password
+
+
+def stop_and_check_removed(
+    proc: subprocess.Popen[str], output: Output, kube: Client, applied: dict[str, str]
+) -> str:
+    """Ctrl-C make dev on a cluster of one's own: it deletes each example and its namespace
+    (`applied`: example folder -> namespace) while the operator still runs. Its output."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    out = output.close(timeout=10)
+    assert proc.returncode == 0, out
+    assert "not removed" not in out, out
+    for folder, namespace in applied.items():
+        assert f"deleting {folder} and namespace {namespace}" in out
+        with pytest.raises(ApiError) as gone:
+            kube.get(Namespace, namespace)
+        assert gone.value.status.code == 404
+    return out
 
 
 @pytest.mark.skipif(use_existing_cluster(), reason="starts its own control plane by design")
@@ -269,15 +292,7 @@ def test_dev_on_an_existing_cluster_removes_what_it_applied(
         assert set(pids) == {"apitoken-service", "apitoken-operator"}, banner
         _poll(f"ApiToken {API_TOKEN} Ready", lambda: _ready(kube), 120, output)
 
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-        out = output.close(timeout=10)
-        assert proc.returncode == 0, out
-        assert f"deleting examples/01-basic and namespace {NAMESPACE}" in out
-        assert "not removed" not in out, out
-        with pytest.raises(ApiError) as gone:
-            kube.get(Namespace, NAMESPACE)
-        assert gone.value.status.code == 404
+        stop_and_check_removed(proc, output, kube, {"examples/01-basic": NAMESPACE})
         assert not [name for name, pid in pids.items() if _alive(pid)]
         assert kube.get(Namespace, "default")  # the cluster itself is untouched
     finally:

@@ -24,26 +24,31 @@ from support.operator import (
     OperatorTest,
     RunningOperator,
     api_token,
+    condition,
+    events_of,
     eventually,
     merge_patch,
     next_refresh,
     ready_token,
+    reason,
     secret_data,
     start_operator,
     status_of,
 )
+from support.workloads import create_workload, restarted_at
 
 pytestmark = pytest.mark.e2e
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
+ROLLOUT_RBAC = RBAC.with_name("rbac-rollout-restart.yaml")
 SA_NAMESPACE = "apitoken-operator-rbac-e2e"
 SUFFIX = "-rbac-e2e"
 
 
-def rbac_objects() -> list[Any]:
-    """deploy/rbac.yaml with the ServiceAccount in a namespace of the test and cluster-wide
-    names of its own."""
-    docs = [copy.deepcopy(d) for d in yaml.safe_load_all(RBAC.read_text()) if d]
+def rbac_objects(path: Path = RBAC) -> list[Any]:
+    """deploy/rbac.yaml (or another file of deploy/) with the ServiceAccount in a namespace of
+    the test and cluster-wide names of its own."""
+    docs = [copy.deepcopy(d) for d in yaml.safe_load_all(path.read_text()) if d]
     for doc in docs:
         meta = doc["metadata"]
         if doc["kind"] == "ServiceAccount":
@@ -149,3 +154,49 @@ def may(kube: Client, verb: str, resource: str, group: str = "") -> bool:
         )
     )
     return bool(review.status and review.status.allowed)
+
+
+def test_rollout_restart_without_its_rule_is_reported_then_done_once_granted(
+    kube: Client, op: OperatorTest
+) -> None:
+    """deploy/rbac.yaml has no rule for workloads: a restart on re-issue is refused, said in
+    Reconciling and a Warning event naming the missing permission, while the token stays
+    Ready; once deploy/rbac-rollout-restart.yaml is applied the retry restarts it."""
+    ns = op.namespace
+    create_workload(kube, ns, "Deployment", "web")
+    api_token(kube, ns, rolloutRestartTargets=[{"kind": "Deployment", "name": "web"}])
+    first = status_of(ready_token(kube, ns))["tokenId"]
+    merge_patch(kube, ns, {"metadata": {"annotations": {"apitoken.dev/reissue": "1"}}})
+
+    def refused() -> Any:
+        obj = kube.get(ApiToken, "tok", namespace=ns)
+        failure = (status_of(obj).get("rolloutRestart") or {}).get("lastFailureMessage")
+        return obj if failure and reason(obj, "Reconciling") == "RolloutRestartFailed" else None
+
+    obj = eventually("the refused restart in status", refused)
+    status = status_of(obj)
+    assert status["tokenId"] != first and condition(obj, "Ready") == "True"
+    message = status["rolloutRestart"]["lastFailureMessage"]
+    assert "403 Forbidden" in message and "patch on deployments (apps)" in message, message
+    assert "rbac.rolloutRestart" in message
+    warnings = [e for e in events_of(kube, ns) if e.reason == "RolloutRestartFailed"]
+    assert warnings and warnings[0].type == "Warning"
+    assert restarted_at(kube, ns, "Deployment", "web") is None
+
+    grant = rbac_objects(ROLLOUT_RBAC)
+    for granted in grant:
+        kube.apply(granted, force=True)
+    try:
+
+        def restarted() -> bool:
+            obj = kube.get(ApiToken, "tok", namespace=ns)
+            rollout = status_of(obj).get("rolloutRestart") or {}
+            return bool(rollout.get("tokenId") == status["tokenId"])
+
+        eventually("the restart once permitted", restarted, timeout=30)
+        assert (
+            restarted_at(kube, ns, "Deployment", "web") == status["rolloutRestart"]["restartedAt"]
+        )
+    finally:
+        for granted in reversed(grant):
+            kube.delete(type(granted), granted.metadata.name)

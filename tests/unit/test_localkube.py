@@ -1,6 +1,7 @@
 """Pure parts of the local control-plane harness."""
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,13 @@ def test_reap_stale_kills_recorded_processes_and_removes_the_state(tmp_path: Pat
     state = tmp_path / "controlplane"
     (state / "logs").mkdir(parents=True)
     orphan = subprocess.Popen(["/bin/sleep", "300"])
+    # Popen may return before the child's exec shows in /proc (cmdline is empty meanwhile); an
+    # orphan of a real run has long been running its binary.
+    cmdline = Path(f"/proc/{orphan.pid}/cmdline")
+    for _ in range(500):
+        if cmdline.read_bytes().startswith(b"/bin/sleep"):
+            break
+        time.sleep(0.01)
     (state / PIDS_FILE).write_text(json.dumps([["kube-apiserver", orphan.pid, "/bin/sleep"]]))
     said: list[str] = []
     reap_stale(state, said.append)

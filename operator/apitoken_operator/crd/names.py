@@ -35,6 +35,10 @@ ANNOTATION_REISSUE: Final = f"{GROUP}/reissue"
 # valid until it expires): for a service that is gone for good.
 ANNOTATION_ABANDON: Final = f"{GROUP}/abandon"
 
+# On the pod template of spec.rolloutRestartTargets: set when the token is re-issued, which
+# rolls the workload out again (like kubectl's kubectl.kubernetes.io/restartedAt).
+ANNOTATION_RESTARTED_AT: Final = f"{GROUP}/restartedAt"
+
 # Keys of the managed Secret.
 KEY_ACCESS_TOKEN: Final = "access_token"
 KEY_REFRESH_TOKEN: Final = "refresh_token"

@@ -76,3 +76,8 @@ WORKSPACE_READY: Final = "WorkspaceReady"
 UNUSED_TOKEN: Final = "UnusedToken"
 # A token replaced by a re-issue, retired after the Secret switched to its successor.
 TOKEN_REPLACED: Final = "TokenReplaced"
+
+# spec.rolloutRestartTargets: the workloads were restarted for a re-issued token (event), or
+# a restart failed (event and Reconciling; retried after the recheck interval).
+ROLLOUT_RESTARTED: Final = "RolloutRestarted"
+ROLLOUT_RESTART_FAILED: Final = "RolloutRestartFailed"

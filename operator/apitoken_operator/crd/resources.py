@@ -85,6 +85,20 @@ class NamespacedSecretKeyRef(SecretKeyRef):
     namespace: str | None = None
 
 
+class RolloutRestartKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+
+
+class RolloutRestartTarget(_Model):
+    """A workload in the ApiToken's namespace restarted (like `kubectl rollout restart`) when
+    the token is re-issued."""
+
+    kind: RolloutRestartKind
+    name: str = Field(min_length=1, max_length=253)
+
+
 class ApiTokenSpec(_Model):
     workspace_ref: WorkspaceRef
     token_name: str | None = None
@@ -96,6 +110,7 @@ class ApiTokenSpec(_Model):
     disabled: bool = False
     deletion_policy: DeletionPolicy | None = None
     refresh_token_secret_ref: SecretKeyRef | None = None
+    rollout_restart_targets: tuple[RolloutRestartTarget, ...] = ()
 
     def resolve(self, namespace: str, name: str) -> "ResolvedApiTokenSpec":
         """Apply the defaults documented in docs/usage.md."""
@@ -119,6 +134,7 @@ class ApiTokenSpec(_Model):
             disabled=self.disabled,
             deletion_policy=self.deletion_policy or DeletionPolicy.DELETE,
             import_ref=self.refresh_token_secret_ref,
+            rollout_restart_targets=self.rollout_restart_targets,
         )
 
 
@@ -137,6 +153,7 @@ class ResolvedApiTokenSpec(_Model):
     disabled: bool
     deletion_policy: DeletionPolicy
     import_ref: SecretKeyRef | None
+    rollout_restart_targets: tuple[RolloutRestartTarget, ...] = ()
 
 
 class ConditionStatus(StrEnum):
@@ -159,6 +176,17 @@ class RetiringToken(_Model):
 
     id: str
     workspace: str | None = None  # "Kind/name"; None: the ApiToken's current workspace
+
+
+class RolloutRestartStatus(_Model):
+    """Restarts of spec.rolloutRestartTargets: one per re-issued token."""
+
+    # The token the targets were restarted for (the first token needs no restart: recorded).
+    token_id: str | None = None
+    # The restart annotation's value of the last attempt; a retry reuses it (no second rollout).
+    restarted_at: datetime | None = None
+    last_failure_time: datetime | None = None
+    last_failure_message: str | None = None
 
 
 class ApiTokenStatus(_Model):
@@ -185,6 +213,7 @@ class ApiTokenStatus(_Model):
     # Digest of the workspace's client settings (and client secret) the provider rejected
     # (invalid_client) or that lacked the client secret: not tried again until they change.
     rejected_client_digest: str | None = None
+    rollout_restart: RolloutRestartStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

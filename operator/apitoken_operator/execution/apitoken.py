@@ -25,6 +25,7 @@ from apitoken_operator.core.apitoken.decide import (
     refreshed_state,
     retired_state,
 )
+from apitoken_operator.core.apitoken.rollout import RestartWorkloads
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd import reasons
@@ -45,6 +46,7 @@ from apitoken_operator.execution.held_token import (
     WriteRetry,
     run_rounds,
 )
+from apitoken_operator.execution.rollout import WorkloadPatcher, restart_workloads
 from apitoken_operator.providers.answers import TokenMetadata
 from apitoken_operator.providers.errors import ResponseLost, ServiceError
 
@@ -61,6 +63,8 @@ class Ports:
     management_for: Callable[[str], Awaitable[ManagementApi | None]] | None = None
     # Refresh-only mode: RFC 7009 revocation at the provider (None: never revoked).
     revoker: RevokeApi | None = None
+    # spec.rolloutRestartTargets; None: restarts are not carried out (unit tests of the rest).
+    workloads: WorkloadPatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -194,10 +198,27 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
         self.released = True
 
     async def _dispatch(self, action: Action) -> None:
+        # The ApiToken's own actions; the held-token core's go to the shared run.
         if isinstance(action, Revoke):
             await self._revoke(action)
+        elif isinstance(action, RestartWorkloads):
+            await self._restart(action)
         else:
             await super()._dispatch(action)
+
+    async def _restart(self, action: RestartWorkloads) -> None:
+        if self.ports.workloads is None:
+            return
+        status = self.obs.token.status
+        recorded, event = await restart_workloads(
+            self.ports.workloads,
+            self.obs.token.namespace,
+            action,
+            status.rollout_restart,
+            self.clock(),
+        )
+        self._set(None, status.model_copy(update={"rollout_restart": recorded}))
+        self.events.append(event)
 
     def _failed_status(self, exc: ServiceError) -> ApiTokenStatus:
         return failed_state(

@@ -46,6 +46,7 @@ from apitoken_operator.kube.objects import (
     resource_version,
     write_failure_message,
 )
+from apitoken_operator.kube.workloads import WorkloadRestarter
 from apitoken_operator.metrics import TimedManagement
 from apitoken_operator.providers.answers import RefreshResult
 from apitoken_operator.providers.capabilities import capabilities
@@ -183,6 +184,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         imports=imports,
         management_for=lambda key: management_for(rt, key, namespace),
         revoker=access.token_endpoint,
+        workloads=WorkloadRestarter(rt.kube),
     )
     obs = Observation(
         view,

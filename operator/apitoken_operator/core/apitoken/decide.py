@@ -22,6 +22,7 @@ from typing import Any
 from apitoken_operator.core import held_token as held
 from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_reason
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
+from apitoken_operator.core.apitoken.rollout import RestartWorkloads, restart_step
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.held_token import RetireMode, RetireToken, failure_time, foreign, whole
 from apitoken_operator.core.managed_secret import (
@@ -118,7 +119,8 @@ class Revoke:
 
 
 # The ApiToken asks for every action of the held-token core (a first token and a re-issue
-# are both `Issue`: its reason says which, `reasons.GENERATING` for the first), and Revoke.
+# are both `Issue`: its reason says which, `reasons.GENERATING` for the first), Revoke, and
+# the restart of spec.rolloutRestartTargets.
 Action = (
     held.Issue
     | held.Import
@@ -127,6 +129,7 @@ Action = (
     | held.RetireToken
     | held.RemoveFinalizer
     | Revoke
+    | RestartWorkloads
 )
 # Revoking calls the provider: it waits out the backoff too.
 _SERVICE_CALLS = (*held.SERVICE_CALLS, Revoke)
@@ -464,6 +467,11 @@ def _work_signal(actions: Sequence[Action]) -> Signal | None:
                 return Signal(reasons.CLEANING_UP, f"retiring unused tokens ({reason})")
             case held.WriteSecret(reason=reason):
                 return Signal(reasons.UPDATING_SECRET, f"updating the Secret ({reason})")
+            case RestartWorkloads(targets=targets):
+                return Signal(
+                    reasons.ROLLOUT_RESTARTED,
+                    f"restarting {len(targets)} workload(s) for the new token",
+                )
             case held.RemoveFinalizer():
                 return None
     return None
@@ -539,6 +547,11 @@ def _decide_managed(
         # Without a working workspace credential a re-issue waits; refreshes go on meanwhile
         # (except for a token the service already rejected).
         reissue_waits = why is not None and not obs.workspace.ready and why != reasons.TOKEN_REVOKED
+        restart_waits = None
+        if why is None or reissue_waits:
+            status, restart_waits = _rollout(
+                spec, current.token_id, status, now, policy, actions, requeue
+            )
         if why is not None and not reissue_waits:
             actions.append(_issue(spec, why))
         elif now >= refresh_at:
@@ -568,6 +581,8 @@ def _decide_managed(
                 Signal(reasons.ACCESS_TOKEN_EXPIRED, "the access token in the Secret expired"),
             )
         verdict = _Verdict(valid, ready_signal)
+        if restart_waits is not None:
+            verdict = replace(verdict, reconciling=restart_waits)
         if reissue_waits:
             verdict = replace(
                 verdict,
@@ -584,6 +599,28 @@ def _decide_managed(
     if retry is not None:
         requeue.append(retry)
     return _finish(obs, kept, status, verdict, now, min(requeue) if requeue else None)
+
+
+def _rollout(
+    spec: ResolvedApiTokenSpec,
+    token_id: str,
+    status: ApiTokenStatus,
+    now: datetime,
+    policy: TimingPolicy,
+    actions: list[Action],
+    requeue: list[datetime],
+) -> tuple[ApiTokenStatus, Signal | None]:
+    """spec.rolloutRestartTargets, once per token the Secret holds (`restart_step`): adds the
+    restart to `actions`; the status to carry on with, and Reconciling's signal while a failed
+    restart waits to be retried."""
+    step = restart_step(
+        spec.rollout_restart_targets, token_id, status.rollout_restart, now, policy.recheck_interval
+    )
+    if step.action is not None:
+        actions.append(step.action)
+    if step.requeue_at is not None:
+        requeue.append(step.requeue_at)
+    return _with(status, rollout_restart=step.status), step.waiting
 
 
 def _decide_disabled(
@@ -645,6 +682,7 @@ def _decide_refresh_only(
     actions: list[Action] = []
     requeue: list[datetime] = []
     stalled: Signal | None = None
+    restart_waits: Signal | None = None
     valid = False
     if current is not None:
         status = _adopt(obs, spec, current)
@@ -690,6 +728,10 @@ def _decide_refresh_only(
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
         status = _with(status, next_refresh_time=whole(refresh_at), renewal_time=None)
+        # A newly imported token counts as a re-issue for spec.rolloutRestartTargets.
+        status, restart_waits = _rollout(
+            spec, current.token_id, status, now, policy, actions, requeue
+        )
         if now >= refresh_at:
             actions.append(held.Refresh(current.token_id))
         else:
@@ -711,6 +753,8 @@ def _decide_refresh_only(
             status, Signal(reasons.IMPORTING, f"no usable token in Secret {spec.secret_name} yet")
         )
     verdict = _Verdict(valid, ready_signal, stalled=stalled)
+    if restart_waits is not None:
+        verdict = replace(verdict, reconciling=restart_waits)
     kept, verdict, retry = _gate(obs, actions, verdict, policy, now, management_ok=True)
     if retry is not None:
         requeue.append(retry)
