@@ -1,6 +1,7 @@
 """The execute layer's WorkloadPatcher: the restart annotation on a workload's pod template,
 the way `kubectl rollout restart` does it (a merge patch; a changed template rolls it out)."""
 
+from collections.abc import Callable
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -21,10 +22,14 @@ _RESOURCES: dict[RolloutRestartKind, Any] = {
 
 
 class WorkloadRestarter:
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, gate: Callable[[], None] | None = None) -> None:
         self._client = client
+        # Leader election's write gate (`kube.lease`): only the holder restarts workloads.
+        self._gate = gate
 
     async def restart(self, namespace: str, target: RolloutRestartTarget, value: str) -> bool:
+        if self._gate is not None:
+            self._gate()
         patch = {
             "spec": {"template": {"metadata": {"annotations": {ANNOTATION_RESTARTED_AT: value}}}}
         }

@@ -184,7 +184,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         imports=imports,
         management_for=lambda key: management_for(rt, key, namespace),
         revoker=access.token_endpoint,
-        workloads=WorkloadRestarter(rt.kube),
+        workloads=WorkloadRestarter(rt.kube, gate=rt.check_writes),
     )
     obs = Observation(
         view,
