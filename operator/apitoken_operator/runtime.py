@@ -15,6 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.discovery import Discovery
@@ -93,6 +94,15 @@ class Runtime:
 
     def note_written(self, namespace: str, name: str, resource_version: str) -> None:
         self.written[(namespace, name)] = resource_version
+
+    def secret_applier(self, secret_body: Body | None) -> SecretApplier:
+        """Writes of one run: fenced by the resourceVersion the run read, behind the write gate."""
+        return SecretApplier(
+            self.kube,
+            self.note_written,
+            expected_version=resource_version(secret_body),
+            gate=self.check_writes,
+        )
 
     async def aclose(self) -> None:
         for client in self._http.values():

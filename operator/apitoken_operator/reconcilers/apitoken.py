@@ -37,13 +37,11 @@ from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_
 from apitoken_operator.execution.held_token import Event
 from apitoken_operator.kube.objects import (
     Body,
-    SecretApplier,
     SecretValueReader,
     get_api_token,
     get_secret,
     namespace_state,
     patch_status,
-    resource_version,
     write_failure_message,
 )
 from apitoken_operator.kube.workloads import WorkloadRestarter
@@ -173,12 +171,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     import_digest = salted_digest(uid, import_value) if import_value else None
 
     ports = Ports(
-        secrets=SecretApplier(
-            rt.kube,
-            rt.note_written,
-            expected_version=resource_version(secret_body),
-            gate=rt.check_writes,
-        ),
+        secrets=rt.secret_applier(secret_body),
         token_endpoint=access.token_endpoint or _NoEndpoint(),
         management=management,
         imports=imports,

@@ -67,14 +67,12 @@ from apitoken_operator.execution.workspace import (
 )
 from apitoken_operator.kube.objects import (
     Body,
-    SecretApplier,
     SecretValueReader,
     api_tokens_using,
     get_secret,
     get_workspace,
     patch_secret_metadata,
     patch_status,
-    resource_version,
     write_failure_message,
 )
 from apitoken_operator.metrics import TimedManagement, TimedRefresh
@@ -275,12 +273,7 @@ async def _run_locked(
         digest = salted_digest(ws.uid, value) if value else None
     spec = ws.spec
     ports = CredentialPorts(
-        secrets=SecretApplier(
-            rt.kube,
-            rt.note_written,
-            expected_version=resource_version(secret_body),
-            gate=rt.check_writes,
-        ),
+        secrets=rt.secret_applier(secret_body),
         token_endpoint=token_endpoint(rt, spec, count=False),
         bootstrap=bootstrap,
         management_with=lambda bearer: management_api(rt, spec, bearer),
