@@ -157,6 +157,8 @@ class ControlPlane:
         self._log = log
         self._stack = contextlib.ExitStack()
         self.processes: list[Process] = []
+        self._etcd_healthy: Callable[[], bool] = lambda: False
+        self._apiserver_ready: Callable[[], bool] = lambda: False
 
     def __enter__(self) -> Cluster:
         try:
@@ -178,6 +180,21 @@ class ControlPlane:
             json.dumps([[p.name, p.pid, p.argv0] for p in self.processes])
         )
         return proc
+
+    def restart_etcd_and_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop kube-apiserver and etcd (in that order: an apiserver told to stop after etcd is
+        gone waits for ever), keep them down `down_for` seconds, and start them again with the
+        same command lines: same data directory, ports and certificates. Returns once the
+        apiserver is ready again. For chaos tests of what runs against the cluster."""
+        by_name = {p.name: p for p in self.processes}
+        etcd, apiserver = by_name["etcd"], by_name["kube-apiserver"]
+        apiserver.stop()
+        etcd.stop()
+        time.sleep(down_for)
+        etcd.start_again()
+        wait_until("etcd", self._etcd_healthy, 30, [etcd])
+        apiserver.start_again()
+        wait_until("kube-apiserver", self._apiserver_ready, 120, [etcd, apiserver])
 
     def _start(self) -> Cluster:
         binaries = self._binaries or locate()
@@ -211,12 +228,8 @@ class ControlPlane:
             ],
             logs,
         )
-        wait_until(
-            "etcd",
-            lambda: httpx.get(f"{etcd_url}/health", timeout=2).status_code == 200,
-            30,
-            [etcd],
-        )
+        self._etcd_healthy = lambda: httpx.get(f"{etcd_url}/health", timeout=2).status_code == 200
+        wait_until("etcd", self._etcd_healthy, 30, [etcd])
 
         server = f"https://127.0.0.1:{api_port}"
         apiserver = self._spawn(
@@ -249,12 +262,10 @@ class ControlPlane:
         )
         ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
         ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
-        wait_until(
-            "kube-apiserver",
-            lambda: httpx.get(f"{server}/readyz", verify=ctx, timeout=5).status_code == 200,
-            120,
-            [etcd, apiserver],
+        self._apiserver_ready = lambda: (
+            httpx.get(f"{server}/readyz", verify=ctx, timeout=5).status_code == 200
         )
+        wait_until("kube-apiserver", self._apiserver_ready, 120, [etcd, apiserver])
         kubeconfig = write_kubeconfig(state / "kubeconfig", server, pki)
 
         if binaries.kube_controller_manager.exists():

@@ -34,16 +34,28 @@ class Process:
         self.name = name
         self.argv0 = str(argv[0])
         self.log_path = log_path
+        self._argv = list(argv)
+        self._env = None if env is None else dict(env)
         self._log: IO[bytes] = log_path.open("wb")
-        self.popen = subprocess.Popen(
-            list(argv),
+        self.popen = self._popen()
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self._argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=None if env is None else dict(env),
+            env=self._env,
             preexec_fn=_die_with_parent,
             start_new_session=True,  # Ctrl-C reaches the harness, which stops children in order
         )
+
+    def start_again(self) -> None:
+        """Start the stopped process again with the same command line (same data directory,
+        ports, certificates), appending to its log; chaos tests restart etcd and the apiserver."""
+        assert self.popen.poll() is not None, f"{self.name} is still running"
+        self._log = self.log_path.open("ab")
+        self.popen = self._popen()
 
     @property
     def pid(self) -> int:
