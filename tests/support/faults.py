@@ -4,6 +4,7 @@
     with FaultProxy(service.base_url) as proxy:        # a TokenWorkspace points at proxy.url
         proxy.target(refresh_token)                    # fault only refreshes presenting it
         proxy.mode = Mode.FAIL                         # 503; Mode.HANG: no answer for a while
+                                                       # Mode.DROP: forwarded, answer withheld
         proxy.presented(refresh_token)                 # when each refresh presented it
 
     with secret_writes_denied(kube, namespace):        # UPDATEs of managed Secrets refused
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import random
 import threading
 import time
@@ -60,6 +62,9 @@ class Mode(StrEnum):
     PASS = "pass"
     FAIL = "fail"  # 503 Service Unavailable
     HANG = "hang"  # no answer until the mode changes (or `hang_limit` passed)
+    # Forwarded (the service commits the rotation), the answer withheld for `hang_limit` (the
+    # client times out); once: the mode goes back to PASS, so the client's retry passes.
+    DROP = "drop"
 
 
 def digest(value: str) -> str:
@@ -96,6 +101,8 @@ class FaultProxy:
         self._client: httpx.AsyncClient | None = None
         self._targets: set[str] = set()
         self._presented: list[Presented] = []
+        # Digests of the refresh tokens in answers that DROP withheld from the client.
+        self.dropped_refresh_tokens: list[str] = []
         self._lock = threading.Lock()
         app = Starlette(
             routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE"])]
@@ -155,6 +162,16 @@ class FaultProxy:
             )
         elif mode is Mode.HANG:
             while self.mode is Mode.HANG and time.monotonic() - arrived < self.hang_limit:
+                await asyncio.sleep(0.05)
+            response = Response(status_code=504)
+        elif mode is Mode.DROP:
+            self.mode = Mode.PASS
+            answer = await self._forward(request, body)
+            with contextlib.suppress(ValueError):
+                withheld = json.loads(bytes(answer.body)).get("refresh_token")
+                if withheld:
+                    self.dropped_refresh_tokens.append(digest(withheld))
+            while time.monotonic() - arrived < self.hang_limit:
                 await asyncio.sleep(0.05)
             response = Response(status_code=504)
         else:
