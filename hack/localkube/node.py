@@ -38,6 +38,7 @@ NODE_NAME = "apitoken-node"
 BRIDGE = "cni0"
 POD_CIDR = "10.88.0.0/16"
 GATEWAY = "10.88.0.1"  # the bridge's address: node IP, DNS server and the Pods' default route
+DNS_LISTEN = f"--listen-address={GATEWAY}"
 SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service (first address of the service range)
 CLUSTER_DOMAIN = "cluster.local"
 CHAIN = "APITOKEN-NODE"
@@ -110,7 +111,8 @@ def _pod_cgroup_dirs() -> list[Path]:
 
 
 def _kill_pods() -> None:
-    """SIGKILL every process in a Pod cgroup, then every containerd shim; remove the cgroups."""
+    """SIGKILL every process in a Pod cgroup, then every containerd shim and our dnsmasq; remove
+    the cgroups."""
     dirs = _pod_cgroup_dirs()
     for d in dirs:
         with contextlib.suppress(OSError):
@@ -122,7 +124,10 @@ def _kill_pods() -> None:
             continue
         with contextlib.suppress(OSError):
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2"):
+            # dnsmasq switches to group dip, which clears PDEATHSIG: a killed harness leaves it
+            # bound to the bridge address, answering the next node's names from old files.
+            stale_dns = cmdline[0].endswith(b"dnsmasq") and DNS_LISTEN.encode() in cmdline
+            if cmdline[0].endswith(b"containerd-shim-runc-v2") or stale_dns:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(proc.name), signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -289,7 +294,7 @@ class ClusterDns:
                 "--no-hosts",
                 "--no-poll",
                 f"--hostsdir={self._hosts}",
-                f"--listen-address={GATEWAY}",
+                DNS_LISTEN,
                 "--bind-interfaces",
                 "--except-interface=lo",
                 f"--local=/{CLUSTER_DOMAIN}/",
