@@ -1,7 +1,8 @@
 """`apitoken-operator run`: the operator's command line, and who may write.
 
     apitoken-operator run [--namespace NS ...| --all-namespaces] [--liveness-port PORT]
-                          [--metrics-port PORT] [--standalone] [--verbose] [--log-format F]
+                          [--metrics-port PORT] [--token-workers N] [--standalone]
+                          [--verbose] [--log-format F]
 
 Kubernetes access comes from KUBECONFIG or the in-cluster ServiceAccount; everything else from
 APITOKEN_OPERATOR_* environment variables (see docs/usage.md).
@@ -77,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics (0: off; default 9090)",
     )
     run.add_argument(
+        "--token-workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="ApiToken runs in flight at most (1-256; default 12, or "
+        "APITOKEN_OPERATOR_TOKEN_WORKERS)",
+    )
+    run.add_argument(
         "--standalone",
         action="store_true",
         help="no leader election: write without taking the Lease (one process only: tests, "
@@ -97,7 +106,16 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _workers(value: str) -> int:
+    n = int(value)
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"between 1 and 256: {n}")
+    return n
+
+
 def launch_config(args: argparse.Namespace, settings: OperatorSettings) -> LaunchConfig:
+    if args.token_workers is not None:
+        settings = settings.model_copy(update={"token_workers": args.token_workers})
     return LaunchConfig(
         settings=settings,
         namespaces=tuple(args.namespace),

@@ -1,4 +1,4 @@
-"""What one operator process shares between handlers, daemons and the Secret watch.
+"""What one operator process shares between handlers, the scheduler, daemons and the Secret watch.
 
 Built once at start-up from the settings (no module-level singletons) and closed at shutdown.
 """
@@ -6,15 +6,17 @@ Built once at start-up from the settings (no module-level singletons) and closed
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from lightkube import AsyncClient, KubeConfig
 
-from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.execution.scheduler import Scheduler
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
@@ -49,8 +51,18 @@ class Runtime:
         self.check_writes: Callable[[], None] = config.gate
         self.locks = TokenLocks()
         self.workspace_locks = TokenLocks()
-        # Daemons sleep on these until their next scheduled run or an early wake-up.
+        # Workspace daemons sleep on these until their next scheduled run or an early wake-up.
         self.wakers: dict[str, asyncio.Event] = {}
+        # Every ApiToken's runs: one due-time queue and a fixed pool of workers (the handlers
+        # only add and wake; `handlers.registry` starts and stops it).
+        self.scheduler = Scheduler(
+            workers=config.settings.token_workers,
+            clock=self.clock,
+            idle=self.timing.recheck_interval,
+            backoff=self._token_backoff,
+        )
+        # ApiToken uid -> (namespace, name), for the scheduler's runs.
+        self.token_refs: dict[str, tuple[str, str]] = {}
         # (namespace, Secret name) -> uid of the ApiToken that writes it (for the Secret watch).
         self.secret_owners: dict[tuple[str, str], str] = {}
         # (namespace, Secret name) -> resourceVersion of the operator's own last write.
@@ -58,8 +70,6 @@ class Runtime:
         # ApiToken uid -> "Kind/namespace/name" of its workspace; workspace key -> usable.
         self.token_workspaces: dict[str, str] = {}
         self.workspace_usable: dict[str, bool] = {}
-        # ApiToken uid -> the answer of a handler's run, for the daemon it wakes.
-        self.handled_runs: dict[str, Any] = {}
         # Workspace key -> (its last run's answer, until when ApiToken runs may reuse it);
         # kept by `reconcilers.workspace`.
         self.workspace_runs: dict[str, tuple[Any, datetime]] = {}
@@ -88,9 +98,18 @@ class Runtime:
             self._http[ca_bundle] = client
         return client
 
+    def _token_backoff(self, uid: str, attempt: int) -> timedelta:
+        jitter = stable_fraction(uid, str(attempt))
+        t = self.timing
+        return backoff_delay(attempt, base=t.backoff_base, cap=t.backoff_cap, jitter=jitter)
+
     def wake(self, uid: str | None) -> None:
-        if uid and uid in self.wakers:
+        """Run a workspace's daemon or an ApiToken now (the Secret watch, a handler)."""
+        if not uid:
+            return
+        if uid in self.wakers:
             self.wakers[uid].set()
+        self.scheduler.wake(uid)
 
     def note_written(self, namespace: str, name: str, resource_version: str) -> None:
         self.written[(namespace, name)] = resource_version

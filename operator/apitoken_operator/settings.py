@@ -45,6 +45,10 @@ class OperatorSettings(BaseSettings):
     credential_renew_before: Duration | None = None
     # Where ClusterTokenWorkspace credentials live; the Helm chart sets the release namespace.
     namespace: str = "apitoken-operator"
+    # ApiToken runs in flight at most (the scheduler's workers; also --token-workers), and
+    # the window over which the ApiTokens found at start-up are first run.
+    token_workers: int = Field(default=12, ge=1, le=256)
+    resume_spread: Duration = timedelta(seconds=30)
     # Token-service HTTP calls.
     http_timeout: Duration = timedelta(seconds=10)
     # Leader election (off with --standalone): the Lease `leader_lease_name` in `namespace`.

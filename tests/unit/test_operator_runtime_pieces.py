@@ -166,8 +166,15 @@ def test_command_line() -> None:
     assert config.namespaces == ("a", "b")
     assert config.metrics_port is None
     assert args.standalone and args.liveness_port == 8080 and args.log_format == "json"
+    assert config.settings.token_workers == OperatorSettings().token_workers
     with pytest.raises(SystemExit):
         parser().parse_args(["run", "--namespace", "a", "--all-namespaces"])
+    workers = launch_config(
+        parser().parse_args(["run", "--token-workers", "4"]), OperatorSettings()
+    )
+    assert workers.settings.token_workers == 4
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--token-workers", "0"])
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

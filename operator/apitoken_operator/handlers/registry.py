@@ -1,10 +1,14 @@
 """Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
 
-ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`) on create, spec or
-annotation update and resume; a daemon per ApiToken for time-driven work (it sleeps until the
-decision's requeue time and is woken early by the Secret watch); deletion through Kopf's
-finalizer, retried with TemporaryError until the core releases it. Workspaces: the same for the
-operator's credential, and a finalizer that waits until no ApiToken uses the workspace, so their
+ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`), run by one scheduler
+for all of them (`execution.scheduler`: a due-time queue and a fixed pool of workers, started
+here at start-up and stopped at cleanup). Create, spec update, a re-issue request and resume
+only queue a run (resume spread over a window, so a restart does not run thousands at once);
+each run's requeue time sets the next one, and the Secret watch wakes it early; deletion runs
+inline through Kopf's finalizer, retried with TemporaryError until the core releases it.
+
+Workspaces (few): a run on create, spec update and resume, a daemon each for the operator's
+credential, and a finalizer that waits until no ApiToken uses the workspace, so their
 cleanup can still reach the token service; the credential Secret carries a finalizer of its own
 for the same reason (`core.workspace.protection`), released with the workspace's, once the
 operator's own tokens in the workspace are disabled.
@@ -12,14 +16,15 @@ operator's own tokens in the workspace are disabled.
 No handler is registered on Secrets: Kopf would store a Secret's data in its last-handled
 annotation. Managed Secrets are watched by `handlers.secret_watch` instead.
 
-Token-service failures are recorded in status by the core and retried by the daemon with the
-core's backoff; Kubernetes API failures become kopf.TemporaryError with a backoff delay.
+Token-service failures are recorded in status by the core and retried at the core's backoff;
+Kubernetes API failures of a scheduled run are retried with a per-ApiToken backoff, those of
+the deletion handler become kopf.TemporaryError with a backoff delay.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -27,14 +32,16 @@ import kopf
 from lightkube import ApiError
 
 from apitoken_operator.core.backoff import backoff_delay
+from apitoken_operator.core.bodies import status_of
+from apitoken_operator.core.due_queue import resume_due
 from apitoken_operator.core.workspace.deletion import DeletionStep, decide_deletion
 from apitoken_operator.crd import names
-from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.crd.resources import ApiTokenStatus, WorkspaceKind
 from apitoken_operator.handlers.daemons import keep_running
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
 from apitoken_operator.kube.resources import PLURALS
-from apitoken_operator.reconcilers.apitoken import Posting, TokenRun, run_api_token
+from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
 from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
     retire_credential,
@@ -89,6 +96,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if watched and rt.settings.namespace not in watched:
         watched.append(rt.settings.namespace)  # ClusterTokenWorkspace credentials live there
     memo["secret_watch"] = asyncio.create_task(watch_managed_secrets(rt, watched))
+    rt.scheduler.start(lambda uid: _scheduled_run(rt, uid), lambda uid: _token_name(rt, uid))
 
 
 @kopf.on.cleanup(registry=registry)
@@ -101,6 +109,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         stop()
     rt = memo.get("runtime")
     if isinstance(rt, Runtime):
+        await rt.scheduler.stop()  # the runs in progress finish first
         await rt.aclose()
 
 
@@ -150,36 +159,54 @@ def _ids(namespace: str | None, name: str | None, uid: str | None) -> tuple[str,
 # ApiTokens.
 
 
-async def _reconcile_token(
+def _schedule(
     memo: kopf.Memo,
     namespace: str | None,
     name: str | None,
     uid: str | None,
-    retry: int,
-    *,
-    deleting: bool = False,
-) -> TokenRun | None:
+    at: datetime | None = None,
+) -> None:
+    """Handlers only queue the ApiToken's run (at `at`, default now): the scheduler's workers
+    run it, at most `token_workers` at once."""
     rt = _runtime(memo)
     ns, n, u = _ids(namespace, name, uid)
-    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u, deleting=deleting))
-    if result is not None:
-        _post(result.postings)
-    rt.wake(u)  # the daemon recomputes its schedule
-    return result
+    rt.token_refs[u] = (ns, n)
+    rt.scheduler.add(u, at)
+
+
+async def _scheduled_run(rt: Runtime, uid: str) -> datetime | None:
+    """One run for the scheduler: when it is due again, None once the ApiToken is gone or
+    being deleted (the deletion handler runs it from then on)."""
+    ref = rt.token_refs.get(uid)
+    if ref is None:
+        return None
+    result = await run_api_token(rt, ref[0], ref[1], uid)
+    if result is None or result.released:
+        rt.token_refs.pop(uid, None)
+        return None
+    _post(result.postings)
+    if result.more:
+        return rt.clock()
+    return result.requeue_at or rt.clock() + rt.timing.recheck_interval
+
+
+def _token_name(rt: Runtime, uid: str) -> str:
+    ns, n = rt.token_refs.get(uid, ("?", "?"))
+    return f"ApiToken {ns}/{n}"
 
 
 @kopf.on.create(GROUP, VERSION, APITOKENS, registry=registry)
 async def apitoken_created(
-    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    await _reconcile_token(memo, namespace, name, uid, retry)
+    _schedule(memo, namespace, name, uid)
 
 
 @kopf.on.update(GROUP, VERSION, APITOKENS, field="spec", registry=registry)
 async def apitoken_spec_changed(
-    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    await _reconcile_token(memo, namespace, name, uid, retry)
+    _schedule(memo, namespace, name, uid)
 
 
 @kopf.on.event(
@@ -190,6 +217,8 @@ async def apitoken_spec_changed(
     registry=registry,
 )
 async def apitoken_reissue_requested(
+    namespace: str | None,
+    name: str | None,
     uid: str | None,
     annotations: kopf.Annotations,
     status: kopf.Status,
@@ -199,28 +228,46 @@ async def apitoken_reissue_requested(
 ) -> None:
     # Kopf's diffs leave out annotations under its storage prefix (ours, apitoken.dev/), so an
     # update handler never sees apitoken.dev/reissue: watch events do. A value not yet handled
-    # (status.lastReissueRequest) wakes the daemon, which re-issues.
+    # (status.lastReissueRequest) queues a run now, which re-issues.
     value = annotations.get(names.ANNOTATION_REISSUE)
     if value and value != status.get("lastReissueRequest"):
-        logger.info("re-issue requested (%s): waking the daemon", names.ANNOTATION_REISSUE)
-        _runtime(memo).wake(uid)
+        logger.info("re-issue requested (%s): running now", names.ANNOTATION_REISSUE)
+        _schedule(memo, namespace, name, uid)
 
 
 @kopf.on.resume(GROUP, VERSION, APITOKENS, registry=registry)
 async def apitoken_resumed(
-    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
+    namespace: str | None,
+    name: str | None,
+    uid: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
-    await _reconcile_token(memo, namespace, name, uid, retry)
+    # Found at start-up: spread over the resume window, never after a planned refresh.
+    rt = _runtime(memo)
+    planned = status_of(cast(dict[str, Any], body), ApiTokenStatus)
+    at = resume_due(
+        uid or "",
+        rt.clock(),
+        window=rt.settings.resume_spread,
+        planned=(planned.next_refresh_time, planned.renewal_time),
+    )
+    _schedule(memo, namespace, name, uid, at)
 
 
 @kopf.on.delete(GROUP, VERSION, APITOKENS, registry=registry)
 async def apitoken_deleted(
     namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
 ) -> None:
+    # Runs inline under Kopf's finalizer and retries; the scheduler stops running the
+    # ApiToken once it sees the deletion (the lock keeps the two apart meanwhile).
     rt = _runtime(memo)
-    result = await _reconcile_token(memo, namespace, name, uid, retry, deleting=True)
+    ns, n, u = _ids(namespace, name, uid)
+    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u, deleting=True))
     if result is None or result.released:
         return
+    _post(result.postings)
     delay = rt.timing.recheck_interval
     if result.requeue_at is not None:
         delay = max(result.requeue_at - rt.clock(), timedelta(seconds=1))
@@ -231,23 +278,6 @@ async def apitoken_deleted(
     condition = result.status.condition("Reconciling") or result.status.condition("Ready")
     message = condition.message if condition is not None else "cleanup pending"
     raise kopf.TemporaryError(message, delay=delay.total_seconds())
-
-
-@kopf.daemon(GROUP, VERSION, APITOKENS, cancellation_timeout=10, registry=registry)
-async def apitoken_daemon(
-    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    rt = _runtime(memo)
-    ns, n, u = _ids(namespace, name, uid)
-
-    async def step() -> Any:
-        result = await run_api_token(rt, ns, n, u, daemon=True)
-        if result is None:
-            return None
-        _post(result.postings)
-        return rt.clock() if result.more else result.requeue_at
-
-    await _daemon(rt, u, step, f"ApiToken {ns}/{n}")
 
 
 async def _daemon(rt: Runtime, uid: str, step: Callable[[], Awaitable[Any]], what: str) -> None:

@@ -1,7 +1,7 @@
 """One run of an ApiToken's reconcile against the cluster: observe, decide and act, record.
 
 Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
-the run (a Kopf handler, the daemon, a wake-up from the Secret watch), so there is one writer
+the run (the scheduler's workers, the deletion handler), so there is one writer
 per token. The ApiToken and its Secret are read with live GETs; for provider apitoken the
 tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
 
@@ -91,29 +91,19 @@ async def run_api_token(
     uid: str,
     *,
     deleting: bool = False,
-    daemon: bool = False,
 ) -> TokenRun | None:
     """None when the ApiToken is gone (or was replaced by another of the same name), or when
-    it is being deleted and the caller is not the deletion handler (`deleting`).
-
-    The daemon's run (`daemon`) right after a handler's run takes that run's answer instead of
-    running again: Kopf starts the daemon together with the creation or resume handler, and
-    every handler run wakes the daemon to pick up its schedule."""
+    it is being deleted and the caller is not the deletion handler (`deleting`). Called by the
+    scheduler (`execution.scheduler`, every run but the deletion's) and the deletion handler;
+    the lock keeps the two from overlapping."""
     async with rt.locks.for_uid(uid):
-        handled = rt.handled_runs.pop(uid, None)
-        if daemon and handled is not None:
-            run: TokenRun = replace(handled, postings=())  # posted by the handler
-            return run
         body = await get_api_token(rt.kube, namespace, name)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid:
             return None
         if meta.get("deletionTimestamp") and not deleting:
             return None
-        result = await _run(rt, body, namespace, name, uid)
-        if not daemon and not result.released:
-            rt.handled_runs[uid] = result
-        return result
+        return await _run(rt, body, namespace, name, uid)
 
 
 async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
@@ -266,7 +256,8 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
-    rt.handled_runs.pop(uid, None)
+    rt.scheduler.remove(uid)
+    rt.token_refs.pop(uid, None)
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:

@@ -1,0 +1,159 @@
+"""When each ApiToken runs next: one due-time queue for all of them (pure, clock passed in).
+
+Replaces a sleeping task per ApiToken: the runner (`execution.scheduler`) takes the earliest
+due key, runs it, and tells the queue when it is due again (`done`) or that the run failed
+(`failed`, a per-key backoff). A key is either queued (with one due time, never two entries
+that count), running, or absent. A wake-up or a removal while the key runs is remembered and
+applied when the run ends, so the runner never runs one key twice at once.
+"""
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from apitoken_operator.core.schedule import stable_fraction
+
+K = TypeVar("K")
+
+
+@dataclass
+class _Running:
+    rerun: bool = False
+    removed: bool = False
+
+
+class DueQueue(Generic[K]):
+    def __init__(self, backoff: Callable[[K, int], timedelta]) -> None:
+        # `backoff(key, attempt)`: the delay after the attempt-th failure in a row of `key`.
+        self._backoff = backoff
+        self._due: dict[K, tuple[datetime, int]] = {}
+        # Entries whose (due, seq) no longer match `_due` are stale and skipped when popped.
+        self._heap: list[tuple[datetime, int, K]] = []
+        self._seq = 0
+        self._running: dict[K, _Running] = {}
+        self._failures: dict[K, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._due) + len(self._running)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._due or key in self._running
+
+    def due_at(self, key: K) -> datetime | None:
+        entry = self._due.get(key)
+        return entry[0] if entry is not None else None
+
+    def is_running(self, key: K) -> bool:
+        return key in self._running
+
+    def failures(self, key: K) -> int:
+        return self._failures.get(key, 0)
+
+    def schedule(self, key: K, at: datetime) -> None:
+        """Due at `at`, replacing an earlier schedule (later or sooner). While the key runs,
+        its next due time is what the run answers; a schedule then asks for a run after it."""
+        running = self._running.get(key)
+        if running is not None:
+            running.rerun = True
+            running.removed = False
+            return
+        self._put(key, at)
+
+    def wake(self, key: K, now: datetime) -> bool:
+        """Due now if known (queued or running); an unknown key stays unknown (False)."""
+        running = self._running.get(key)
+        if running is not None:
+            if running.removed:
+                return False
+            running.rerun = True
+            return True
+        entry = self._due.get(key)
+        if entry is None:
+            return False
+        if now < entry[0]:
+            self._put(key, now)
+        return True
+
+    def remove(self, key: K) -> None:
+        self._due.pop(key, None)
+        self._failures.pop(key, None)
+        running = self._running.get(key)
+        if running is not None:
+            running.removed = True
+            running.rerun = False
+
+    def next_due(self) -> datetime | None:
+        """The earliest due time of a queued key."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: datetime) -> K | None:
+        """The queued key due earliest, if due by `now`; it is running from then on."""
+        self._drop_stale()
+        if not self._heap or self._heap[0][0] > now:
+            return None
+        _, _, key = heapq.heappop(self._heap)
+        del self._due[key]
+        self._running[key] = _Running()
+        return key
+
+    def done(self, key: K, next_at: datetime | None, now: datetime) -> None:
+        """A run ended: due again at `next_at` (None: the key is gone), or now if woken
+        meanwhile. The failure count starts again."""
+        running = self._running.pop(key, _Running())
+        self._failures.pop(key, None)
+        if running.removed or next_at is None:
+            return
+        self._put(key, now if running.rerun else next_at)
+
+    def failed(self, key: K, now: datetime) -> datetime | None:
+        """A run failed: due after the key's backoff, or now if woken meanwhile (a spec
+        change may be the fix). None when the key was removed while it ran."""
+        running = self._running.pop(key, _Running())
+        if running.removed:
+            return None
+        attempt = self._failures.get(key, 0) + 1
+        self._failures[key] = attempt
+        at = now if running.rerun else now + self._backoff(key, attempt)
+        self._put(key, at)
+        return at
+
+    def _put(self, key: K, at: datetime) -> None:
+        self._seq += 1
+        self._due[key] = (at, self._seq)
+        heapq.heappush(self._heap, (at, self._seq, key))
+        if len(self._heap) > 2 * len(self._due) + 64:
+            self._compact()
+
+    def _drop_stale(self) -> None:
+        while self._heap:
+            at, seq, key = self._heap[0]
+            if self._due.get(key) == (at, seq):
+                return
+            heapq.heappop(self._heap)
+
+    def _compact(self) -> None:
+        self._heap = [(at, seq, key) for key, (at, seq) in self._due.items()]
+        heapq.heapify(self._heap)
+
+
+def clamp_next_run(
+    requeue_at: datetime | None, now: datetime, *, idle: timedelta, floor: timedelta
+) -> datetime:
+    """When a run that answered `requeue_at` runs again: not sooner than `floor` (no busy
+    loop), not later than `idle` (a periodic look in case an event was missed)."""
+    if requeue_at is None:
+        return now + idle
+    return min(max(requeue_at, now + floor), now + idle)
+
+
+def resume_due(
+    key: str, now: datetime, *, window: timedelta, planned: tuple[datetime | None, ...]
+) -> datetime:
+    """When an ApiToken found at start-up runs first: spread over `window` by a stable
+    fraction of its key (a restart with thousands does not run them all at once), but never
+    after a time its status already plans (a refresh or a re-issue that falls due)."""
+    spread = now + window * stable_fraction("resume", key)
+    return min([spread, *(p for p in planned if p is not None)])
