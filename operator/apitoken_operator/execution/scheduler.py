@@ -60,8 +60,15 @@ class Scheduler:
     def remove(self, key: str) -> None:
         self.queue.remove(key)
 
+    @property
+    def started(self) -> bool:
+        return bool(self._tasks)
+
     def start(self, run: Run, what: Callable[[str], str] = str) -> None:
-        self._stopping = False
+        """Start the workers; once stopped, a scheduler stays stopped (a late handler at
+        shutdown starts nothing)."""
+        if self._stopping or self._tasks:
+            return
         self._tasks = [
             asyncio.create_task(self._work(run, what), name=f"scheduler-worker-{i}")
             for i in range(self.workers)

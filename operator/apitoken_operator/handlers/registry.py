@@ -96,7 +96,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if watched and rt.settings.namespace not in watched:
         watched.append(rt.settings.namespace)  # ClusterTokenWorkspace credentials live there
     memo["secret_watch"] = asyncio.create_task(watch_managed_secrets(rt, watched))
-    rt.scheduler.start(lambda uid: _scheduled_run(rt, uid), lambda uid: _token_name(rt, uid))
 
 
 @kopf.on.cleanup(registry=registry)
@@ -170,6 +169,10 @@ def _schedule(
     run it, at most `token_workers` at once."""
     rt = _runtime(memo)
     ns, n, u = _ids(namespace, name, uid)
+    if not rt.scheduler.started:
+        # Started from a handler, not at start-up: the workers inherit the context Kopf sets
+        # for handlers only (its event queue), so `kopf.event` works in their runs.
+        rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
     rt.token_refs[u] = (ns, n)
     rt.scheduler.add(u, at)
 
@@ -244,13 +247,14 @@ async def apitoken_resumed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    # Found at start-up: spread over the resume window, never after a planned refresh.
+    # Found at start-up: spread over the resume window (no longer than the idle recheck,
+    # the staleness promised anyway), never after a planned refresh or re-issue.
     rt = _runtime(memo)
     planned = status_of(cast(dict[str, Any], body), ApiTokenStatus)
     at = resume_due(
         uid or "",
         rt.clock(),
-        window=rt.settings.resume_spread,
+        window=min(rt.settings.resume_spread, rt.timing.recheck_interval),
         planned=(planned.next_refresh_time, planned.renewal_time),
     )
     _schedule(memo, namespace, name, uid, at)
