@@ -120,7 +120,10 @@ def main() -> int:
                 first = snapshot(pid, snaps, 1)
                 say(f"operator ready, {rss_kib(pid)}")
                 asyncio.run(apply_tokens(cluster.kubeconfig, NS, args.tokens, args.concurrency))
-                while ready_count(kube, NS) != (args.tokens, args.tokens):
+                while True:
+                    ready, secrets = ready_count(kube, NS)
+                    if ready >= args.tokens and secrets >= args.tokens + 1:  # + the bootstrap
+                        break
                     time.sleep(2)
                 converged = snapshot(pid, snaps, 2)
                 say(f"converged, {rss_kib(pid)}")
