@@ -49,6 +49,8 @@ class OperatorSettings(BaseSettings):
     # the window over which the ApiTokens found at start-up are first run.
     token_workers: int = Field(default=12, ge=1, le=256)
     resume_spread: Duration = timedelta(seconds=30)
+    # Kopf's own per-object workers in flight at most (its handler calls and annotation patches).
+    kopf_workers: int = Field(default=64, ge=1)
     # Token-service HTTP calls.
     http_timeout: Duration = timedelta(seconds=10)
     # Leader election (off with --standalone): the Lease `leader_lease_name` in `namespace`.

@@ -64,7 +64,7 @@ DELETION_RECHECK = timedelta(seconds=15)
 # Operator lifecycle.
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
+def configure(settings: kopf.OperatorSettings, kopf_workers: int = 64) -> None:
     """Kopf's own state lives under our group; only its warnings become Kubernetes events
     (ours are posted explicitly: generated, re-issued, disabled, deleted, failed)."""
     settings.persistence.finalizer = names.FINALIZER
@@ -73,6 +73,12 @@ def configure(settings: kopf.OperatorSettings) -> None:
         prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # Kopf's own per-object workers (handler calls, its annotation patches): bounded like the
+    # scheduler's, so a burst of thousands of watch events is not thousands of concurrent
+    # API calls (unbounded, 1,000 ApiTokens applied at once doubled the RSS: docs/benchmarks.md);
+    # a worker leaves soon after its object's last event to free its slot.
+    settings.queueing.worker_limit = kopf_workers
+    settings.queueing.idle_timeout = 0.5
     # Watches are re-established now and then, so a silently dropped one heals.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -86,8 +92,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup(registry=registry)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    configure(settings)
     config = cast(LaunchConfig, memo.get("launch") or LaunchConfig())
+    configure(settings, config.settings.kopf_workers)
     rt = Runtime.create(config)
     memo["runtime"] = rt
     if config.metrics_port is not None:
