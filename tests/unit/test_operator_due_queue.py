@@ -8,6 +8,7 @@ import pytest
 
 from apitoken_operator.core.due_queue import DueQueue, clamp_next_run, resume_due
 from apitoken_operator.execution.scheduler import Scheduler, short_error
+from apitoken_operator.settings import OperatorSettings
 from support.clock import T0
 
 pytestmark = pytest.mark.unit
@@ -239,3 +240,15 @@ def test_short_error_names_no_message() -> None:
     text = short_error(ApiTrouble("data: c2VjcmV0LXZhbHVl"))
     assert text == "ApiTrouble: 409 Conflict"
     assert short_error(RuntimeError("secret-value")) == "RuntimeError"
+
+
+def test_kopf_workers_are_bounded_and_leave_soon() -> None:
+    import kopf
+
+    from apitoken_operator.handlers.registry import configure
+
+    settings = kopf.OperatorSettings()
+    configure(settings, 7)
+    assert settings.queueing.worker_limit == 7
+    assert settings.queueing.idle_timeout < 1
+    assert OperatorSettings().kopf_workers == 64

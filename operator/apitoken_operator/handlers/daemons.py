@@ -1,6 +1,7 @@
-"""The loop behind each per-resource daemon: run, sleep until the decision's requeue time or an
-early wake-up, repeat. Stopping is by task cancellation (Kopf cancels async daemons); a run in
-progress is shielded so a refresh is never cut off before its values are written.
+"""The loop behind each workspace's daemon (ApiTokens have one scheduler instead,
+`execution.scheduler`): run, sleep until the decision's requeue time or an early wake-up,
+repeat. Stopping is by task cancellation (Kopf cancels async daemons); a run in progress is
+shielded so a refresh is never cut off before its values are written.
 """
 
 import asyncio
