@@ -102,7 +102,7 @@ class Scheduler:
                 self.queue.failed(key, self._clock())
                 self._changed.set()
                 attempt = self.queue.failures(key)
-                log.warning("%s: run %d failed (%s)", what(key), attempt, short_error(exc))
+                log.warning("%s: run failed (%s), attempt %d", what(key), short_error(exc), attempt)
                 continue
             now = self._clock()
             nxt = (

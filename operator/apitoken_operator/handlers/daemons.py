@@ -9,6 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from apitoken_operator.execution.scheduler import short_error
+
 log = logging.getLogger(__name__)
 
 # What one step answers: when to run next (None: only when woken).
@@ -48,16 +50,8 @@ async def keep_running(
         except Exception as exc:  # Kubernetes API trouble: retry with backoff
             failures += 1
             delay = error_backoff(failures)
-            log.warning("%s: run failed (%s: %s)", what, type(exc).__name__, _short(exc))
+            log.warning("%s: run failed (%s)", what, short_error(exc))
         try:
             await asyncio.wait_for(wake.wait(), timeout=delay)
         except TimeoutError:
             pass
-
-
-def _short(exc: Exception) -> str:
-    """The status code and reason of an API error, never its message: an apiserver may echo
-    what it was sent, and a Secret write carries token values."""
-    status = getattr(exc, "status", None)
-    code, reason = getattr(status, "code", None), getattr(status, "reason", None)
-    return f"{code} {reason}" if code else "no details"
