@@ -1,11 +1,12 @@
 """Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
 
 ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`), run by one scheduler
-for all of them (`execution.scheduler`: a due-time queue and a fixed pool of workers, started
-here at start-up and stopped at cleanup). Create, spec update, a re-issue request and resume
-only queue a run (resume spread over a window, so a restart does not run thousands at once);
-each run's requeue time sets the next one, and the Secret watch wakes it early; deletion runs
-inline through Kopf's finalizer, retried with TemporaryError until the core releases it.
+for all of them (`execution.scheduler`: a due-time queue and a fixed pool of workers,
+started by the first ApiToken handler and stopped at cleanup). Create, spec update, a
+re-issue request and resume only queue a run (resume spread over a window, so a restart
+does not run thousands at once); each run's requeue time sets the next one, and the Secret
+watch wakes it early; deletion runs inline through Kopf's finalizer, retried with
+TemporaryError until the core releases it.
 
 Workspaces (few): a run on create, spec update and resume, a daemon each for the operator's
 credential, and a finalizer that waits until no ApiToken uses the workspace, so their
