@@ -15,6 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.kube.namespace_cache import NamespaceCache
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
@@ -63,6 +64,11 @@ class Runtime:
         # Workspace key -> (its last run's answer, until when ApiToken runs may reuse it);
         # kept by `reconcilers.workspace`.
         self.workspace_runs: dict[str, tuple[Any, datetime]] = {}
+        # Namespaces' labels and deletion state, from a watch per served scope.
+        self.namespaces = NamespaceCache(kube, config.namespaces)
+        # ApiToken uid -> when this process last listed its tokens at the service (the sweep);
+        # kept by `reconcilers.apitoken`, which lists only when a run needs it.
+        self.swept: dict[str, datetime] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
         self.discovery = Discovery(clock=self.clock)
@@ -105,6 +111,7 @@ class Runtime:
         )
 
     async def aclose(self) -> None:
+        await self.namespaces.aclose()
         for client in self._http.values():
             await client.aclose()
         self._http.clear()

@@ -17,7 +17,14 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from apitoken_operator.core.apitoken.decide import Observation, WorkspaceView, decide, failed_state
+from apitoken_operator.core import held_token as held
+from apitoken_operator.core.apitoken.decide import (
+    ApiTokenView,
+    Observation,
+    WorkspaceView,
+    decide,
+    failed_state,
+)
 from apitoken_operator.core.bodies import (
     api_token_view,
     invalid_spec_status,
@@ -26,6 +33,7 @@ from apitoken_operator.core.bodies import (
 )
 from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
@@ -40,7 +48,6 @@ from apitoken_operator.kube.objects import (
     SecretValueReader,
     get_api_token,
     get_secret,
-    namespace_state,
     patch_status,
     write_failure_message,
 )
@@ -137,8 +144,8 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     )
     access = await workspace_access(rt, kind, namespace, spec.workspace_name)
     postings = [Posting(access.body, e) for e in access.events if access.body is not None]
-    # Read on every run: its labels for allowedNamespaces, and whether it is being deleted.
-    ns_state = await namespace_state(rt.kube, namespace)
+    # Its labels for allowedNamespaces, and whether it is being deleted: from the watch cache.
+    ns_state = await rt.namespaces.state(namespace)
     labels: dict[str, str] = {}
     if isinstance(access.spec, ClusterTokenWorkspaceSpec) and access.spec.allowed_namespaces:
         labels = ns_state.labels
@@ -161,10 +168,13 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         if spec.import_ref is not None
         else None
     )
-    # Independent reads in parallel: a slow service delays the run by one timeout, not two.
+    # The sweep's list is read when a run may need it (`_sweep_due`); when that is known
+    # before the Secret is read, both are read in parallel: a slow service delays the run by
+    # one timeout, not two.
+    list_now = management is not None and _sweep_due(rt, uid, view, now)
     secret_body, listed, import_value = await asyncio.gather(
         get_secret(rt.kube, namespace, spec.secret_name),
-        _list_tokens(management, uid, namespace, name),
+        _list_tokens(management if list_now else None, uid, namespace, name),
         imports.read() if imports is not None else _none(),
     )
     secret = observed_secret(secret_body)
@@ -188,6 +198,16 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         namespace_terminating=ns_state.terminating,
         client_digest=access.client_digest,
     )
+    # A run with more to do than a refresh may create or retire tokens, or was left
+    # unfinished: it sweeps, and so does the run after it.
+    routine = _routine(obs, now, rt.timing)
+    if management is not None and not list_now and not routine:
+        listed = await _list_tokens(management, uid, namespace, name)
+        obs = replace(obs, service_tokens=listed)
+    if listed is not None and routine:
+        rt.swept[uid] = now
+    elif not routine:
+        rt.swept.pop(uid, None)
     backlog = rt.locks.backlog(uid)
     try:
         outcome = await reconcile_once(
@@ -199,9 +219,12 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
             backlog=backlog,
         )
     except Exception as exc:
+        rt.swept.pop(uid, None)
         if backlog.pending is not None:
             await _record_write_failure(rt, obs, spec.secret_name, exc)
         raise
+    if outcome.events:  # a token issued or retired, or a failure: the next run sweeps
+        rt.swept.pop(uid, None)
     final = outcome.decision.status
     patch = status_patch(view.status, final)
     if patch and not outcome.finalizer_released:
@@ -242,6 +265,26 @@ async def _record_write_failure(
     rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.SECRET_WRITE_FAILED).inc()
 
 
+def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool:
+    """Known before anything else is read: the list is needed on this process's first run of
+    the ApiToken (a crash may have left a token), after a run that was not routine, on a spec
+    change, while it is being deleted, and once per sweep interval."""
+    last = rt.swept.get(uid)
+    return (
+        last is None
+        or now - last >= rt.settings.sweep_interval
+        or view.generation != view.status.observed_generation
+        or view.deleting
+    )
+
+
+def _routine(obs: Observation, now: datetime, policy: TimingPolicy) -> bool:
+    """Whether the decision without the service's list is at most a refresh: then the list
+    could only add leftovers, and none can appear between routine runs."""
+    actions = decide(obs, now, policy).actions
+    return all(isinstance(a, held.Refresh) for a in actions)
+
+
 async def _list_tokens(
     management: TimedManagement | None, uid: str, namespace: str, name: str
 ) -> tuple[ServiceToken, ...] | None:
@@ -267,6 +310,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
     rt.handled_runs.pop(uid, None)
+    rt.swept.pop(uid, None)
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:
