@@ -20,8 +20,11 @@ from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.discovery import Discovery
-from apitoken_operator.providers.http import ssl_context, utc_now
+from apitoken_operator.providers.http import BoundedTransport, ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
+
+# Concurrent requests (and kept connections) per token-service connection pool.
+SERVICE_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,13 @@ class Runtime:
             # applied at once queue for the pool instead of failing with PoolTimeout (seen in
             # make bench-operator once runs no longer queued behind the workspace lock).
             timeout = httpx.Timeout(seconds, pool=None)
-            client = httpx.AsyncClient(verify=ssl_context(ca_bundle), timeout=timeout)
+            # And they queue outside httpcore's pool (`BoundedTransport`), on kept connections.
+            slots = SERVICE_CONNECTIONS
+            limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+            transport = httpx.AsyncHTTPTransport(verify=ssl_context(ca_bundle), limits=limits)
+            client = httpx.AsyncClient(
+                transport=BoundedTransport(transport, slots), timeout=timeout
+            )
             self._http[ca_bundle] = client
         return client
 
