@@ -15,6 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
+from apitoken_operator.kube.known_bodies import KnownBodies
 from apitoken_operator.kube.namespace_cache import NamespaceCache
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
@@ -72,6 +73,8 @@ class Runtime:
         # ApiToken uid -> when this process last listed its tokens at the service (the sweep);
         # kept by `reconcilers.apitoken`, which lists only when a run needs it.
         self.swept: dict[str, datetime] = {}
+        # ApiToken uid -> its newest body seen, for scheduled runs (forgotten on a wake-up).
+        self.token_bodies = KnownBodies()
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
         self.discovery = Discovery(clock=self.clock)
@@ -104,6 +107,8 @@ class Runtime:
         return client
 
     def wake(self, uid: str | None) -> None:
+        if uid:
+            self.token_bodies.invalidate(uid)
         if uid and uid in self.wakers:
             self.wakers[uid].set()
 

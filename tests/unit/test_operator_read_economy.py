@@ -1,11 +1,12 @@
-"""Pieces that make a run cheaper: the Namespace watch's reading of an event, and the bound on
-concurrent token-service requests."""
+"""Pieces that make a run cheaper: the Namespace watch's reading of an event, the bodies kept
+for scheduled runs, and the bound on concurrent token-service requests."""
 
 import asyncio
 
 import httpx
 import pytest
 
+from apitoken_operator.kube.known_bodies import KnownBodies
 from apitoken_operator.kube.namespace_cache import state_of
 from apitoken_operator.kube.objects import NamespaceState
 from apitoken_operator.providers.http import BoundedTransport
@@ -51,3 +52,27 @@ async def test_bounded_transport_holds_at_most_limit_requests_inside() -> None:
         answers = await asyncio.gather(*calls)
     assert most == 3
     assert [a.json()["path"] for a in answers] == [f"/{i}" for i in range(10)]
+
+
+def test_known_bodies_are_taken_once_and_never_across_a_wake_up() -> None:
+    bodies = KnownBodies()
+    body = {"metadata": {"uid": "u", "managedFields": [{"manager": "kopf"}]}, "spec": {}}
+    bodies.begin("u")
+    bodies.put("u", body)
+    assert bodies.take("u") == {"metadata": {"uid": "u"}, "spec": {}}  # managedFields dropped
+    assert bodies.take("u") is None  # a failed run leaves nothing for the next one
+
+    bodies.begin("u")
+    bodies.put("u", body)
+    bodies.invalidate("u")  # a wake-up: Kopf saw an event, or the Secret changed
+    assert bodies.take("u") is None
+
+    bodies.begin("u")
+    bodies.invalidate("u")  # while the run was reading: what it read may be older
+    bodies.put("u", body)
+    assert bodies.take("u") is None
+
+    bodies.begin("u")
+    bodies.put("u", body)
+    bodies.forget("u")
+    assert bodies.take("u") is None

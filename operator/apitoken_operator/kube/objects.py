@@ -123,8 +123,9 @@ async def patch_status(
     name: str,
     namespace: str | None,
     patch: Mapping[str, Any],
-) -> None:
-    """Merge-patch the status subresource of an ApiToken or a workspace."""
+) -> Body:
+    """Merge-patch the status subresource of an ApiToken or a workspace; the object as the
+    apiserver stored it."""
     res: Any = {
         "ApiToken": ApiToken,
         WorkspaceKind.TOKEN_WORKSPACE.value: TokenWorkspace,
@@ -132,9 +133,12 @@ async def patch_status(
     }[kind]
     body = {"status": dict(patch)}
     if issubclass(res, NamespacedResource):
-        await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+        obj = await client.patch(
+            res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
+        )
     else:
-        await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+        obj = await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+    return cast(Body, obj.to_dict())
 
 
 async def patch_secret_metadata(

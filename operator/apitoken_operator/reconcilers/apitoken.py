@@ -111,7 +111,7 @@ async def run_api_token(
         if daemon and handled is not None:
             run: TokenRun = replace(handled, postings=())  # posted by the handler
             return run
-        body = await get_api_token(rt.kube, namespace, name)
+        body = await _read_api_token(rt, namespace, name, uid, known=daemon)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid:
             return None
@@ -227,8 +227,9 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         rt.swept.pop(uid, None)
     final = outcome.decision.status
     patch = status_patch(view.status, final)
+    stored = body
     if patch and not outcome.finalizer_released:
-        await patch_status(rt.kube, "ApiToken", name, namespace, patch)
+        stored = await patch_status(rt.kube, "ApiToken", name, namespace, patch)
     for event in outcome.events:
         postings.append(Posting(body, event))
         if event.type == "Warning":
@@ -238,6 +239,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         forget(rt, namespace, name, uid, spec.secret_name)
     else:
         rt.metrics.observe_token(namespace, name, final)
+        rt.token_bodies.put(uid, stored)
     return TokenRun(
         body=body,
         status=final,
@@ -246,6 +248,18 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+async def _read_api_token(
+    rt: Runtime, namespace: str, name: str, uid: str, *, known: bool
+) -> Body | None:
+    """A scheduled run (`known`) starts from the body the last run ended with, if no wake-up
+    came since (`kube.known_bodies`); any other run reads the ApiToken live."""
+    rt.token_bodies.begin(uid)
+    body = rt.token_bodies.take(uid)
+    if known and body is not None:
+        return body
+    return await get_api_token(rt.kube, namespace, name)
 
 
 async def _record_write_failure(
@@ -305,12 +319,13 @@ async def _none() -> None:
 def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | None) -> None:
     rt.metrics.forget_token(namespace, name)
     rt.token_workspaces.pop(uid, None)
+    rt.swept.pop(uid, None)
+    rt.token_bodies.forget(uid)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
     rt.locks.forget(uid)
     rt.handled_runs.pop(uid, None)
-    rt.swept.pop(uid, None)
 
 
 def _where(namespace: str, name: str) -> dict[str, str]:
