@@ -2,8 +2,10 @@
 
 Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
 the run (a Kopf handler, the daemon, a wake-up from the Secret watch), so there is one writer
-per token. The ApiToken and its Secret are read with live GETs; for provider apitoken the
-tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
+per token. The Secret is read live on every run; the ApiToken live, or for a scheduled run
+with no wake-up since the last from the body that run ended with; the Namespace from a watch;
+for provider apitoken the tokens tagged with the ApiToken's UID are listed when the run may
+need it, so that leftovers are swept (docs/architecture.md, "What a run reads").
 
 When the Secret cannot be written with values just obtained from the service (they stay in the
 token's backlog, see `execution.held_token`), the failure is recorded in status before the error
