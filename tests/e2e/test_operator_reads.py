@@ -44,7 +44,7 @@ def test_routine_refreshes_list_nothing_and_the_sweep_comes_on_its_interval(
     ready_token(kube, ns)
     first = secret_data(kube, ns, "tok")
     assert first is not None
-    # The run after the one that issued the token still lists (and starts the interval).
+    # The first run listed (and started the interval); the refreshes after it list nothing.
     routine = next_refresh(kube, ns, after=first)
     lists, since = _lists(op), time.monotonic()
     assert lists >= 1  # the first run swept

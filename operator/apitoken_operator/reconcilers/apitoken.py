@@ -200,16 +200,10 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         namespace_terminating=ns_state.terminating,
         client_digest=access.client_digest,
     )
-    # A run with more to do than a refresh may create or retire tokens, or was left
-    # unfinished: it sweeps, and so does the run after it.
-    routine = _routine(obs, now, rt.timing)
-    if management is not None and not list_now and not routine:
+    # A run with more to do than a refresh may create or retire tokens: it sweeps first.
+    if management is not None and not list_now and not _routine(obs, now, rt.timing):
         listed = await _list_tokens(management, uid, namespace, name)
         obs = replace(obs, service_tokens=listed)
-    if listed is not None and routine:
-        rt.swept[uid] = now
-    elif not routine:
-        rt.swept.pop(uid, None)
     backlog = rt.locks.backlog(uid)
     try:
         outcome = await reconcile_once(
@@ -225,8 +219,10 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         if backlog.pending is not None:
             await _record_write_failure(rt, obs, spec.secret_name, exc)
         raise
-    if outcome.events:  # a token issued or retired, or a failure: the next run sweeps
-        rt.swept.pop(uid, None)
+    if any(e.type == "Warning" for e in outcome.events):
+        rt.swept.pop(uid, None)  # a failure may have left a token behind: the next run sweeps
+    elif listed is not None:
+        rt.swept[uid] = now
     final = outcome.decision.status
     patch = status_patch(view.status, final)
     stored = body
@@ -283,8 +279,8 @@ async def _record_write_failure(
 
 def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool:
     """Known before anything else is read: the list is needed on this process's first run of
-    the ApiToken (a crash may have left a token), after a run that was not routine, on a spec
-    change, while it is being deleted, and once per sweep interval."""
+    the ApiToken (a crash may have left a token), after a run that failed (an exception or a
+    Warning event), on a spec change, while it is being deleted, and once per sweep interval."""
     last = rt.swept.get(uid)
     return (
         last is None
@@ -296,7 +292,7 @@ def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool
 
 def _routine(obs: Observation, now: datetime, policy: TimingPolicy) -> bool:
     """Whether the decision without the service's list is at most a refresh: then the list
-    could only add leftovers, and none can appear between routine runs."""
+    could only add leftovers, and only a failed run or another process leaves any."""
     actions = decide(obs, now, policy).actions
     return all(isinstance(a, held.Refresh) for a in actions)
 
