@@ -56,10 +56,14 @@ async def test_bounded_transport_holds_at_most_limit_requests_inside() -> None:
 
 def test_known_bodies_are_taken_once_and_never_across_a_wake_up() -> None:
     bodies = KnownBodies()
-    body = {"metadata": {"uid": "u", "managedFields": [{"manager": "kopf"}]}, "spec": {}}
+    kopf = {"apitoken.dev/last-handled-configuration": "{}", "apitoken.dev/reissue": "1"}
+    meta = {"uid": "u", "managedFields": [{"manager": "kopf"}], "annotations": kopf}
+    body = {"metadata": meta, "spec": {}}
     bodies.begin("u")
     bodies.put("u", body)
-    assert bodies.take("u") == {"metadata": {"uid": "u"}, "spec": {}}  # managedFields dropped
+    # What no decision reads is dropped: managedFields, Kopf's diff base.
+    kept = {"uid": "u", "annotations": {"apitoken.dev/reissue": "1"}}
+    assert bodies.take("u") == {"metadata": kept, "spec": {}}
     assert bodies.take("u") is None  # a failed run leaves nothing for the next one
 
     bodies.begin("u")

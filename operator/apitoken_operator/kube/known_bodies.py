@@ -12,7 +12,12 @@ Taking a body removes it, so a run that fails leaves nothing behind and the next
 
 from typing import Any
 
+from apitoken_operator.crd import names
+
 Body = dict[str, Any]
+# Kopf's copy of the last handled spec (`handlers.registry.configure`): read by Kopf only, and
+# the largest annotation; at 10,000 ApiTokens each kilobyte kept is 10 MB.
+_DIFF_BASE = f"{names.GROUP}/last-handled-configuration"
 
 
 class KnownBodies:
@@ -32,9 +37,13 @@ class KnownBodies:
         if self._began.get(uid) != self._wakes.get(uid, 0):
             return  # woken since the run began reading: the next run reads live
         meta = body.get("metadata")
-        if isinstance(meta, dict) and "managedFields" in meta:
-            # Not read by any decision; the largest part of a body.
-            body = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        if isinstance(meta, dict):
+            # managedFields and Kopf's diff base are read by no decision.
+            kept = {k: v for k, v in meta.items() if k != "managedFields"}
+            annotations = meta.get("annotations")
+            if isinstance(annotations, dict) and _DIFF_BASE in annotations:
+                kept["annotations"] = {k: v for k, v in annotations.items() if k != _DIFF_BASE}
+            body = {**body, "metadata": kept}
         self._bodies[uid] = body
 
     def invalidate(self, uid: str) -> None:
