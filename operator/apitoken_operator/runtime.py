@@ -17,12 +17,17 @@ from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
 from apitoken_operator.execution.scheduler import Scheduler
+from apitoken_operator.kube.known_bodies import KnownBodies
+from apitoken_operator.kube.namespace_cache import NamespaceCache
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.discovery import Discovery
-from apitoken_operator.providers.http import ssl_context, utc_now
+from apitoken_operator.providers.http import BoundedTransport, ssl_context, utc_now
 from apitoken_operator.settings import OperatorSettings
+
+# Concurrent requests (and kept connections) per token-service connection pool.
+SERVICE_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,13 @@ class Runtime:
         # Workspace key -> (its last run's answer, until when ApiToken runs may reuse it);
         # kept by `reconcilers.workspace`.
         self.workspace_runs: dict[str, tuple[Any, datetime]] = {}
+        # Namespaces' labels and deletion state, from a watch per served scope.
+        self.namespaces = NamespaceCache(kube, config.namespaces)
+        # ApiToken uid -> when this process last listed its tokens at the service (the sweep);
+        # kept by `reconcilers.apitoken`, which lists only when a run needs it.
+        self.swept: dict[str, datetime] = {}
+        # ApiToken uid -> its newest body seen, for scheduled runs (forgotten on a wake-up).
+        self.token_bodies = KnownBodies()
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
         self.discovery = Discovery(clock=self.clock)
@@ -94,7 +106,13 @@ class Runtime:
             # applied at once queue for the pool instead of failing with PoolTimeout (seen in
             # make bench-operator once runs no longer queued behind the workspace lock).
             timeout = httpx.Timeout(seconds, pool=None)
-            client = httpx.AsyncClient(verify=ssl_context(ca_bundle), timeout=timeout)
+            # And they queue outside httpcore's pool (`BoundedTransport`), on kept connections.
+            slots = SERVICE_CONNECTIONS
+            limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+            transport = httpx.AsyncHTTPTransport(verify=ssl_context(ca_bundle), limits=limits)
+            client = httpx.AsyncClient(
+                transport=BoundedTransport(transport, slots), timeout=timeout
+            )
             self._http[ca_bundle] = client
         return client
 
@@ -107,6 +125,7 @@ class Runtime:
         """Run a workspace's daemon or an ApiToken now (the Secret watch, a handler)."""
         if not uid:
             return
+        self.token_bodies.invalidate(uid)
         if uid in self.wakers:
             self.wakers[uid].set()
         self.scheduler.wake(uid)
@@ -124,6 +143,7 @@ class Runtime:
         )
 
     async def aclose(self) -> None:
+        await self.namespaces.aclose()
         for client in self._http.values():
             await client.aclose()
         self._http.clear()

@@ -36,6 +36,9 @@ class OperatorSettings(BaseSettings):
     backoff_base: Duration = timedelta(seconds=5)
     backoff_cap: Duration = timedelta(minutes=5)
     recheck_interval: Duration = timedelta(minutes=5)
+    # How often an ApiToken's tokens are listed at the service to sweep leftovers when no run
+    # needed the list meanwhile (a first run, a spec change, an issue or any failure does).
+    sweep_interval: Duration = timedelta(hours=1)
     # Retries of a Secret write holding values only in memory.
     secret_write_attempts: int = Field(default=5, ge=1)
     secret_write_first_delay: Duration = timedelta(milliseconds=200)

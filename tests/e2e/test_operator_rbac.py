@@ -137,6 +137,8 @@ def test_the_operator_works_with_the_documented_rbac_only(kube: Client, op: Oper
         line[:300] for line in logs.splitlines() if "Forbidden" in line or " 403" in line
     ][:5]
     assert "Generated: token" in logs
+    # The Namespace and Secret watches ran on these rules (no fallback to a GET per run).
+    assert "watch failed" not in logs
     # And the rules are narrow: the ServiceAccount may write Secrets but never delete them.
     assert may(kube, "patch", "secrets") and not may(kube, "delete", "secrets")
     assert not may(kube, "delete", "apitokens", "apitoken.dev")

@@ -1,8 +1,9 @@
 """The ApiToken policy's actions, run by the held-token executor (`execution.held_token`).
 
 The reconciler builds an Observation (for a provider that manages tokens it lists the tokens
-tagged with the ApiToken's UID on every run, one GET, so that tokens left by a crash or a failed
-retire are swept), calls `reconcile_once` under the token's lock, writes the returned status if
+tagged with the ApiToken's UID, one GET, whenever a run may create or retire tokens, on its
+first run and once per sweep interval, so that tokens left by a crash or a failed retire are
+swept), calls `reconcile_once` under the token's lock, writes the returned status if
 it changed, posts the returned events, releases the finalizer if asked, and runs again at
 `decision.requeue_at`, or at once if `decision.actions` is not empty.
 """

@@ -181,6 +181,9 @@ def _schedule(
         # for handlers only (its event queue), so `kopf.event` works in their runs.
         rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
     rt.token_refs[u] = (ns, n)
+    # A handler's run reads the ApiToken live: the spec it was called for may be newer than
+    # the body the last run ended with.
+    rt.token_bodies.invalidate(u)
     rt.scheduler.add(u, at)
 
 

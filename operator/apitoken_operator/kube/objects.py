@@ -1,7 +1,8 @@
 """The few Kubernetes calls the operator makes, over lightkube's AsyncClient.
 
-Every read is a live GET (no cache): the reconcile must see the Secret and status it wrote a
-moment ago, or it would refresh twice. Secrets are written by server-side apply with the
+Reads here are live GETs: a run must see the Secret and status it wrote a moment ago, or it
+would refresh twice (the caches, `namespace_cache` and `known_bodies`, hold nothing older than
+a run's own last write). Secrets are written by server-side apply with the
 operator's field manager, so keys, labels and owner references it stops applying are removed
 while fields other managers own are left alone. Status goes through the status subresource as
 a JSON merge patch that holds only what changed.
@@ -123,8 +124,9 @@ async def patch_status(
     name: str,
     namespace: str | None,
     patch: Mapping[str, Any],
-) -> None:
-    """Merge-patch the status subresource of an ApiToken or a workspace."""
+) -> Body:
+    """Merge-patch the status subresource of an ApiToken or a workspace; the object as the
+    apiserver stored it."""
     res: Any = {
         "ApiToken": ApiToken,
         WorkspaceKind.TOKEN_WORKSPACE.value: TokenWorkspace,
@@ -132,9 +134,12 @@ async def patch_status(
     }[kind]
     body = {"status": dict(patch)}
     if issubclass(res, NamespacedResource):
-        await client.patch(res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE)
+        obj = await client.patch(
+            res.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
+        )
     else:
-        await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+        obj = await client.patch(res.Status, name, body, patch_type=PatchType.MERGE)
+    return cast(Body, obj.to_dict())
 
 
 async def patch_secret_metadata(

@@ -5,6 +5,7 @@ tests drive the clients with httpx.MockTransport. Every failure becomes one of t
 `providers.errors`; no message, repr or exception chain carries a token value.
 """
 
+import asyncio
 import base64
 import ssl
 from collections.abc import Callable
@@ -38,6 +39,31 @@ def ssl_context(ca_bundle_b64: str | None) -> ssl.SSLContext | bool:
     if not ca_bundle_b64:
         return True
     return ssl.create_default_context(cadata=base64.b64decode(ca_bundle_b64).decode())
+
+
+class BoundedTransport(httpx.AsyncBaseTransport):
+    """At most `limit` requests inside the wrapped transport; the rest wait on a semaphore.
+
+    httpcore's pool rescans every queued request against every connection each time a
+    request enters or leaves it, so a thousand runs queued there cost CPU quadratic in the
+    queue (14 % of the operator's samples while 500 ApiTokens converged, make bench-operator
+    under py-spy); a semaphore wakes one waiter in constant time. `limit` matches the pool's
+    connections, so requests queue here, not in the pool."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self._slots = asyncio.Semaphore(limit)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        async with self._slots:
+            response = await self._inner.handle_async_request(request)
+            # The body is read inside the slot, so the connection is free when it is released
+            # (provider answers are small JSON documents).
+            await response.aread()
+            return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def send(

@@ -2,8 +2,10 @@
 
 Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
 the run (the scheduler's workers, the deletion handler), so there is one writer
-per token. The ApiToken and its Secret are read with live GETs; for provider apitoken the
-tokens tagged with the ApiToken's UID are listed on every run so that leftovers are swept.
+per token. The Secret is read live on every run; the ApiToken live, or for a scheduled run
+with no wake-up since the last from the body that run ended with; the Namespace from a watch;
+for provider apitoken the tokens tagged with the ApiToken's UID are listed when the run may
+need it, so that leftovers are swept (docs/architecture.md, "What a run reads").
 
 When the Secret cannot be written with values just obtained from the service (they stay in the
 token's backlog, see `execution.held_token`), the failure is recorded in status before the error
@@ -17,7 +19,14 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from apitoken_operator.core.apitoken.decide import Observation, WorkspaceView, decide, failed_state
+from apitoken_operator.core import held_token as held
+from apitoken_operator.core.apitoken.decide import (
+    ApiTokenView,
+    Observation,
+    WorkspaceView,
+    decide,
+    failed_state,
+)
 from apitoken_operator.core.bodies import (
     api_token_view,
     invalid_spec_status,
@@ -26,6 +35,7 @@ from apitoken_operator.core.bodies import (
 )
 from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.core.schedule import TimingPolicy
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
@@ -40,7 +50,6 @@ from apitoken_operator.kube.objects import (
     SecretValueReader,
     get_api_token,
     get_secret,
-    namespace_state,
     patch_status,
     write_failure_message,
 )
@@ -97,7 +106,9 @@ async def run_api_token(
     scheduler (`execution.scheduler`, every run but the deletion's) and the deletion handler;
     the lock keeps the two from overlapping."""
     async with rt.locks.for_uid(uid):
-        body = await get_api_token(rt.kube, namespace, name)
+        # A scheduled run may start from the body its last run ended with (no wake-up since);
+        # the deletion handler reads live.
+        body = await _read_api_token(rt, namespace, name, uid, known=not deleting)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid:
             return None
@@ -127,8 +138,8 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     )
     access = await workspace_access(rt, kind, namespace, spec.workspace_name)
     postings = [Posting(access.body, e) for e in access.events if access.body is not None]
-    # Read on every run: its labels for allowedNamespaces, and whether it is being deleted.
-    ns_state = await namespace_state(rt.kube, namespace)
+    # Its labels for allowedNamespaces, and whether it is being deleted: from the watch cache.
+    ns_state = await rt.namespaces.state(namespace)
     labels: dict[str, str] = {}
     if isinstance(access.spec, ClusterTokenWorkspaceSpec) and access.spec.allowed_namespaces:
         labels = ns_state.labels
@@ -151,10 +162,13 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         if spec.import_ref is not None
         else None
     )
-    # Independent reads in parallel: a slow service delays the run by one timeout, not two.
+    # The sweep's list is read when a run may need it (`_sweep_due`); when that is known
+    # before the Secret is read, both are read in parallel: a slow service delays the run by
+    # one timeout, not two.
+    list_now = management is not None and _sweep_due(rt, uid, view, now)
     secret_body, listed, import_value = await asyncio.gather(
         get_secret(rt.kube, namespace, spec.secret_name),
-        _list_tokens(management, uid, namespace, name),
+        _list_tokens(management if list_now else None, uid, namespace, name),
         imports.read() if imports is not None else _none(),
     )
     secret = observed_secret(secret_body)
@@ -178,6 +192,10 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         namespace_terminating=ns_state.terminating,
         client_digest=access.client_digest,
     )
+    # A run with more to do than a refresh may create or retire tokens: it sweeps first.
+    if management is not None and not list_now and not _routine(obs, now, rt.timing):
+        listed = await _list_tokens(management, uid, namespace, name)
+        obs = replace(obs, service_tokens=listed)
     backlog = rt.locks.backlog(uid)
     try:
         outcome = await reconcile_once(
@@ -189,13 +207,19 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
             backlog=backlog,
         )
     except Exception as exc:
+        rt.swept.pop(uid, None)
         if backlog.pending is not None:
             await _record_write_failure(rt, obs, spec.secret_name, exc)
         raise
+    if any(e.type == "Warning" for e in outcome.events):
+        rt.swept.pop(uid, None)  # a failure may have left a token behind: the next run sweeps
+    elif listed is not None:
+        rt.swept[uid] = now
     final = outcome.decision.status
     patch = status_patch(view.status, final)
+    stored = body
     if patch and not outcome.finalizer_released:
-        await patch_status(rt.kube, "ApiToken", name, namespace, patch)
+        stored = await patch_status(rt.kube, "ApiToken", name, namespace, patch)
     for event in outcome.events:
         postings.append(Posting(body, event))
         if event.type == "Warning":
@@ -205,6 +229,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         forget(rt, namespace, name, uid, spec.secret_name)
     else:
         rt.metrics.observe_token(namespace, name, final)
+        rt.token_bodies.put(uid, stored)
     return TokenRun(
         body=body,
         status=final,
@@ -213,6 +238,18 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+async def _read_api_token(
+    rt: Runtime, namespace: str, name: str, uid: str, *, known: bool
+) -> Body | None:
+    """A scheduled run (`known`) starts from the body the last run ended with, if no wake-up
+    came since (`kube.known_bodies`); any other run reads the ApiToken live."""
+    rt.token_bodies.begin(uid)
+    body = rt.token_bodies.take(uid)
+    if known and body is not None:
+        return body
+    return await get_api_token(rt.kube, namespace, name)
 
 
 async def _record_write_failure(
@@ -230,6 +267,26 @@ async def _record_write_failure(
     if patch:
         await patch_status(rt.kube, "ApiToken", token.name, token.namespace, patch)
     rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.SECRET_WRITE_FAILED).inc()
+
+
+def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool:
+    """Known before anything else is read: the list is needed on this process's first run of
+    the ApiToken (a crash may have left a token), after a run that failed (an exception or a
+    Warning event), on a spec change, while it is being deleted, and once per sweep interval."""
+    last = rt.swept.get(uid)
+    return (
+        last is None
+        or now - last >= rt.settings.sweep_interval
+        or view.generation != view.status.observed_generation
+        or view.deleting
+    )
+
+
+def _routine(obs: Observation, now: datetime, policy: TimingPolicy) -> bool:
+    """Whether the decision without the service's list is at most a refresh: then the list
+    could only add leftovers, and only a failed run or another process leaves any."""
+    actions = decide(obs, now, policy).actions
+    return all(isinstance(a, held.Refresh) for a in actions)
 
 
 async def _list_tokens(
@@ -252,6 +309,8 @@ async def _none() -> None:
 def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | None) -> None:
     rt.metrics.forget_token(namespace, name)
     rt.token_workspaces.pop(uid, None)
+    rt.swept.pop(uid, None)
+    rt.token_bodies.forget(uid)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)

@@ -1,0 +1,87 @@
+"""What an ApiToken run reads and writes, counted at a fake apiserver and a fake token service
+(docs/architecture.md, "What a run reads"): a scheduled run with nothing due reads the Secret
+and nothing else, lists nothing at the service and writes nothing; a wake-up makes the next
+run read the ApiToken again."""
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+import pytest
+from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster as KubeCluster
+from lightkube.config.models import User
+
+from apitoken_operator.crd import reasons
+from apitoken_operator.reconcilers.apitoken import run_api_token
+from unit.test_operator_write_failures import GROUP_PATH, ClockedRuntime, Cluster, FakeApiServer
+
+pytestmark = pytest.mark.unit
+
+NAMESPACE = {
+    "apiVersion": "v1",
+    "kind": "Namespace",
+    "metadata": {"name": "apps", "resourceVersion": "1", "labels": {"team": "a"}},
+    "status": {"phase": "Active"},
+}
+TOKEN_PATH = f"{GROUP_PATH}/namespaces/apps/apitokens/billing"
+SECRET_PATH = "/api/v1/namespaces/apps/secrets/billing"
+
+
+def with_namespace_watch(api: FakeApiServer) -> AsyncClient:
+    """The fake apiserver plus a Namespace list and a watch that stays open, quietly."""
+
+    async def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path == "/api/v1/namespaces":
+            if request.url.params.get("watch"):
+                await asyncio.Event().wait()
+            api.gets.append("list /api/v1/namespaces")
+            body = {"kind": "NamespaceList", "apiVersion": "v1", "items": [NAMESPACE]}
+            return httpx2.Response(200, json={**body, "metadata": {"resourceVersion": "1"}})
+        return api.handle(request)
+
+    config = KubeConfig.from_one(cluster=KubeCluster(server="http://kube"), user=User())
+    return AsyncClient(config, transport=httpx2.MockTransport(handle))
+
+
+async def test_a_scheduled_run_with_nothing_due_reads_the_secret_only_and_writes_nothing() -> None:
+    c = Cluster.new()
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
+    spec: dict[str, Any] = {"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": "main"}}
+    meta = {"name": "billing", "namespace": "apps", "uid": "tok-uid", "generation": 1}
+    c.api.put(
+        TOKEN_PATH,
+        {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken"}
+        | {
+            "metadata": meta,
+            "spec": spec,
+        },
+    )
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))  # read live until the watch listed
+    try:
+        workspace = await c.run()  # the operator's credential in the workspace
+        assert workspace is not None and workspace.usable
+        # The first run issues the token; the next starts from the body it ended with.
+        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
+        ready = first.status.condition(reasons.READY)
+        assert ready is not None and ready.status == "True"
+        assert await run_api_token(c.rt, "apps", "billing", "tok-uid") is not None
+        await asyncio.sleep(0.05)  # the Namespace watch lists
+        gets, patches = len(c.api.gets), len(c.api.status_patches)
+        writes, calls = c.api.secret_writes, len(c.service.calls)
+
+        c.clock.now += timedelta(minutes=1)  # the access token lives an hour: nothing due
+        idle = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert idle is not None and idle.postings == ()
+        assert c.api.gets[gets:] == [SECRET_PATH]  # no ApiToken, no Namespace GET
+        assert len(c.api.status_patches) == patches and c.api.secret_writes == writes
+        assert c.service.calls[calls:] == []  # no list, no refresh
+
+        c.rt.wake("tok-uid")  # Kopf saw an event of the ApiToken: read it again
+        gets = len(c.api.gets)
+        await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert c.api.gets[gets:] == [TOKEN_PATH, SECRET_PATH]
+    finally:
+        await c.rt.namespaces.aclose()
