@@ -49,7 +49,7 @@ def unverified_claims(access_token: str) -> dict[str, object]:
     return claims
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccessToken:
     token_id: str
     iat: float
@@ -57,7 +57,7 @@ class AccessToken:
     planned: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refresh:
     name: str
     planned: float  # when the operator planned to replace the previous access token

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 from lightkube import Client
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import OnErrorAction, OnErrorResult
@@ -34,6 +35,7 @@ class SecretWatch:
         self.kube, self.namespace, self.prefix, self.tracker = kube, namespace, prefix, tracker
         self.lock = threading.Lock()
         self.events = 0
+        self.errors = 0
         self.expired_now = (0, 0.0)
         self._stop = threading.Event()
         self._threads = [
@@ -60,25 +62,29 @@ class SecretWatch:
         ):
             if self._stop.is_set():
                 return
-            seen = time.time()
             name = secret.metadata.name if secret.metadata else None
             if not name or not name.startswith(self.prefix):
                 continue
             with self.lock:
                 self.events += 1
-                if kind == "DELETED":
-                    self.tracker.forget(name)
-                    continue
-                data = secret.data or {}
-                token_id = ((secret.metadata.annotations if secret.metadata else None) or {}).get(
-                    names.ANNOTATION_TOKEN_ID
-                )
-                raw, expires = data.get(names.KEY_ACCESS_TOKEN), data.get(names.KEY_EXPIRES_AT)
-                if not (raw and expires and token_id):
-                    continue
-                iat = unverified_claims(base64.b64decode(raw).decode())["iat"]
-                assert isinstance(iat, int | float)
-                self.tracker.observe(name, token_id, iat, base64.b64decode(expires).decode(), seen)
+                try:
+                    self._apply(kind, name, secret)
+                except (KeyError, ValueError, TypeError, AssertionError, jwt.PyJWTError):
+                    self.errors += 1  # counted in the results; the watch goes on
+
+    def _apply(self, kind: str, name: str, secret: Secret) -> None:
+        if kind == "DELETED":
+            self.tracker.forget(name)
+            return
+        data = secret.data or {}
+        annotations = (secret.metadata.annotations if secret.metadata else None) or {}
+        token_id = annotations.get(names.ANNOTATION_TOKEN_ID)
+        raw, expires = data.get(names.KEY_ACCESS_TOKEN), data.get(names.KEY_EXPIRES_AT)
+        if not (raw and expires and token_id):
+            return
+        iat = unverified_claims(base64.b64decode(raw).decode())["iat"]
+        assert isinstance(iat, int | float)
+        self.tracker.observe(name, token_id, iat, base64.b64decode(expires).decode(), time.time())
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
