@@ -94,24 +94,21 @@ def rows(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         win = r.get(key)
         if not win:
             continue
-        late = win["lateness"]
-        out.append(
+        late, busy = win["lateness"], win["per_second"]
+        out += [
             (
                 f"Refresh lateness p99 under 5 s ({label})",
                 f"p50 {_num(late['p50_s'])} s, p99 {_num(late['p99_s'])} s, max "
                 f"{_num(late['max_s'])} s over {late['count']} refreshes",
                 _yes(late["p99_s"] < 5) if late["count"] else "n/a",
-            )
-        )
-        busy = win["per_second"]
-        out.append(
+            ),
             (
                 f"Busiest second of refreshes under twice the mean ({label})",
                 f"busiest {busy['busiest']}/s, mean {_num(busy['mean'])}/s: "
                 f"{_num(busy['ratio'])}x over {busy['seconds']} s (service's clock)",
                 _yes(busy["ratio"] < 2) if busy["count"] else "n/a",
-            )
-        )
+            ),
+        ]
     steady = r.get("steady")
     if steady:
         cpu = steady["cpu"]
