@@ -489,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                         "reissues": tracker.reissues,
                         "watch_events": watch.events,
                         "watch_errors": watch.errors,
+                        "apitoken_watch_events": watch.token_events,
                     }
                     results["plan_vs_status"] = plan_check(kube, NAMESPACE, tracker)
                 watch.stop()

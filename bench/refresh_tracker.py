@@ -7,17 +7,18 @@ An access token that expired before its successor appeared is an expiry episode,
 exactly at the update (or at `finish`), not at a sampling tick.
 
 The planned time is the operator's own rule (`core.schedule.next_refresh_time`, imported, not
-restated) applied to what the Secret holds: `obtained_at` is the access token's `iat` (the
-service's issue time, whole seconds; the operator records its own time before the call, also
-whole seconds, so the plan here can be up to one second's share (1 - refreshPercent) later than
-the operator's, about 0.3 s), `expires_at` the Secret's `expires_at` key as the operator parses it.
+restated) applied to the access token: `expires_at` is the Secret's `expires_at` key as the
+operator parses it; `obtained_at` is the operator's own record of when it asked
+(`status.lastRefreshTime`) when the ApiToken's status describes this access token (`reported`),
+else the access token's `iat` (the service's issue time: later than the operator's record by the
+call's duration, queueing included, so such a plan reads late by up to a third of that).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import jwt
@@ -26,14 +27,14 @@ from apitoken_operator.core.schedule import TimingPolicy, next_refresh_time
 from apitoken_operator.providers.answers import parse_rfc3339
 from bench.stats import percentile
 
-# (token id, iat, the Secret's expires_at text) -> planned refresh, epoch seconds
+# (token id, obtained at, the Secret's expires_at text) -> planned refresh, epoch seconds
 Plan = Callable[[str, float, str], float]
 
 
 def operator_plan(policy: TimingPolicy, refresh_percent: int) -> Plan:
-    def plan(token_id: str, iat: float, expires_at: str) -> float:
+    def plan(token_id: str, obtained: float, expires_at: str) -> float:
         return next_refresh_time(
-            obtained_at=datetime.fromtimestamp(iat, UTC),
+            obtained_at=datetime.fromtimestamp(obtained, UTC),
             expires_at=parse_rfc3339(expires_at),
             refresh_percent=refresh_percent,
             token_id=token_id,
@@ -54,7 +55,9 @@ class AccessToken:
     token_id: str
     iat: float
     exp: float
+    expires_at: str
     planned: float
+    planned_from_status: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class Refresh:
     planned: float  # when the operator planned to replace the previous access token
     issued: float  # the new access token's iat (the service's clock, whole seconds)
     seen: float  # when the watch delivered the Secret holding it
+    planned_from_status: bool = False  # else from the previous access token's iat
 
     @property
     def lateness(self) -> float:
@@ -80,10 +84,14 @@ class SecretTracker:
     expired_secrets: set[str] = field(default_factory=set)
     worst_expired_age: float = 0.0
     most_expired_at_once: int = 0
+    # The last status of each ApiToken: (token id, access token exp, obtained at).
+    statuses: dict[str, tuple[str, float, float]] = field(default_factory=dict)
 
     def observe(self, name: str, token_id: str, iat: float, expires_at: str, seen: float) -> None:
         exp = parse_rfc3339(expires_at).timestamp()
-        new = AccessToken(token_id, iat, exp, self.plan(token_id, iat, expires_at))
+        new = AccessToken(token_id, iat, exp, expires_at, self.plan(token_id, iat, expires_at))
+        if (status := self.statuses.get(name)) is not None and status[:2] == (token_id, exp):
+            new = self._from_status(new, status[2])
         prev = self.current.get(name)
         if prev is not None and (prev.token_id, prev.exp) == (token_id, exp):
             return  # another write of the same access token (labels, annotations)
@@ -95,10 +103,23 @@ class SecretTracker:
         if prev.token_id != token_id:
             self.reissues += 1
         elif exp > prev.exp:
-            self.refreshes.append(Refresh(name, prev.planned, iat, seen))
+            self.refreshes.append(Refresh(name, prev.planned, iat, seen, prev.planned_from_status))
+
+    def reported(self, name: str, token_id: str, exp: float, obtained: float) -> None:
+        """The ApiToken's status says the operator obtained the access token expiring at `exp`
+        at `obtained` (whichever of the two watches delivers first)."""
+        self.statuses[name] = (token_id, exp, obtained)
+        current = self.current.get(name)
+        if current is not None and (current.token_id, current.exp) == (token_id, exp):
+            self.current[name] = self._from_status(current, obtained)
+
+    def _from_status(self, token: AccessToken, obtained: float) -> AccessToken:
+        planned = self.plan(token.token_id, obtained, token.expires_at)
+        return replace(token, planned=planned, planned_from_status=True)
 
     def forget(self, name: str) -> None:
         self.current.pop(name, None)
+        self.statuses.pop(name, None)
 
     def check(self, now: float) -> tuple[int, float]:
         """(how many Secrets hold an expired access token now, the oldest one's age)."""
@@ -181,11 +202,14 @@ def cpu_windows(
 def lateness(refreshes: Iterable[Refresh]) -> dict[str, float]:
     """Seconds from the planned time to the new access token's appearance: p50, p99, max
     (nearest rank; negative is early)."""
+    refreshes = list(refreshes)
     ordered = sorted(r.lateness for r in refreshes)
+    from_status = sum(1 for r in refreshes if r.planned_from_status)
     if not ordered:
         return {"count": 0, "p50_s": float("nan"), "p99_s": float("nan"), "max_s": float("nan")}
     return {
         "count": len(ordered),
+        "planned_from_status": from_status,
         "p50_s": percentile(ordered, 50),
         "p99_s": percentile(ordered, 99),
         "max_s": ordered[-1],
