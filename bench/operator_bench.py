@@ -34,6 +34,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -304,6 +305,8 @@ def window(
         "window_s": round(span, 1),
         "refreshes": refreshes,
         "refreshes_seen": len(seen),
+        "replays": b.service["replays"] - a.service["replays"],
+        "reissues": sum(1 for t in tracker.reissue_times if a.wall <= t < b.wall),
         "writes": writes,
         "writes_per_refresh": {k: v / refreshes for k, v in writes.items()} if refreshes else {},
         "lateness": lateness(seen),
@@ -393,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--convergence-timeout", type=int, default=1800)
     parser.add_argument("--py-spy", type=Path, default=None, help="write a py-spy profile here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the operator's and service's logs here"
+    )
     args = parser.parse_args(argv)
     n, conc = args.tokens, args.concurrency
     if args.restart_after is not None and not 0 < args.restart_after <= args.steady_seconds:
@@ -498,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
                 results["replays"] = service_counts(service.base_url)["replays"]
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 results["bench_cpu_s"] = usage.ru_utime + usage.ru_stime
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in (root / "operator").glob("*.log"):
+                    shutil.copy(log, args.keep_logs / log.name)
+                for log in (root / "tokenservice").rglob("*.log"):
+                    shutil.copy(log, args.keep_logs / f"tokenservice-{log.name}")
     table = rows(results)
     results["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in table]
     results = finite(results)

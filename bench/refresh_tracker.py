@@ -79,6 +79,7 @@ class SecretTracker:
     current: dict[str, AccessToken] = field(default_factory=dict)
     refreshes: list[Refresh] = field(default_factory=list)
     reissues: int = 0
+    reissue_times: list[float] = field(default_factory=list)
     # Access tokens that expired before their successor appeared, and the worst age past exp.
     expired_episodes: int = 0
     expired_secrets: set[str] = field(default_factory=set)
@@ -102,6 +103,7 @@ class SecretTracker:
             self._expired(name, seen - prev.exp)
         if prev.token_id != token_id:
             self.reissues += 1
+            self.reissue_times.append(seen)
         elif exp > prev.exp:
             self.refreshes.append(Refresh(name, prev.planned, iat, seen, prev.planned_from_status))
 
