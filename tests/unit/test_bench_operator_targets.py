@@ -116,6 +116,14 @@ def test_each_target_can_be_missed(over: dict[str, Any], target: str) -> None:
     assert met(rows(results(**over)), target) == ["**no**"]
 
 
+def test_secret_writes_are_judged_against_the_tokens_that_landed() -> None:
+    # 15 refreshes answered just before the window closed, their Secrets written after it.
+    steady = window(refreshes=1015.0, refreshes_seen=998, reissues=2)
+    assert met(rows(results(steady=steady)), "Exactly one Secret write") == ["yes"]
+    steady = window(refreshes=1000.0, refreshes_seen=980, reissues=0)
+    assert met(rows(results(steady=steady)), "Exactly one Secret write") == ["**no**"]
+
+
 def test_a_window_that_cannot_judge_says_so() -> None:
     table = rows(
         results(
