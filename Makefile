@@ -97,7 +97,7 @@ bench-unknown-refresh: venv postgres ## CPU of an unknown refresh token vs. a re
 	$(PY) -m bench.unknown_refresh
 
 .PHONY: bench-operator
-bench-operator: venv cluster-binaries ## The operator at size: convergence vs. an asyncio baseline, memory, API writes (BENCH_OPERATOR_ARGS).
+bench-operator: venv cluster-binaries ## The operator at size: convergence vs. an asyncio baseline, memory, API writes, steady-state lateness, expiry, busiest second, restart (BENCH_OPERATOR_ARGS, see docs/benchmarks.md).
 	$(PY) -m bench.operator_bench $(BENCH_OPERATOR_ARGS)
 
 .PHONY: chaos

@@ -9,10 +9,19 @@ One run starts the local control plane and a token service, then measures, in th
   3. memory: the operator's resident memory (VmRSS, VmHWM) once converged and after the idle
      window;
   4. API economy: Kubernetes writes by verb and resource, from the apiserver's own
-     `apiserver_request_total`, over an idle window (no refresh due) and over a refresh window
-     (refreshes counted at the token service);
-  5. steady state (optional, --steady-seconds): the operator's CPU, and every Secret's access
-     token checked against its `exp` at the end.
+     `apiserver_request_total`, over an idle window (--idle-seconds; no refresh due when the
+     access tokens live long, e.g. --access-token-ttl 3600) and per refresh in the steady
+     window (refreshes counted at the token service);
+  5. steady state (--steady-seconds): from one watch of the managed Secrets (bench/
+     steady_watch.py, bench/refresh_tracker.py), each refresh's lateness against the time the
+     operator's own rule planned it, every expired access token (exactly, with its age past
+     exp), the busiest second of refreshes on the service's clock against the mean; the
+     operator's CPU in 10 s windows and its memory at the end of the window;
+  6. restart (--restart-after, --after-restart-seconds): SIGTERM the operator, start it again,
+     time until it leads, until no refresh is overdue and every ApiToken is Ready, and the
+     figures of step 5 over the window after it (with long access tokens: the writes of the
+     restarted operator's reconciles, which should be none).
+A table of the targets (issue 11 items 3-6) closes the output; --json FILE keeps everything.
 The load average is printed next to each figure: the machine may be shared.
 """
 
@@ -20,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
+import math
 import os
 import re
+import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,13 +56,31 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hack"))
 
+from apitoken_operator.core.schedule import TimingPolicy  # noqa: E402
+from apitoken_operator.crd.durations import parse_duration  # noqa: E402
+from apitoken_operator.crd.resources import DEFAULT_REFRESH_PERCENT  # noqa: E402
 from apitoken_operator.kube.resources import ApiToken  # noqa: E402
+from apitoken_operator.providers.answers import parse_rfc3339  # noqa: E402
+from bench.operator_targets import markdown, rows  # noqa: E402
+from bench.refresh_tracker import (  # noqa: E402
+    SecretTracker,
+    busiest_second,
+    cpu_windows,
+    lateness,
+    operator_plan,
+)
+from bench.steady_watch import CpuSampler, SecretWatch, cpu_seconds  # noqa: E402
 from localkube import start_control_plane  # noqa: E402
 from localkube.binaries import locate  # noqa: E402
 from support.operator import ServiceAdmin, create_workspace, start_operator  # noqa: E402
 from support.tokenservice import start_token_service  # noqa: E402
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE", "APPLY")
+COUNTED_RESOURCES = ("secrets", "apitokens", "tokenworkspaces", "events", "leases")
+PREFIX = "tok-"
+NAMESPACE = "bench-operator"
+# A planned refresh this far past is overdue (the lateness target's bound).
+OVERDUE_GRACE_S = 5.0
 
 
 def load() -> str:
@@ -70,12 +100,6 @@ def rss_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def cpu_seconds(pid: int) -> float:
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(parts[11]) + int(parts[12])) / ticks
-
-
 def apiserver_writes(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
     """apiserver_request_total for write verbs: (verb, resource, subresource) -> count."""
     text = subprocess.run(
@@ -92,7 +116,7 @@ def apiserver_writes(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
         if labels.get("verb") not in WRITE_VERBS:
             continue
-        if labels.get("resource") not in ("secrets", "apitokens", "events"):
+        if labels.get("resource") not in COUNTED_RESOURCES:
             continue
         key = (labels["verb"], labels["resource"], labels.get("subresource", ""))
         counts[key] += int(float(line.rsplit(" ", 1)[1]))
@@ -218,29 +242,134 @@ async def baseline(
     return time.monotonic() - started
 
 
-def ready_count(kube: Client, namespace: str) -> tuple[int, int]:
+def ready_tokens(kube: Client, namespace: str) -> int:
     ready = 0
     for obj in kube.list(ApiToken, namespace=namespace):
         for c in (obj.get("status") or {}).get("conditions") or []:
             if c.get("type") == "Ready" and c.get("status") == "True":
                 ready += 1
-    secrets = sum(1 for _ in kube.list(Secret, namespace=namespace))
-    return ready, secrets
+    return ready
 
 
-def expired_access_tokens(kube: Client, namespace: str, now: float) -> tuple[int, int]:
-    expired = checked = 0
-    for secret in kube.list(Secret, namespace=namespace):
-        raw = (secret.data or {}).get("access_token")
-        if not raw:
+def plan_check(kube: Client, namespace: str, tracker: SecretTracker) -> dict[str, float]:
+    """The bench's planned time against the status's nextRefreshTime, where the status
+    describes the access token the Secret holds (checks that the bench applies the rule the
+    operator does)."""
+    diffs = []
+    for obj in kube.list(ApiToken, namespace=namespace):
+        status = obj.get("status") or {}
+        name = status.get("secretName") or (obj.metadata.name if obj.metadata else None)
+        current = tracker.current.get(str(name))
+        at, expires = status.get("nextRefreshTime"), status.get("accessTokenExpiresAt")
+        if current is None or not at or not expires or status.get("tokenId") != current.token_id:
             continue
-        jwt = base64.b64decode(raw).decode()
-        payload = jwt.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        checked += 1
-        if claims["exp"] <= now:
-            expired += 1
-    return expired, checked
+        if parse_rfc3339(expires).timestamp() != current.exp:
+            continue
+        diffs.append(current.planned - parse_rfc3339(at).timestamp())
+    if not diffs:
+        return {"compared": 0}
+    return {"compared": len(diffs), "min_s": min(diffs), "max_s": max(diffs)}
+
+
+def finite(value: Any) -> Any:
+    """NaN (a figure without samples) as null, so that the JSON is standard."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+class Snapshot:
+    """Counters at one moment: apiserver writes, the service's answers, this process's CPU."""
+
+    def __init__(self, kubeconfig: Path, base_url: str) -> None:
+        self.mono, self.wall = time.monotonic(), time.time()
+        self.writes = apiserver_writes(kubeconfig)
+        self.service = service_counts(base_url)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.bench_cpu = usage.ru_utime + usage.ru_stime
+
+
+def window(
+    a: Snapshot, b: Snapshot, tracker: SecretTracker, cpu: CpuSampler | None
+) -> dict[str, Any]:
+    """The figures of the window between two snapshots."""
+    refreshes = b.service["token_200"] - a.service["token_200"]
+    writes = diff(b.writes, a.writes)
+    span = b.mono - a.mono
+    seen = tracker.between(a.wall, b.wall)
+    out: dict[str, Any] = {
+        "window_s": round(span, 1),
+        "refreshes": refreshes,
+        "refreshes_seen": len(seen),
+        "replays": b.service["replays"] - a.service["replays"],
+        "reissues": sum(1 for t in tracker.reissue_times if a.wall <= t < b.wall),
+        "writes": writes,
+        "writes_per_refresh": {k: v / refreshes for k, v in writes.items()} if refreshes else {},
+        "lateness": lateness(seen),
+        "per_second": busiest_second((r.issued for r in tracker.refreshes), a.wall, b.wall),
+        "bench_cpu_core": (b.bench_cpu - a.bench_cpu) / span if span else float("nan"),
+        "load": load(),
+    }
+    if cpu is not None:
+        out["cpu"] = cpu_windows(list(cpu.samples), a.mono, b.mono)
+    return out
+
+
+def sleep_until(deadline: float, watch: SecretWatch, tracker: SecretTracker) -> None:
+    """Sleep to `deadline` (monotonic), printing the Secrets' state every 30 s."""
+    last = time.monotonic()
+    while (now := time.monotonic()) < deadline:
+        time.sleep(min(1.0, deadline - now))
+        if time.monotonic() - last >= 30:
+            last = time.monotonic()
+            with watch.lock:
+                expired, oldest = watch.expired_now
+                overdue = tracker.overdue(time.time(), OVERDUE_GRACE_S)
+                count = len(tracker.refreshes)
+            say(
+                f"steady: {count} refreshes seen, {expired} expired now (oldest {oldest:.1f} s), "
+                f"{overdue} overdue > {OVERDUE_GRACE_S:.0f} s"
+            )
+
+
+def restart_operator(
+    op: Any, kube: Client, n: int, watch: SecretWatch, tracker: SecretTracker, until: float
+) -> dict[str, Any]:
+    """SIGTERM the operator, start it again; time until it leads again, until no refresh is
+    overdue by more than the grace, and until every ApiToken is Ready (polled sparsely)."""
+    sigterm = time.monotonic()
+    op.process.send_signal(signal.SIGTERM)
+    op.process.wait(timeout=120)
+    stopped = time.monotonic()
+    op.start_again()
+    leading = time.monotonic()
+    say(f"restart: stopped in {stopped - sigterm:.1f}s, leading {leading - stopped:.1f}s later")
+    out: dict[str, Any] = {
+        "stop_s": stopped - sigterm,
+        "start_s": leading - stopped,
+        "drained_s": None,
+        "ready_s": None,
+        "most_overdue": 0,
+    }
+    every = max(2.0, n / 1000)
+    next_ready = time.monotonic()
+    while time.monotonic() < until and out["ready_s"] is None:
+        with watch.lock:
+            overdue = tracker.overdue(time.time(), OVERDUE_GRACE_S)
+        out["most_overdue"] = max(out["most_overdue"], overdue)
+        if out["drained_s"] is None and overdue == 0:
+            out["drained_s"] = time.monotonic() - sigterm
+        if out["drained_s"] is not None and time.monotonic() >= next_ready:
+            next_ready = time.monotonic() + every
+            if ready_tokens(kube, NAMESPACE) >= n:
+                out["ready_s"] = time.monotonic() - sigterm
+        time.sleep(1)
+    say(f"restart: {out}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,11 +379,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-token-ttl", type=int, default=300)
     parser.add_argument("--idle-seconds", type=int, default=60)
     parser.add_argument("--steady-seconds", type=int, default=0)
+    parser.add_argument(
+        "--restart-after",
+        type=int,
+        default=None,
+        help="SIGTERM and start the operator again this many seconds into the steady phase "
+        "(ends the steady window)",
+    )
+    parser.add_argument(
+        "--after-restart-seconds",
+        type=int,
+        default=None,
+        help="the window measured after the restart (default: to the end of the steady phase, "
+        "or 600 s if the restart is at its end)",
+    )
     parser.add_argument("--convergence-timeout", type=int, default=1800)
     parser.add_argument("--py-spy", type=Path, default=None, help="write a py-spy profile here")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the operator's and service's logs here"
+    )
     args = parser.parse_args(argv)
     n, conc = args.tokens, args.concurrency
-    results: dict[str, Any] = {"tokens": n, "concurrency": conc, "ttl": args.access_token_ttl}
+    if args.restart_after is not None and not 0 < args.restart_after <= args.steady_seconds:
+        parser.error("--restart-after needs 0 < SECONDS <= --steady-seconds")
+    results: dict[str, Any] = {
+        "tokens": n,
+        "concurrency": conc,
+        "ttl": args.access_token_ttl,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "load_at_start": load(),
+    }
+    margin = os.environ.get("BENCH_REFRESH_MARGIN", "60s")
+    policy = TimingPolicy(refresh_margin=parse_duration(margin))
+    results["refresh_margin"] = margin
 
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         root = Path(tmp)
@@ -271,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             kube = cluster.client()
             admin = ServiceAdmin(service, http, refresh_token=service.credential["refreshToken"])
-            for ns in ("bench-baseline", "bench-operator"):
+            for ns in ("bench-baseline", NAMESPACE):
                 kube.create(Namespace(metadata=ObjectMeta(name=ns)))
 
             say(f"baseline: {n} ApiTokens, concurrency {conc}")
@@ -281,141 +440,215 @@ def main(argv: list[str] | None = None) -> int:
             say(f"baseline done in {base_s:.1f}s")
 
             env = {
-                "APITOKEN_OPERATOR_NAMESPACE": "bench-operator",
+                "APITOKEN_OPERATOR_NAMESPACE": NAMESPACE,
                 # The default 2 min margin; the e2e fast settings would refresh every second.
-                "APITOKEN_OPERATOR_REFRESH_MARGIN": os.environ.get("BENCH_REFRESH_MARGIN", "60s"),
+                "APITOKEN_OPERATOR_REFRESH_MARGIN": margin,
                 "APITOKEN_OPERATOR_RECHECK_INTERVAL": "10m",
             }
             with start_operator(
-                root / "operator", cluster.kubeconfig, namespaces=("bench-operator",), env=env
+                root / "operator", cluster.kubeconfig, namespaces=(NAMESPACE,), env=env
             ) as op:
                 # The operator logs every HTTP request with --verbose; that is not its normal
                 # cost. Restart it without it.
                 op.argv = [a for a in op.argv if a != "--verbose"]
                 op.restart(crash=False)
-                pid = op.process.pid
                 create_workspace(
                     kube,
-                    "bench-operator",
+                    NAMESPACE,
                     url=service.base_url,
                     service_workspace=service.workspace,
-                    bootstrap_value=admin.new_bootstrap_value("bench-operator"),
+                    bootstrap_value=admin.new_bootstrap_value(NAMESPACE),
                 )
-                results["rss_idle_kib"] = rss_kib(pid)
-                say(f"operator ready, pid {pid}, {results['rss_idle_kib']}")
-                spy = None
-                if args.py_spy:
-                    spy = subprocess.Popen(
-                        [
-                            str(Path(sys.executable).with_name("py-spy")),
-                            "record",
-                            "-p",
-                            str(pid),
-                            "-o",
-                            str(args.py_spy),
-                            "-f",
-                            "speedscope" if str(args.py_spy).endswith(".json") else "flamegraph",
-                            "--nonblocking",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                cpu0 = cpu_seconds(pid)
-                writes0 = apiserver_writes(cluster.kubeconfig)
-                started = time.monotonic()
-                asyncio.run(apply_tokens(cluster.kubeconfig, "bench-operator", n, conc))
-                applied_s = time.monotonic() - started
-                say(f"applied {n} in {applied_s:.1f}s")
-                while True:
-                    ready, secrets = ready_count(kube, "bench-operator")
-                    if ready >= n and secrets >= n + 1:  # + the bootstrap Secret
-                        break
-                    if time.monotonic() - started > args.convergence_timeout:
-                        say(f"TIMEOUT: {ready} ready, {secrets} secrets")
-                        break
-                    time.sleep(2)
-                conv_s = time.monotonic() - started
-                results["convergence_s"] = conv_s
-                results["convergence_ready"] = ready
-                results["convergence_cpu_s"] = cpu_seconds(pid) - cpu0
-                results["convergence_load"] = load()
-                # Includes the bench's own N ApiToken creates.
-                results["convergence_writes"] = diff(apiserver_writes(cluster.kubeconfig), writes0)
-                results["ratio"] = conv_s / base_s
-                results["rss_converged_kib"] = rss_kib(pid)
-                say(
-                    f"converged {ready}/{n} in {conv_s:.1f}s (x{conv_s / base_s:.2f} of "
-                    f"baseline), rss {results['rss_converged_kib']}"
-                )
-                if spy is not None:
-                    spy.send_signal(2)
-                    spy.wait(timeout=60)
+                results["rss_idle_kib"] = rss_kib(op.process.pid)
+                say(f"operator ready, pid {op.process.pid}, {results['rss_idle_kib']}")
+                tracker = SecretTracker(operator_plan(policy, DEFAULT_REFRESH_PERCENT))
+                watch = SecretWatch(kube, NAMESPACE, PREFIX, tracker)
+                watch.start()
+                cpu = CpuSampler(lambda: int(op.process.pid))
+                observed_from = time.time()
+                converge(args, op, kube, cluster.kubeconfig, watch, results)
 
-                # Idle window: nothing due (access tokens live ttl, margin 60 s; window ends
-                # before the first refresh when idle < ttl - margin - convergence).
-                time.sleep(5)
-                k0, s0, c0 = (
-                    apiserver_writes(cluster.kubeconfig),
-                    service_counts(service.base_url),
-                    cpu_seconds(pid),
-                )
-                time.sleep(args.idle_seconds)
-                k1, s1, c1 = (
-                    apiserver_writes(cluster.kubeconfig),
-                    service_counts(service.base_url),
-                    cpu_seconds(pid),
-                )
-                results["idle_window_s"] = args.idle_seconds
-                results["idle_writes"] = diff(k1, k0)
-                results["idle_refreshes"] = s1["token_200"] - s0["token_200"]
-                results["idle_cpu_core"] = (c1 - c0) / args.idle_seconds
-                results["idle_load"] = load()
-                results["rss_after_idle_kib"] = rss_kib(pid)
-                say(
-                    f"idle: writes {results['idle_writes']}, "
-                    f"refreshes {results['idle_refreshes']}, "
-                    f"cpu {results['idle_cpu_core']:.3f} core"
-                )
-
+                cpu.start()
+                if args.idle_seconds:
+                    idle_window(args, op, cluster.kubeconfig, service.base_url, results, watch, cpu)
                 if args.steady_seconds:
-                    k0, s0, c0 = k1, s1, c1
-                    t0 = time.monotonic()
-                    worst_expired = 0
-                    samples = 0
-                    while time.monotonic() - t0 < args.steady_seconds:
-                        time.sleep(min(30, args.steady_seconds))
-                        expired, checked = expired_access_tokens(
-                            kube, "bench-operator", time.time()
-                        )
-                        worst_expired = max(worst_expired, expired)
-                        samples += 1
-                        say(f"steady: {expired}/{checked} expired access tokens")
-                    span = time.monotonic() - t0
-                    k1, s1, c1 = (
-                        apiserver_writes(cluster.kubeconfig),
-                        service_counts(service.base_url),
-                        cpu_seconds(pid),
+                    steady_phase(
+                        args,
+                        op,
+                        kube,
+                        cluster.kubeconfig,
+                        service.base_url,
+                        results,
+                        watch,
+                        tracker,
+                        cpu,
                     )
-                    refreshes = s1["token_200"] - s0["token_200"]
-                    writes = diff(k1, k0)
-                    results["steady_s"] = span
-                    results["steady_refreshes"] = refreshes
-                    results["steady_writes"] = writes
-                    results["steady_writes_per_refresh"] = (
-                        {k: v / refreshes for k, v in writes.items()} if refreshes else {}
-                    )
-                    results["steady_cpu_core"] = (c1 - c0) / span
-                    results["steady_expired_worst"] = worst_expired
-                    results["steady_samples"] = samples
-                    results["steady_load"] = load()
-                    results["rss_steady_kib"] = rss_kib(pid)
-                    results["replays"] = s1["replays"]
-                    say(
-                        "steady: "
-                        + json.dumps({k: v for k, v in results.items() if k.startswith("steady")})
-                    )
+                now = time.time()
+                with watch.lock:
+                    tracker.finish(now)
+                    results["expiry"] = {
+                        "observed_s": now - observed_from,
+                        "episodes": tracker.expired_episodes,
+                        "secrets": len(tracker.expired_secrets),
+                        "worst_age_s": tracker.worst_expired_age,
+                        "most_at_once": tracker.most_expired_at_once,
+                        "reissues": tracker.reissues,
+                        "watch_events": watch.events,
+                        "watch_errors": watch.errors,
+                        "apitoken_watch_events": watch.token_events,
+                    }
+                    results["plan_vs_status"] = plan_check(kube, NAMESPACE, tracker)
+                watch.stop()
+                cpu.stop()
+                results["rss_end_kib"] = rss_kib(op.process.pid)
+                results["replays"] = service_counts(service.base_url)["replays"]
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                results["bench_cpu_s"] = usage.ru_utime + usage.ru_stime
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for log in (root / "operator").glob("*.log"):
+                    shutil.copy(log, args.keep_logs / log.name)
+                for log in (root / "tokenservice").rglob("*.log"):
+                    shutil.copy(log, args.keep_logs / f"tokenservice-{log.name}")
+    table = rows(results)
+    results["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in table]
+    results = finite(results)
     print(json.dumps(results, indent=2), flush=True)
+    print(f"\nAt {n:,} ApiTokens, access tokens {args.access_token_ttl} s, margin {margin}:\n")
+    print(markdown(table), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def converge(
+    args: argparse.Namespace,
+    op: Any,
+    kube: Client,
+    kubeconfig: Path,
+    watch: SecretWatch,
+    results: dict[str, Any],
+) -> None:
+    """Apply N ApiTokens at once; until every one is Ready and its Secret holds a token."""
+    n, conc, pid = args.tokens, args.concurrency, op.process.pid
+    spy = None
+    if args.py_spy:
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "-p",
+                str(pid),
+                "-o",
+                str(args.py_spy),
+                "-f",
+                "speedscope" if str(args.py_spy).endswith(".json") else "flamegraph",
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    cpu0 = cpu_seconds(pid)
+    writes0 = apiserver_writes(kubeconfig)
+    started = time.monotonic()
+    asyncio.run(apply_tokens(kubeconfig, NAMESPACE, n, conc))
+    say(f"applied {n} in {time.monotonic() - started:.1f}s")
+    # A list of every ApiToken costs this process CPU too: sparser at size.
+    every = max(2.0, n / 1000)
+    ready = 0
+    while True:
+        with watch.lock:
+            secrets = len(watch.tracker.current)
+        if secrets >= n:
+            ready = ready_tokens(kube, NAMESPACE)
+            if ready >= n:
+                break
+        if time.monotonic() - started > args.convergence_timeout:
+            say(f"TIMEOUT: {ready} ready, {secrets} secrets")
+            break
+        time.sleep(every)
+    conv_s = time.monotonic() - started
+    results["convergence_s"] = conv_s
+    results["convergence_ready"] = ready
+    results["convergence_cpu_s"] = cpu_seconds(pid) - cpu0
+    results["convergence_load"] = load()
+    # Includes the bench's own N ApiToken creates.
+    results["convergence_writes"] = diff(apiserver_writes(kubeconfig), writes0)
+    results["ratio"] = conv_s / results["baseline_s"]
+    results["rss_converged_kib"] = rss_kib(pid)
+    say(
+        f"converged {ready}/{n} in {conv_s:.1f}s (x{results['ratio']:.2f} of "
+        f"baseline), rss {results['rss_converged_kib']}"
+    )
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(timeout=60)
+
+
+def idle_window(
+    args: argparse.Namespace,
+    op: Any,
+    kubeconfig: Path,
+    base_url: str,
+    results: dict[str, Any],
+    watch: SecretWatch,
+    cpu: CpuSampler,
+) -> None:
+    """A window in which no refresh of an ApiToken is due when the access tokens live long
+    (`--access-token-ttl 3600`); the refreshes counted at the service show whether it was."""
+    time.sleep(5)
+    a = Snapshot(kubeconfig, base_url)
+    with watch.lock:
+        planned = watch.tracker.planned_between(a.wall, a.wall + args.idle_seconds)
+    time.sleep(args.idle_seconds)
+    b = Snapshot(kubeconfig, base_url)
+    idle = window(a, b, watch.tracker, cpu)
+    idle["window_s"] = args.idle_seconds
+    idle["planned_refreshes"] = planned
+    results["idle"] = idle
+    results["rss_after_idle_kib"] = rss_kib(op.process.pid)
+    say(f"idle: writes {idle['writes']}, refreshes {idle['refreshes']} ({planned} planned)")
+
+
+def steady_phase(
+    args: argparse.Namespace,
+    op: Any,
+    kube: Client,
+    kubeconfig: Path,
+    base_url: str,
+    results: dict[str, Any],
+    watch: SecretWatch,
+    tracker: SecretTracker,
+    cpu: CpuSampler,
+) -> None:
+    """The steady window, then (with --restart-after) the operator restarted and the window
+    after it."""
+    begin = time.monotonic()
+    restart_at = args.restart_after or args.steady_seconds
+    a = Snapshot(kubeconfig, base_url)
+    sleep_until(begin + restart_at, watch, tracker)
+    cpu.sample()
+    b = Snapshot(kubeconfig, base_url)
+    steady = window(a, b, tracker, cpu)
+    results["steady"] = steady
+    results["rss_steady_kib"] = rss_kib(op.process.pid)
+    say(
+        f"steady window: {steady['refreshes']:.0f} refreshes, lateness {steady['lateness']}, "
+        f"per second {steady['per_second']}, cpu {steady['cpu']}, bench cpu "
+        f"{steady['bench_cpu_core']:.3f} core, writes {steady['writes']}"
+    )
+    if args.restart_after is None:
+        return
+    after = args.after_restart_seconds
+    if after is None:
+        after = args.steady_seconds - args.restart_after or 600
+    until = time.monotonic() + after
+    results["restart"] = restart_operator(op, kube, args.tokens, watch, tracker, until)
+    sleep_until(until, watch, tracker)
+    cpu.sample()
+    c = Snapshot(kubeconfig, base_url)
+    results["after_restart"] = window(b, c, tracker, cpu)
+    say(f"after restart: {results['after_restart']}")
 
 
 if __name__ == "__main__":
