@@ -22,13 +22,13 @@ from pathlib import Path
 
 import httpx
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
+from lightkube.resources.core_v1 import Namespace, Secret
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "hack"))
 
-from bench.operator_bench import apply_tokens, ready_count, rss_kib, say  # noqa: E402
+from bench.operator_bench import apply_tokens, ready_tokens, rss_kib, say  # noqa: E402
 from localkube import start_control_plane  # noqa: E402
 from support.operator import ServiceAdmin, create_workspace, start_operator  # noqa: E402
 from support.tokenservice import start_token_service  # noqa: E402
@@ -121,7 +121,8 @@ def main() -> int:
                 say(f"operator ready, {rss_kib(pid)}")
                 asyncio.run(apply_tokens(cluster.kubeconfig, NS, args.tokens, args.concurrency))
                 while True:
-                    ready, secrets = ready_count(kube, NS)
+                    ready = ready_tokens(kube, NS)
+                    secrets = sum(1 for _ in kube.list(Secret, namespace=NS))
                     if ready >= args.tokens and secrets >= args.tokens + 1:  # + the bootstrap
                         break
                     time.sleep(2)
