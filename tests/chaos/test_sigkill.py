@@ -19,6 +19,7 @@ in the middle of rotations.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -45,6 +46,7 @@ from support.operator import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
+log = logging.getLogger(__name__)
 TTL = chaos.TTL or ACCESS_TOKEN_TTL
 KILLS, TOKENS, SEED = chaos.KILLS, chaos.TOKENS, chaos.SEED
 
@@ -52,6 +54,15 @@ KILLS, TOKENS, SEED = chaos.KILLS, chaos.TOKENS, chaos.SEED
 @pytest.fixture(scope="module")
 def access_token_ttl() -> int:
     return TTL
+
+
+@pytest.fixture(scope="module")
+def rotation_grace() -> int:
+    # The service's default (docs/usage.md): the bound within which a restarted operator must
+    # present a refresh token whose answer the kill lost. Each kill costs a Lease takeover (8 s
+    # here) and the leader gets 0.05-3 s of work before the next one; the full run's first try
+    # at the e2e grace (30 s) saw 3 such retries arrive after it (replays, tokens disabled).
+    return 60
 
 
 def all_service_tokens(admin: ServiceAdmin) -> list[dict[str, Any]]:
@@ -143,8 +154,9 @@ def test_sigkill_at_random_moments_loses_nothing(
             for _ in range(steps_per_kill):
                 churn.step()
             # The kill lands while the operator works through what was just applied.
-            time.sleep(rng.uniform(0.05, 1.5))
+            time.sleep(rng.uniform(0.05, 3.0))
             running_operator.restart(crash=True)
+        last_restart = time.monotonic()
         while churn.created < TOKENS:
             churn.step()
 
@@ -168,6 +180,16 @@ def test_sigkill_at_random_moments_loses_nothing(
             )
         except AssertionError:
             raise AssertionError(not_ready(kube, namespace, live_enabled)) from None
+        # The figure docs/benchmarks.md records; at WARNING so that make chaos shows it
+        # (--log-cli-level=WARNING) without every HTTP request logged at INFO.
+        log.warning(
+            "chaos sigkill: %d kills, %d ApiTokens created, %d live and enabled, all Ready "
+            "%.1f s after the last restart",
+            KILLS,
+            churn.created,
+            len(live_enabled),
+            time.monotonic() - last_restart,
+        )
 
         # Every live Secret refreshes (within one access-token life after the first wait).
         before = {
