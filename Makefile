@@ -102,7 +102,7 @@ bench-operator: venv cluster-binaries ## The operator at size: convergence vs. a
 
 .PHONY: chaos
 chaos: venv cluster-binaries ## The full chaos run: 50 SIGKILLs among 200 ApiTokens (make test runs the short one).
-	CHAOS_KILLS=50 CHAOS_TOKENS=200 .venv/bin/pytest tests/chaos --timeout 3600 $(PYTEST_ARGS)
+	CHAOS_KILLS=50 CHAOS_TOKENS=200 CHAOS_ACCESS_TOKEN_TTL=30 CHAOS_ROUNDS=3 .venv/bin/pytest tests/chaos --timeout 3600 --log-cli-level=WARNING $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## Remove local state (.venv, .tools, .dev). The binary cache stays.

@@ -5,14 +5,21 @@ Afterwards: every active token at the service belongs to a live ApiToken, no rot
 token was presented again (the service's replay counter stays zero), every live ApiToken is
 Ready within 60 s of the last restart and its Secret refreshes.
 
-`make test` runs the short version (CHAOS_KILLS=5, CHAOS_TOKENS=30); `make chaos` the full one
-(50 kills, 200 ApiTokens). CHAOS_SEED picks the sequence of operations and kill moments, so a
-failure can be replayed.
+`make test` runs the short version (CHAOS_KILLS=5, CHAOS_TOKENS=30, 6 s access tokens);
+`make chaos` the full one (50 kills, 200 ApiTokens, CHAOS_ACCESS_TOKEN_TTL=30). CHAOS_SEED picks
+the sequence of operations and kill moments, so a failure can be replayed.
+
+The full run's access tokens live 30 s, not 6 s: 200 ApiTokens at 6 s are 33 refreshes a second,
+the steady-state benchmark's rate for 10,000 tokens, on a 2-core machine shared with the
+apiserver, etcd, the service and this process; the test would then measure throughput (Secrets
+going stale because the machine cannot keep up) rather than crash safety. At 30 s (about 7
+refreshes a second) every token still refreshes several times during the kills, so kills land
+in the middle of rotations.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import random
 import time
 from typing import Any
@@ -22,8 +29,10 @@ from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
 from apitoken_operator.kube.resources import ApiToken, TokenWorkspace
+from support import chaos
 from support.faults import FaultProxy
 from support.operator import (
+    ACCESS_TOKEN_TTL,
     RunningOperator,
     ServiceAdmin,
     api_token,
@@ -37,9 +46,23 @@ from support.operator import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
-KILLS = int(os.environ.get("CHAOS_KILLS", "5"))
-TOKENS = int(os.environ.get("CHAOS_TOKENS", "30"))
-SEED = int(os.environ.get("CHAOS_SEED", "11"))
+log = logging.getLogger(__name__)
+TTL = chaos.TTL or ACCESS_TOKEN_TTL
+KILLS, TOKENS, SEED = chaos.KILLS, chaos.TOKENS, chaos.SEED
+
+
+@pytest.fixture(scope="module")
+def access_token_ttl() -> int:
+    return TTL
+
+
+@pytest.fixture(scope="module")
+def rotation_grace() -> int:
+    # The service's default (docs/usage.md): the bound within which a restarted operator must
+    # present a refresh token whose answer the kill lost. Each kill costs a Lease takeover (8 s
+    # here) and the leader gets 0.05-3 s of work before the next one; the full run's first try
+    # at the e2e grace (30 s) saw 3 such retries arrive after it (replays, tokens disabled).
+    return 60
 
 
 def all_service_tokens(admin: ServiceAdmin) -> list[dict[str, Any]]:
@@ -131,8 +154,9 @@ def test_sigkill_at_random_moments_loses_nothing(
             for _ in range(steps_per_kill):
                 churn.step()
             # The kill lands while the operator works through what was just applied.
-            time.sleep(rng.uniform(0.05, 1.5))
+            time.sleep(rng.uniform(0.05, 3.0))
             running_operator.restart(crash=True)
+        last_restart = time.monotonic()
         while churn.created < TOKENS:
             churn.step()
 
@@ -156,8 +180,18 @@ def test_sigkill_at_random_moments_loses_nothing(
             )
         except AssertionError:
             raise AssertionError(not_ready(kube, namespace, live_enabled)) from None
+        # The figure docs/benchmarks.md records; at WARNING so that make chaos shows it
+        # (--log-cli-level=WARNING) without every HTTP request logged at INFO.
+        log.warning(
+            "chaos sigkill: %d kills, %d ApiTokens created, %d live and enabled, all Ready "
+            "%.1f s after the last restart",
+            KILLS,
+            churn.created,
+            len(live_enabled),
+            time.monotonic() - last_restart,
+        )
 
-        # Every live Secret refreshes (access tokens live 6 s).
+        # Every live Secret refreshes (within one access-token life after the first wait).
         before = {
             n: (secret_data(kube, namespace, n) or {}).get("access_token") for n in live_enabled
         }
@@ -168,7 +202,7 @@ def test_sigkill_at_random_moments_loses_nothing(
                 for n in live_enabled
             )
 
-        eventually("every live Secret to refresh", all_refreshed, timeout=60, interval=1)
+        eventually("every live Secret to refresh", all_refreshed, timeout=TTL + 60, interval=1)
 
         assert service.replays() == 0, "a rotated refresh token was presented again"
 

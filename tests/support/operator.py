@@ -72,6 +72,7 @@ __all__ = [
     "reason",
     "release_leftovers",
     "requests",
+    "rotation_grace",
     "running_operator",
     "secret_data",
     "service_admin",
@@ -323,6 +324,13 @@ def access_token_ttl() -> int:
 
 
 @pytest.fixture(scope="module")
+def rotation_grace() -> int:
+    """Seconds the token service accepts a rotated refresh token again (a lost answer's retry);
+    a module overrides it."""
+    return 30
+
+
+@pytest.fixture(scope="module")
 def operator_settings() -> dict[str, str]:
     """Settings (environment) of the module's operator over FAST_SETTINGS; a module overrides
     it for what it tests (shorter timeouts, fewer write attempts, credential renewal)."""
@@ -331,10 +339,12 @@ def operator_settings() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def e2e_service(
-    tmp_path_factory: pytest.TempPathFactory, access_token_ttl: int
+    tmp_path_factory: pytest.TempPathFactory, access_token_ttl: int, rotation_grace: int
 ) -> Iterator[RunningTokenService]:
     with start_token_service(
-        tmp_path_factory.mktemp("tokenservice"), access_token_ttl=access_token_ttl
+        tmp_path_factory.mktemp("tokenservice"),
+        access_token_ttl=access_token_ttl,
+        rotation_grace=rotation_grace,
     ) as running:
         yield running
 
