@@ -110,15 +110,9 @@ def _pod_cgroup_dirs() -> list[Path]:
     return [p for p in found if p.is_dir()]
 
 
-def _kill_pods() -> None:
-    """SIGKILL every process in a Pod cgroup, then every containerd shim and our dnsmasq; remove
-    the cgroups."""
-    dirs = _pod_cgroup_dirs()
-    for d in dirs:
-        with contextlib.suppress(OSError):
-            for pid in (d / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+def _leftover_processes() -> list[int]:
+    """Process ids of every containerd shim and of the node's dnsmasq on this machine."""
+    found: list[int] = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -128,8 +122,22 @@ def _kill_pods() -> None:
             # bound to the bridge address, answering the next node's names from old files.
             stale_dns = cmdline[0].endswith(b"dnsmasq") and DNS_LISTEN.encode() in cmdline
             if cmdline[0].endswith(b"containerd-shim-runc-v2") or stale_dns:
+                found.append(int(proc.name))
+    return found
+
+
+def _kill_pods() -> None:
+    """SIGKILL every process in a Pod cgroup, then every containerd shim and our dnsmasq; remove
+    the cgroups."""
+    dirs = _pod_cgroup_dirs()
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            for pid in (d / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+                    os.kill(int(pid), signal.SIGKILL)
+    for leftover in _leftover_processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leftover, signal.SIGKILL)
     deadline = time.monotonic() + 10
     for d in dirs:
         while True:
