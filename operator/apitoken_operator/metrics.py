@@ -47,6 +47,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.reconciles = Counter(
+            "apitoken_reconciles",
+            "Reconcile runs of ApiTokens, scheduled and deletion runs alike.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "apitoken_reconcile_errors",
             "Failed reconcile runs, by resource kind and reason.",

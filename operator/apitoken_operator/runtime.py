@@ -85,6 +85,8 @@ class Runtime:
         self.swept: dict[str, datetime] = {}
         # ApiToken uid -> its newest body seen, for scheduled runs (forgotten on a wake-up).
         self.token_bodies = KnownBodies()
+        # ApiToken uid -> the managed Secret its last run read or wrote (same rules).
+        self.secret_bodies = KnownBodies()
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
         self.discovery = Discovery(clock=self.clock)
@@ -126,6 +128,7 @@ class Runtime:
         if not uid:
             return
         self.token_bodies.invalidate(uid)
+        self.secret_bodies.invalidate(uid)
         if uid in self.wakers:
             self.wakers[uid].set()
         self.scheduler.wake(uid)

@@ -75,7 +75,7 @@ def test_a_secret_the_operator_does_not_manage_is_left_alone(
     assert condition(obj, "Ready") == "False"
     assert condition(obj, "Stalled") == "True"
     # Looked at again every recheck interval, the status is not written again: it is unchanged.
-    # A scheduled run may start from the kept ApiToken body, but it always reads the Secret live.
+    # A scheduled run may start from kept bodies, but a Secret it does not manage is read live.
     path = f"/apis/apitoken.dev/v1alpha1/namespaces/{ns}/apitokens/tok"
     secret_path = f"/api/v1/namespaces/{ns}/secrets/tok"
     runs, writes = (

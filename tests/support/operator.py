@@ -573,6 +573,15 @@ def requests(operator: RunningOperator, method: str, path: str) -> int:
     return sum(1 for line in operator.logs().splitlines() if pattern.search(line))
 
 
+def runs(operator: RunningOperator) -> float:
+    """The operator's ApiToken runs so far (its own metric: a run with nothing due reads and
+    writes nothing, so the apiserver cannot count it)."""
+    found = re.findall(
+        r'^apitoken_reconciles_total\{kind="ApiToken"\} (\S+)$', operator.metrics(), re.MULTILINE
+    )
+    return sum(float(v) for v in found)
+
+
 def get_api_token(kube: Client, namespace: str, name: str = "tok") -> Any:
     return kube.get(ApiToken, name, namespace=namespace)
 
@@ -688,3 +697,23 @@ def events_of(kube: Client, namespace: str) -> list[Event]:
 def dump(obj: Any) -> str:
     """JSON of API objects (lightkube models or lists of them), for scans."""
     return json.dumps(obj, default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o))
+
+
+def token_id(kube: Client, namespace: str, name: str = "tok") -> str:
+    return str(status_of(kube.get(ApiToken, name, namespace=namespace)).get("tokenId") or "")
+
+
+def new_token_id(kube: Client, namespace: str, old: str, name: str = "tok") -> str:
+    """Wait until the ApiToken is Ready with a token other than `old` in its Secret."""
+
+    def probe() -> str | None:
+        obj = kube.get(ApiToken, name, namespace=namespace)
+        current = str(status_of(obj).get("tokenId") or "")
+        secret = kube.get(Secret, name, namespace=namespace)
+        in_secret = ((secret.metadata.annotations or {}) if secret.metadata else {}).get(
+            "apitoken.dev/token-id"
+        )
+        ok = current and current != old and in_secret == current
+        return current if ok and condition(obj, "Ready") == "True" else None
+
+    return eventually("a new token", probe, timeout=30)

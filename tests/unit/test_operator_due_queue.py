@@ -117,7 +117,23 @@ def test_many_reschedules_keep_the_heap_small() -> None:
     for k in range(10_000):
         q.schedule(f"t{k % 10}", T0 + k * S)
     assert len(q) == 10
-    assert len(q._heap) <= 2 * 10 + 64 + 1
+    assert sum(len(heap) for heap in q._heaps) <= 2 * 10 + 64 + 1
+
+
+def test_a_keys_own_next_run_goes_before_fresh_keys_due_earlier() -> None:
+    """10,000 new ApiTokens queued at once do not hold back a refresh planned meanwhile."""
+    q = queue()
+    for k in range(3):
+        q.schedule(f"new{k}", T0, fresh=True)
+    q.schedule("old", T0 + 5 * S)  # a refresh its last run planned
+    assert q.next_due() == T0
+    assert q.pop_due(T0 + 4 * S) == "new0"  # nothing of its own due yet: fresh ones run
+    assert q.pop_due(T0 + 5 * S) == "old"  # due now: before the fresh ones queued earlier
+    assert q.pop_due(T0 + 5 * S) == "new1"
+    q.done("new1", T0 + 6 * S, T0 + 5 * S)  # from its first run on, its own runs rank first
+    assert q.pop_due(T0 + 6 * S) == "new1"
+    assert q.pop_due(T0 + 6 * S) == "new2"
+    assert q.pop_due(T0 + 6 * S) is None
 
 
 @pytest.mark.parametrize(

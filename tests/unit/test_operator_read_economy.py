@@ -80,3 +80,25 @@ def test_known_bodies_are_taken_once_and_never_across_a_wake_up() -> None:
     bodies.put("u", body)
     bodies.forget("u")
     assert bodies.take("u") is None
+
+
+def test_known_bodies_seeded_before_a_run_and_dropped_when_the_watch_restarts() -> None:
+    bodies = KnownBodies()
+    body = {"metadata": {"uid": "u", "resourceVersion": "3"}, "data": {"k": "dg=="}}
+    bodies.seed("u", body)  # Kopf's listing at start-up, before any run
+    bodies.begin("u")
+    assert bodies.take("u") == body
+
+    bodies.put("u", {"metadata": {"uid": "u", "resourceVersion": "4"}})
+    bodies.seed("u", body)  # a run began: the listing is older than what it put
+    assert bodies.take("u") == {"metadata": {"uid": "u", "resourceVersion": "4"}}
+
+    bodies.begin("u")
+    bodies.put("u", body)
+    bodies.invalidate_all()  # the Secret watch starts again: it may have missed changes
+    assert bodies.take("u") is None
+
+    bodies.begin("u")
+    bodies.invalidate_all()  # while the run was reading
+    bodies.put("u", body)
+    assert bodies.take("u") is None

@@ -1,7 +1,7 @@
 """What an ApiToken run reads and writes, counted at a fake apiserver and a fake token service
-(docs/architecture.md, "What a run reads"): a scheduled run with nothing due reads the Secret
-and nothing else, lists nothing at the service and writes nothing; a wake-up makes the next
-run read the ApiToken again."""
+(docs/architecture.md, "What a run reads"): a scheduled run with nothing due reads nothing,
+lists nothing at the service and writes nothing (it starts from the ApiToken and the Secret
+the last run ended with); a wake-up makes the next run read both again."""
 
 import asyncio
 from datetime import timedelta
@@ -45,7 +45,7 @@ def with_namespace_watch(api: FakeApiServer) -> AsyncClient:
     return AsyncClient(config, transport=httpx2.MockTransport(handle))
 
 
-async def test_a_scheduled_run_with_nothing_due_reads_the_secret_only_and_writes_nothing() -> None:
+async def test_a_scheduled_run_with_nothing_due_reads_nothing_and_writes_nothing() -> None:
     c = Cluster.new()
     c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
     spec: dict[str, Any] = {"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": "main"}}
@@ -75,13 +75,52 @@ async def test_a_scheduled_run_with_nothing_due_reads_the_secret_only_and_writes
         c.clock.now += timedelta(minutes=1)  # the access token lives an hour: nothing due
         idle = await run_api_token(c.rt, "apps", "billing", "tok-uid")
         assert idle is not None and idle.postings == ()
-        assert c.api.gets[gets:] == [SECRET_PATH]  # no ApiToken, no Namespace GET
+        assert c.api.gets[gets:] == []  # no ApiToken, Secret or Namespace GET
         assert len(c.api.status_patches) == patches and c.api.secret_writes == writes
         assert c.service.calls[calls:] == []  # no list, no refresh
 
-        c.rt.wake("tok-uid")  # Kopf saw an event of the ApiToken: read it again
+        c.rt.wake("tok-uid")  # Kopf saw an event of the ApiToken: read both again
         gets = len(c.api.gets)
         await run_api_token(c.rt, "apps", "billing", "tok-uid")
         assert c.api.gets[gets:] == [TOKEN_PATH, SECRET_PATH]
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens() -> None:
+    """After a restart the first run of a Ready ApiToken with nothing due reads it and its
+    Secret live and lists nothing at the service: its first sweep gets a time within the
+    sweep interval instead (10,000 lists at once would follow every restart)."""
+    c = Cluster.new()
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
+    spec: dict[str, Any] = {"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": "main"}}
+    meta = {"name": "billing", "namespace": "apps", "uid": "tok-uid", "generation": 1}
+    c.api.put(
+        TOKEN_PATH,
+        {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "metadata": meta, "spec": spec},
+    )
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    first_process = c.rt
+    try:
+        assert (await c.run()) is not None
+        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
+        listed = [call for call in c.service.calls if call.startswith("GET ")]
+        assert listed, "the first run of a new ApiToken lists (nothing to sweep yet)"
+    finally:
+        await first_process.namespaces.aclose()
+
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
+    try:
+        assert (await c.run()) is not None
+        c.clock.now += timedelta(minutes=1)
+        calls, gets = len(c.service.calls), len(c.api.gets)
+        again = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert again is not None and again.postings == ()
+        assert [call for call in c.service.calls[calls:] if call.startswith("GET ")] == []
+        assert TOKEN_PATH in c.api.gets[gets:] and SECRET_PATH in c.api.gets[gets:]
+        swept = c.rt.swept["tok-uid"]
+        interval = c.rt.settings.sweep_interval
+        assert c.clock.now - interval <= swept <= c.clock.now
     finally:
         await c.rt.namespaces.aclose()

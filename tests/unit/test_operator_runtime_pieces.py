@@ -35,6 +35,8 @@ OTHER = {"apiVersion": "apps/v1", "kind": "Deployment", "uid": "uid-x"}
         ("MODIFIED", {"ownerReferences": [OURS]}, {}, {("ns", "s"): "7"}, set()),
         ("DELETED", {"ownerReferences": [OURS]}, {}, {("ns", "s"): "7"}, {"uid-a"}),
         ("ADDED", {"ownerReferences": [OTHER]}, {}, {}, set()),
+        ("ADDED", {"ownerReferences": [OURS]}, {}, {}, set()),
+        ("ADDED", {}, {("ns", "s"): "uid-b"}, {}, {"uid-b"}),
     ],
     ids=[
         "apitoken-owner-not-others",
@@ -42,6 +44,8 @@ OTHER = {"apiVersion": "apps/v1", "kind": "Deployment", "uid": "uid-x"}
         "own-write-wakes-nobody",
         "deletion-always-wakes",
         "foreign-owner-only",
+        "listing-wakes-no-apitoken-not-run-yet",
+        "recreated-for-an-apitoken-run-here",
     ],
 )
 def test_owners_to_wake(

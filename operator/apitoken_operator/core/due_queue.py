@@ -5,6 +5,14 @@ due key, runs it, and tells the queue when it is due again (`done`) or that the 
 (`failed`, a per-key backoff). A key is either queued (with one due time, never two entries
 that count), running, or absent. A wake-up or a removal while the key runs is remembered and
 applied when the run ends, so the runner never runs one key twice at once.
+
+Keys due at the same time are not equal: a key's own next run (the refresh its last run
+planned, a retry, a wake-up because its Secret changed) goes before a fresh one (a new
+ApiToken, a spec change), whenever both are due. Keeping the tokens that exist valid comes
+first: 10,000 ApiTokens applied at once queue 10,000 fresh runs, and under plain due-time order
+a refresh planned during that burst waited behind all of them (thousands of access tokens
+expired while 10,000 converged, docs/benchmarks.md). Fresh keys still run whenever no kept key
+is due, so they wait only as long as the refreshes keep the workers busy.
 """
 
 import heapq
@@ -28,9 +36,11 @@ class DueQueue(Generic[K]):
     def __init__(self, backoff: Callable[[K, int], timedelta]) -> None:
         # `backoff(key, attempt)`: the delay after the attempt-th failure in a row of `key`.
         self._backoff = backoff
-        self._due: dict[K, tuple[datetime, int]] = {}
-        # Entries whose (due, seq) no longer match `_due` are stale and skipped when popped.
-        self._heap: list[tuple[datetime, int, K]] = []
+        # key -> (due, seq, rank); rank 0: the key's own next run, 1: a fresh key.
+        self._due: dict[K, tuple[datetime, int, int]] = {}
+        # One heap per rank. Entries whose (due, seq) no longer match `_due` are stale and
+        # skipped when popped.
+        self._heaps: tuple[list[tuple[datetime, int, K]], ...] = ([], [])
         self._seq = 0
         self._running: dict[K, _Running] = {}
         self._failures: dict[K, int] = {}
@@ -51,15 +61,16 @@ class DueQueue(Generic[K]):
     def failures(self, key: K) -> int:
         return self._failures.get(key, 0)
 
-    def schedule(self, key: K, at: datetime) -> None:
-        """Due at `at`, replacing an earlier schedule (later or sooner). While the key runs,
-        its next due time is what the run answers; a schedule then asks for a run after it."""
+    def schedule(self, key: K, at: datetime, *, fresh: bool = False) -> None:
+        """Due at `at`, replacing an earlier schedule (later or sooner); `fresh` ranks it after
+        the keys' own next runs. While the key runs, its next due time is what the run
+        answers; a schedule then asks for a run after it."""
         running = self._running.get(key)
         if running is not None:
             running.rerun = True
             running.removed = False
             return
-        self._put(key, at)
+        self._put(key, at, fresh=fresh)
 
     def wake(self, key: K, now: datetime) -> bool:
         """Due now if known (queued or running); an unknown key stays unknown (False)."""
@@ -86,18 +97,19 @@ class DueQueue(Generic[K]):
 
     def next_due(self) -> datetime | None:
         """The earliest due time of a queued key."""
-        self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        tops = [heap[0][0] for heap in self._heaps if self._drop_stale(heap)]
+        return min(tops) if tops else None
 
     def pop_due(self, now: datetime) -> K | None:
-        """The queued key due earliest, if due by `now`; it is running from then on."""
-        self._drop_stale()
-        if not self._heap or self._heap[0][0] > now:
-            return None
-        _, _, key = heapq.heappop(self._heap)
-        del self._due[key]
-        self._running[key] = _Running()
-        return key
+        """A queued key due by `now`, the earliest of the keys' own next runs before the
+        earliest fresh key; it is running from then on."""
+        for heap in self._heaps:
+            if self._drop_stale(heap) and heap[0][0] <= now:
+                _, _, key = heapq.heappop(heap)
+                del self._due[key]
+                self._running[key] = _Running()
+                return key
+        return None
 
     def done(self, key: K, next_at: datetime | None, now: datetime) -> None:
         """A run ended: due again at `next_at` (None: the key is gone), or now if woken
@@ -120,23 +132,30 @@ class DueQueue(Generic[K]):
         self._put(key, at)
         return at
 
-    def _put(self, key: K, at: datetime) -> None:
+    def _put(self, key: K, at: datetime, *, fresh: bool = False) -> None:
         self._seq += 1
-        self._due[key] = (at, self._seq)
-        heapq.heappush(self._heap, (at, self._seq, key))
-        if len(self._heap) > 2 * len(self._due) + 64:
+        rank = 1 if fresh else 0
+        self._due[key] = (at, self._seq, rank)
+        heapq.heappush(self._heaps[rank], (at, self._seq, key))
+        if sum(len(heap) for heap in self._heaps) > 2 * len(self._due) + 64:
             self._compact()
 
-    def _drop_stale(self) -> None:
-        while self._heap:
-            at, seq, key = self._heap[0]
-            if self._due.get(key) == (at, seq):
-                return
-            heapq.heappop(self._heap)
+    def _drop_stale(self, heap: list[tuple[datetime, int, K]]) -> bool:
+        """Pop stale entries off the top of `heap`; whether a live one is left."""
+        while heap:
+            at, seq, key = heap[0]
+            entry = self._due.get(key)
+            if entry is not None and entry[:2] == (at, seq):
+                return True
+            heapq.heappop(heap)
+        return False
 
     def _compact(self) -> None:
-        self._heap = [(at, seq, key) for key, (at, seq) in self._due.items()]
-        heapq.heapify(self._heap)
+        self._heaps = ([], [])
+        for key, (at, seq, rank) in self._due.items():
+            self._heaps[rank].append((at, seq, key))
+        for heap in self._heaps:
+            heapq.heapify(heap)
 
 
 def clamp_next_run(

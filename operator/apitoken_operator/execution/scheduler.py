@@ -41,14 +41,15 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def add(self, key: str, at: datetime | None = None) -> None:
-        """Run `key` at `at` (default: now); a key already queued sooner keeps its time."""
+    def add(self, key: str, at: datetime | None = None, *, fresh: bool = False) -> None:
+        """Run `key` at `at` (default: now), `fresh` after the keys' own next runs
+        (`core.due_queue`); a key already queued sooner keeps its time."""
         now = self._clock()
         at = now if at is None else at
         current = self.queue.due_at(key)
         if current is not None and current <= at:
             return
-        self.queue.schedule(key, at)
+        self.queue.schedule(key, at, fresh=fresh)
         self._changed.set()
 
     def wake(self, key: str) -> bool:

@@ -171,9 +171,12 @@ def _schedule(
     name: str | None,
     uid: str | None,
     at: datetime | None = None,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Handlers only queue the ApiToken's run (at `at`, default now): the scheduler's workers
-    run it, at most `token_workers` at once."""
+    run it, at most `token_workers` at once. A `fresh` run (a new ApiToken, a spec change, a
+    re-issue request) waits while refreshes of existing tokens are due (`core.due_queue`)."""
     rt = _runtime(memo)
     ns, n, u = _ids(namespace, name, uid)
     if not rt.scheduler.started:
@@ -184,7 +187,7 @@ def _schedule(
     # A handler's run reads the ApiToken live: the spec it was called for may be newer than
     # the body the last run ended with.
     rt.token_bodies.invalidate(u)
-    rt.scheduler.add(u, at)
+    rt.scheduler.add(u, at, fresh=fresh)
 
 
 async def _scheduled_run(rt: Runtime, uid: str) -> datetime | None:
@@ -212,14 +215,14 @@ def _token_name(rt: Runtime, uid: str) -> str:
 async def apitoken_created(
     namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    _schedule(memo, namespace, name, uid)
+    _schedule(memo, namespace, name, uid, fresh=True)
 
 
 @kopf.on.update(GROUP, VERSION, APITOKENS, field="spec", registry=registry)
 async def apitoken_spec_changed(
     namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    _schedule(memo, namespace, name, uid)
+    _schedule(memo, namespace, name, uid, fresh=True)
 
 
 @kopf.on.event(
@@ -245,7 +248,7 @@ async def apitoken_reissue_requested(
     value = annotations.get(names.ANNOTATION_REISSUE)
     if value and value != status.get("lastReissueRequest"):
         logger.info("re-issue requested (%s): running now", names.ANNOTATION_REISSUE)
-        _schedule(memo, namespace, name, uid)
+        _schedule(memo, namespace, name, uid, fresh=True)
 
 
 @kopf.on.resume(GROUP, VERSION, APITOKENS, registry=registry)
@@ -257,17 +260,30 @@ async def apitoken_resumed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    # Found at start-up: spread over the resume window (no longer than the idle recheck,
-    # the staleness promised anyway), never after a planned refresh or re-issue.
+    # Found at start-up: spread over a window, never after a planned refresh or re-issue.
+    # A settled ApiToken (its status plans the next refresh for the current spec, no failure)
+    # has nothing to do before that plan: spread over the idle recheck, the staleness promised
+    # anyway; any other over the short resume window. Its first run starts from the body
+    # Kopf listed (no GET of the ApiToken).
     rt = _runtime(memo)
-    planned = status_of(cast(dict[str, Any], body), ApiTokenStatus)
+    raw = dict(body)
+    planned = status_of(raw, ApiTokenStatus)
+    settled = (
+        planned.next_refresh_time is not None
+        and planned.failed_refresh_attempts == 0
+        and planned.observed_generation == body.metadata.get("generation")
+    )
+    window = rt.timing.recheck_interval
+    if not settled:
+        window = min(rt.settings.resume_spread, window)
     at = resume_due(
         uid or "",
         rt.clock(),
-        window=min(rt.settings.resume_spread, rt.timing.recheck_interval),
+        window=window,
         planned=(planned.next_refresh_time, planned.renewal_time),
     )
     _schedule(memo, namespace, name, uid, at)
+    rt.token_bodies.seed(uid or "", raw)
 
 
 @kopf.on.delete(GROUP, VERSION, APITOKENS, registry=registry)

@@ -26,9 +26,14 @@ def owners_to_wake(
 ) -> set[str]:
     """UIDs of the resources to wake for one watch event: the apitoken.dev owners named in
     the Secret's ownerReferences and the ApiToken known to write it (Orphan policy leaves no
-    owner reference). The operator's own writes wake nobody."""
+    owner reference). The operator's own writes wake nobody, and neither does a Secret listed
+    (ADDED) for an ApiToken this process has not run yet: the watch's first listing at start-up
+    names every managed Secret, and those ApiTokens read theirs live on their first run anyway
+    (a wake would instead run thousands at once, ahead of their spread resume times)."""
     key = (str(meta.get("namespace")), str(meta.get("name")))
     if event_type != "DELETED" and written.get(key) == meta.get("resourceVersion"):
+        return set()
+    if event_type == "ADDED" and key not in secret_owners:
         return set()
     uids = {
         str(ref.get("uid"))
@@ -49,6 +54,8 @@ async def watch_managed_secrets(rt: Runtime, namespaces: Sequence[str]) -> None:
 async def _watch(rt: Runtime, namespace: str) -> None:
     delay = 1.0
     while True:
+        # Changes made while no watch ran were not seen: kept Secrets are read again.
+        rt.secret_bodies.invalidate_all()
         try:
             async for event_type, secret in rt.kube.watch(
                 Secret,

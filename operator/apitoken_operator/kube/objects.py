@@ -193,6 +193,8 @@ class SecretApplier:
         self._on_written = on_written
         self._expected = expected_version
         self._gate = gate
+        # The Secret as the apiserver stored it after the last write (for `kube.known_bodies`).
+        self.written: Body | None = None
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         secret = cast(Secret, Secret.from_dict(manifest))
@@ -201,6 +203,7 @@ class SecretApplier:
         if self._gate is not None:
             self._gate()
         written = await self._client.apply(secret, field_manager=FIELD_MANAGER, force=True)
+        self.written = cast(Body, written.to_dict())
         meta = written.metadata
         if meta is not None and meta.resourceVersion:
             self._expected = str(meta.resourceVersion)

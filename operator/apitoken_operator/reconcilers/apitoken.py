@@ -2,8 +2,8 @@
 
 Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
 the run (the scheduler's workers, the deletion handler), so there is one writer
-per token. The Secret is read live on every run; the ApiToken live, or for a scheduled run
-with no wake-up since the last from the body that run ended with; the Namespace from a watch;
+per token. The ApiToken and its managed Secret are read live, or for a scheduled run with no
+wake-up since the last from the bodies that run ended with; the Namespace from a watch;
 for provider apitoken the tokens tagged with the ApiToken's UID are listed when the run may
 need it, so that leftovers are swept (docs/architecture.md, "What a run reads").
 
@@ -15,7 +15,7 @@ token the Secret still holds expired."""
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -35,7 +35,7 @@ from apitoken_operator.core.bodies import (
 )
 from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import salted_digest
-from apitoken_operator.core.schedule import TimingPolicy
+from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.crd import reasons
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
@@ -62,6 +62,9 @@ from apitoken_operator.reconcilers.workspace import management_for, workspace_ac
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# A sweep time that makes the next run list (after a failure).
+SWEEP_NOW = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,14 @@ async def run_api_token(
             return None
         if meta.get("deletionTimestamp") and not deleting:
             return None
-        return await _run(rt, body, namespace, name, uid)
+        return await _run(rt, body, namespace, name, uid, known=not deleting)
 
 
-async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
+async def _run(
+    rt: Runtime, body: Body, namespace: str, name: str, uid: str, *, known: bool
+) -> TokenRun:
     now = rt.clock()
+    rt.metrics.reconciles.labels(kind="ApiToken").inc()
     try:
         view = api_token_view(body)
     except ValidationError as exc:
@@ -167,15 +173,16 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     # one timeout, not two.
     list_now = management is not None and _sweep_due(rt, uid, view, now)
     secret_body, listed, import_value = await asyncio.gather(
-        get_secret(rt.kube, namespace, spec.secret_name),
+        _read_secret(rt, uid, namespace, spec.secret_name, known=known),
         _list_tokens(management if list_now else None, uid, namespace, name),
         imports.read() if imports is not None else _none(),
     )
     secret = observed_secret(secret_body)
     import_digest = salted_digest(uid, import_value) if import_value else None
 
+    secrets = rt.secret_applier(secret_body)
     ports = Ports(
-        secrets=rt.secret_applier(secret_body),
+        secrets=secrets,
         token_endpoint=access.token_endpoint or _NoEndpoint(),
         management=management,
         imports=imports,
@@ -207,14 +214,18 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
             backlog=backlog,
         )
     except Exception as exc:
-        rt.swept.pop(uid, None)
+        rt.swept[uid] = SWEEP_NOW
         if backlog.pending is not None:
             await _record_write_failure(rt, obs, spec.secret_name, exc)
         raise
     if any(e.type == "Warning" for e in outcome.events):
-        rt.swept.pop(uid, None)  # a failure may have left a token behind: the next run sweeps
+        rt.swept[uid] = SWEEP_NOW  # a failure may have left a token behind: the next run sweeps
     elif listed is not None:
         rt.swept[uid] = now
+    elif uid not in rt.swept:
+        # This process's first run of a settled ApiToken, at most a refresh (`_sweep_due`):
+        # its first sweep comes at a time stable for it within the sweep interval.
+        rt.swept[uid] = now - rt.settings.sweep_interval * stable_fraction("sweep", uid)
     final = outcome.decision.status
     patch = status_patch(view.status, final)
     stored = body
@@ -230,6 +241,8 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     else:
         rt.metrics.observe_token(namespace, name, final)
         rt.token_bodies.put(uid, stored)
+        read = secret_body if secret is not None and not held.foreign(secret, uid) else None
+        rt.secret_bodies.put(uid, secrets.written or read)
     return TokenRun(
         body=body,
         status=final,
@@ -246,10 +259,29 @@ async def _read_api_token(
     """A scheduled run (`known`) starts from the body the last run ended with, if no wake-up
     came since (`kube.known_bodies`); any other run reads the ApiToken live."""
     rt.token_bodies.begin(uid)
+    rt.secret_bodies.begin(uid)
     body = rt.token_bodies.take(uid)
     if known and body is not None:
         return body
     return await get_api_token(rt.kube, namespace, name)
+
+
+async def _read_secret(
+    rt: Runtime, uid: str, namespace: str, name: str, *, known: bool
+) -> Body | None:
+    """The managed Secret the last run ended with (the Secret watch forgets it on any change
+    by others), else live. Only Secrets this ApiToken manages are kept: a foreign one is read
+    live on every run, the watch sees only managed ones."""
+    body = rt.secret_bodies.take(uid)
+    meta = (body or {}).get("metadata") or {}
+    if (
+        known
+        and body is not None
+        and meta.get("namespace") == namespace
+        and meta.get("name") == name
+    ):
+        return body
+    return await get_secret(rt.kube, namespace, name)
 
 
 async def _record_write_failure(
@@ -270,13 +302,19 @@ async def _record_write_failure(
 
 
 def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool:
-    """Known before anything else is read: the list is needed on this process's first run of
-    the ApiToken (a crash may have left a token), after a run that failed (an exception or a
-    Warning event), on a spec change, while it is being deleted, and once per sweep interval."""
+    """Known before anything else is read: the list is needed on the first run of a new
+    ApiToken, after a run that failed (an exception or a Warning event), on a spec change,
+    while it is being deleted, and once per sweep interval. A run with more to do than a
+    refresh lists anyway (`_routine`), so a crash that left a token behind (it dies between
+    the service's answer and the Secret write of a creation or re-issue, whose reason is still
+    there on the next run) is swept then. The first run of a settled ApiToken in a new process
+    does not list: a restart with 10,000 would list 10,000 times within minutes; it gets a
+    sweep time within the interval instead."""
     last = rt.swept.get(uid)
+    if last is None:
+        return view.status.token_id is None
     return (
-        last is None
-        or now - last >= rt.settings.sweep_interval
+        now - last >= rt.settings.sweep_interval
         or view.generation != view.status.observed_generation
         or view.deleting
     )
@@ -311,6 +349,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
     rt.token_workspaces.pop(uid, None)
     rt.swept.pop(uid, None)
     rt.token_bodies.forget(uid)
+    rt.secret_bodies.forget(uid)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
         del rt.secret_owners[(namespace, secret_name)]
         rt.written.pop((namespace, secret_name), None)
