@@ -131,6 +131,10 @@ def main() -> int:
                 time.sleep(args.idle_seconds)
                 idle = snapshot(pid, snaps, 3)
                 say(f"after idle, {rss_kib(pid)}")
+                os.kill(pid, signal.SIGUSR2)
+                while not (snaps / "trimmed").exists():
+                    time.sleep(0.2)
+                say(f"after malloc_trim(0), {rss_kib(pid)}")
                 print("\n=== ready -> converged")
                 report(first, converged, args.tokens)
                 print("\n=== ready -> after idle")
