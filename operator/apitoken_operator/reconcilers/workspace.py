@@ -303,9 +303,21 @@ async def _run_locked(
     # never touch the finalizer, so only a Secret the run just wrote needs a second look.
     written = outcome.observation.secret is not secret
     view = protection_view(secret_body, ws.uid)
-    if sync_protection and protects(kind) and protection_due(view, deleting, written=written):
+    # Once the workspace or its namespace is being deleted only the workspace's deletion
+    # handler may let the credential go, after it disabled the operator's own tokens
+    # (`retire_credential`): a daemon run that saw the last ApiToken leave released it first
+    # and the namespace's deletion took the Secret before the retirement could use it (seen
+    # in CI, the token stayed active). The namespace's deletion may mark the Secret before
+    # the workspace, hence the namespace's state too.
+    if (
+        sync_protection
+        and not deleting
+        and protects(kind)
+        and protection_due(view, deleting, written=written)
+        and not (await rt.namespaces.state(ws.namespace or "")).terminating
+    ):
         await sync_credential_protection(
-            rt, kind, ws.namespace, name, ws.uid, workspace_deleting=deleting
+            rt, kind, ws.namespace, name, ws.uid, workspace_deleting=False
         )
     ready = outcome.decision.status.condition("Ready")
     usable = outcome.decision.usable
