@@ -45,19 +45,21 @@ def with_namespace_watch(api: FakeApiServer) -> AsyncClient:
     return AsyncClient(config, transport=httpx2.MockTransport(handle))
 
 
-async def test_a_scheduled_run_with_nothing_due_reads_nothing_and_writes_nothing() -> None:
+def cluster_with_api_token() -> Cluster:
+    """The fake cluster with the Namespace watch and one ApiToken, apps/billing."""
     c = Cluster.new()
     c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
     spec: dict[str, Any] = {"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": "main"}}
     meta = {"name": "billing", "namespace": "apps", "uid": "tok-uid", "generation": 1}
     c.api.put(
         TOKEN_PATH,
-        {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken"}
-        | {
-            "metadata": meta,
-            "spec": spec,
-        },
+        {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "metadata": meta, "spec": spec},
     )
+    return c
+
+
+async def test_a_scheduled_run_with_nothing_due_reads_nothing_and_writes_nothing() -> None:
+    c = cluster_with_api_token()
     c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))  # read live until the watch listed
     try:
         workspace = await c.run()  # the operator's credential in the workspace
@@ -91,14 +93,7 @@ async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens
     """After a restart the first run of a Ready ApiToken with nothing due reads it and its
     Secret live and lists nothing at the service: its first sweep gets a time within the
     sweep interval instead (10,000 lists at once would follow every restart)."""
-    c = Cluster.new()
-    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
-    spec: dict[str, Any] = {"workspaceRef": {"kind": "ClusterTokenWorkspace", "name": "main"}}
-    meta = {"name": "billing", "namespace": "apps", "uid": "tok-uid", "generation": 1}
-    c.api.put(
-        TOKEN_PATH,
-        {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "metadata": meta, "spec": spec},
-    )
+    c = cluster_with_api_token()
     c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
     first_process = c.rt
     try:
