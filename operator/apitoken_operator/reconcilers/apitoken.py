@@ -311,10 +311,9 @@ def _sweep_due(rt: Runtime, uid: str, view: ApiTokenView, now: datetime) -> bool
     does not list: a restart with 10,000 would list 10,000 times within minutes; it gets a
     sweep time within the interval instead."""
     last = rt.swept.get(uid)
-    if last is None:
-        return view.status.token_id is None
     return (
-        now - last >= rt.settings.sweep_interval
+        (last is None and view.status.token_id is None)
+        or (last is not None and now - last >= rt.settings.sweep_interval)
         or view.generation != view.status.observed_generation
         or view.deleting
     )
