@@ -184,9 +184,10 @@ def _schedule(
         # for handlers only (its event queue), so `kopf.event` works in their runs.
         rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
     rt.token_refs[u] = (ns, n)
-    # A handler's run reads the ApiToken live: the spec it was called for may be newer than
-    # the body the last run ended with.
+    # A handler's run reads the ApiToken and its Secret live: the spec it was called for may
+    # be newer than the body the last run ended with (docs/architecture.md).
     rt.token_bodies.invalidate(u)
+    rt.secret_bodies.invalidate(u)
     rt.scheduler.add(u, at, fresh=fresh)
 
 
