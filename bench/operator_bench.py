@@ -60,7 +60,6 @@ from apitoken_operator.core.schedule import TimingPolicy  # noqa: E402
 from apitoken_operator.crd.durations import parse_duration  # noqa: E402
 from apitoken_operator.crd.resources import DEFAULT_REFRESH_PERCENT  # noqa: E402
 from apitoken_operator.kube.resources import ApiToken  # noqa: E402
-from apitoken_operator.providers.answers import parse_rfc3339  # noqa: E402
 from bench.operator_targets import markdown, rows  # noqa: E402
 from bench.refresh_tracker import (  # noqa: E402
     SecretTracker,
@@ -249,26 +248,6 @@ def ready_tokens(kube: Client, namespace: str) -> int:
             if c.get("type") == "Ready" and c.get("status") == "True":
                 ready += 1
     return ready
-
-
-def plan_check(kube: Client, namespace: str, tracker: SecretTracker) -> dict[str, float]:
-    """The bench's planned time against the status's nextRefreshTime, where the status
-    describes the access token the Secret holds (checks that the bench applies the rule the
-    operator does)."""
-    diffs = []
-    for obj in kube.list(ApiToken, namespace=namespace):
-        status = obj.get("status") or {}
-        name = status.get("secretName") or (obj.metadata.name if obj.metadata else None)
-        current = tracker.current.get(str(name))
-        at, expires = status.get("nextRefreshTime"), status.get("accessTokenExpiresAt")
-        if current is None or not at or not expires or status.get("tokenId") != current.token_id:
-            continue
-        if parse_rfc3339(expires).timestamp() != current.exp:
-            continue
-        diffs.append(current.planned - parse_rfc3339(at).timestamp())
-    if not diffs:
-        return {"compared": 0}
-    return {"compared": len(diffs), "min_s": min(diffs), "max_s": max(diffs)}
 
 
 def finite(value: Any) -> Any:
@@ -495,9 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                         "reissues": tracker.reissues,
                         "watch_events": watch.events,
                         "watch_errors": watch.errors,
-                        "apitoken_watch_events": watch.token_events,
                     }
-                    results["plan_vs_status"] = plan_check(kube, NAMESPACE, tracker)
+                    results["plan_vs_declared"] = tracker.plan_check()
                 watch.stop()
                 cpu.stop()
                 results["rss_end_kib"] = rss_kib(op.process.pid)

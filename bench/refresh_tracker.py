@@ -8,17 +8,19 @@ exactly at the update (or at `finish`), not at a sampling tick.
 
 The planned time is the operator's own rule (`core.schedule.next_refresh_time`, imported, not
 restated) applied to the access token: `expires_at` is the Secret's `expires_at` key as the
-operator parses it; `obtained_at` is the operator's own record of when it asked
-(`status.lastRefreshTime`) when the ApiToken's status describes this access token (`reported`),
-else the access token's `iat` (the service's issue time: later than the operator's record by the
-call's duration, queueing included, so such a plan reads late by up to a third of that).
+operator parses it; `obtained_at` is the operator's own record of when it asked, the Secret's
+`apitoken.dev/refreshed-at` annotation written with the values, else (a Secret without it) the
+access token's `iat` (the service's issue time: later than the operator's record by the call's
+duration, queueing included, so such a plan reads late by up to a third of that). The plan the
+operator declares next to it (`apitoken.dev/next-refresh-at`) is kept too, to check the bench's
+plan against (`plan_check`), never used as the plan.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import jwt
@@ -57,7 +59,8 @@ class AccessToken:
     exp: float
     expires_at: str
     planned: float
-    planned_from_status: bool = False
+    planned_from_record: bool = False
+    declared: float | None = None  # the operator's next-refresh-at annotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ class Refresh:
     planned: float  # when the operator planned to replace the previous access token
     issued: float  # the new access token's iat (the service's clock, whole seconds)
     seen: float  # when the watch delivered the Secret holding it
-    planned_from_status: bool = False  # else from the previous access token's iat
+    planned_from_record: bool = False  # else from the previous access token's iat
 
     @property
     def lateness(self) -> float:
@@ -85,14 +88,24 @@ class SecretTracker:
     expired_secrets: set[str] = field(default_factory=set)
     worst_expired_age: float = 0.0
     most_expired_at_once: int = 0
-    # The last status of each ApiToken: (token id, access token exp, obtained at).
-    statuses: dict[str, tuple[str, float, float]] = field(default_factory=dict)
 
-    def observe(self, name: str, token_id: str, iat: float, expires_at: str, seen: float) -> None:
+    def observe(
+        self,
+        name: str,
+        token_id: str,
+        iat: float,
+        expires_at: str,
+        seen: float,
+        *,
+        obtained: float | None = None,
+        declared: float | None = None,
+    ) -> None:
+        """A Secret update: its access token (`iat`, `expires_at`), the operator's record of
+        when it obtained it (`obtained`) and the refresh it declares (`declared`), if any."""
         exp = parse_rfc3339(expires_at).timestamp()
-        new = AccessToken(token_id, iat, exp, expires_at, self.plan(token_id, iat, expires_at))
-        if (status := self.statuses.get(name)) is not None and status[:2] == (token_id, exp):
-            new = self._from_status(new, status[2])
+        start = iat if obtained is None else obtained
+        planned = self.plan(token_id, start, expires_at)
+        new = AccessToken(token_id, iat, exp, expires_at, planned, obtained is not None, declared)
         prev = self.current.get(name)
         if prev is not None and (prev.token_id, prev.exp) == (token_id, exp):
             return  # another write of the same access token (labels, annotations)
@@ -105,23 +118,20 @@ class SecretTracker:
             self.reissues += 1
             self.reissue_times.append(seen)
         elif exp > prev.exp:
-            self.refreshes.append(Refresh(name, prev.planned, iat, seen, prev.planned_from_status))
-
-    def reported(self, name: str, token_id: str, exp: float, obtained: float) -> None:
-        """The ApiToken's status says the operator obtained the access token expiring at `exp`
-        at `obtained` (whichever of the two watches delivers first)."""
-        self.statuses[name] = (token_id, exp, obtained)
-        current = self.current.get(name)
-        if current is not None and (current.token_id, current.exp) == (token_id, exp):
-            self.current[name] = self._from_status(current, obtained)
-
-    def _from_status(self, token: AccessToken, obtained: float) -> AccessToken:
-        planned = self.plan(token.token_id, obtained, token.expires_at)
-        return replace(token, planned=planned, planned_from_status=True)
+            refresh = Refresh(name, prev.planned, iat, seen, prev.planned_from_record)
+            self.refreshes.append(refresh)
 
     def forget(self, name: str) -> None:
         self.current.pop(name, None)
-        self.statuses.pop(name, None)
+
+    def plan_check(self) -> dict[str, float]:
+        """The bench's plan minus the one the operator declares, for the access tokens the
+        Secrets hold now: checks that the bench applies the operator's rule (the operator
+        rounds up to a whole second)."""
+        diffs = [t.planned - t.declared for t in self.current.values() if t.declared is not None]
+        if not diffs:
+            return {"compared": 0}
+        return {"compared": len(diffs), "min_s": min(diffs), "max_s": max(diffs)}
 
     def check(self, now: float) -> tuple[int, float]:
         """(how many Secrets hold an expired access token now, the oldest one's age)."""
@@ -206,12 +216,12 @@ def lateness(refreshes: Iterable[Refresh]) -> dict[str, float]:
     (nearest rank; negative is early)."""
     refreshes = list(refreshes)
     ordered = sorted(r.lateness for r in refreshes)
-    from_status = sum(1 for r in refreshes if r.planned_from_status)
+    from_record = sum(1 for r in refreshes if r.planned_from_record)
     if not ordered:
         return {"count": 0, "p50_s": float("nan"), "p99_s": float("nan"), "max_s": float("nan")}
     return {
         "count": len(ordered),
-        "planned_from_status": from_status,
+        "planned_from_record": from_record,
         "p50_s": percentile(ordered, 50),
         "p99_s": percentile(ordered, 99),
         "max_s": ordered[-1],

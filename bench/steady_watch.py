@@ -1,8 +1,7 @@
 """The bench's observers of the steady state, kept light so they do not take the operator's CPU:
-one watch of the managed Secrets feeding a `SecretTracker`, one of the ApiTokens for the time
-the operator recorded it obtained each access token (status.lastRefreshTime), a once-a-second
-expiry check over what the watches already hold (no reads), and a sampler of the operator's
-CPU every 10 s.
+one watch of the managed Secrets feeding a `SecretTracker` (each Secret carries the time the
+operator obtained its access token, `apitoken.dev/refreshed-at`), a once-a-second expiry check
+over what the watch already holds (no reads), and a sampler of the operator's CPU every 10 s.
 Token values are decoded in memory for their `iat` and never printed."""
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import OnErrorAction, OnErrorResult
 
 from apitoken_operator.crd import names
-from apitoken_operator.kube.resources import ApiToken
 from apitoken_operator.providers.answers import parse_rfc3339
 from bench.refresh_tracker import SecretTracker, unverified_claims
 
@@ -33,20 +31,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 class SecretWatch:
-    """Watches the Secrets named `prefix`* in `namespace`, and their ApiTokens, from threads of
-    their own."""
+    """Watches the Secrets named `prefix`* in `namespace` from a thread of its own."""
 
     def __init__(self, kube: Client, namespace: str, prefix: str, tracker: SecretTracker) -> None:
         self.kube, self.namespace, self.prefix, self.tracker = kube, namespace, prefix, tracker
         self.lock = threading.Lock()
         self.events = 0
         self.errors = 0
-        self.token_events = 0
         self.expired_now = (0, 0.0)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._watch, name="secret-watch", daemon=True),
-            threading.Thread(target=self._watch_tokens, name="apitoken-watch", daemon=True),
             threading.Thread(target=self._tick, name="expiry-check", daemon=True),
         ]
 
@@ -91,31 +86,24 @@ class SecretWatch:
             return
         iat = unverified_claims(base64.b64decode(raw).decode())["iat"]
         assert isinstance(iat, int | float)
-        self.tracker.observe(name, token_id, iat, base64.b64decode(expires).decode(), time.time())
-
-    def _watch_tokens(self) -> None:
-        tokens = self.kube.watch(ApiToken, namespace=self.namespace, on_error=self._on_error)
-        for _, token in tokens:
-            if self._stop.is_set():
-                return
-            name = token.metadata.name if token.metadata else None
-            status = token.get("status") or {}
-            token_id, expires = status.get("tokenId"), status.get("accessTokenExpiresAt")
-            obtained = status.get("lastRefreshTime")
-            if not (name and name.startswith(self.prefix) and token_id and expires and obtained):
-                continue
-            with self.lock:
-                self.token_events += 1
-                try:
-                    exp = parse_rfc3339(expires).timestamp()
-                    self.tracker.reported(name, token_id, exp, parse_rfc3339(obtained).timestamp())
-                except ValueError:
-                    self.errors += 1
+        self.tracker.observe(
+            name,
+            token_id,
+            iat,
+            base64.b64decode(expires).decode(),
+            time.time(),
+            obtained=_epoch(annotations.get(names.ANNOTATION_REFRESHED_AT)),
+            declared=_epoch(annotations.get(names.ANNOTATION_NEXT_REFRESH_AT)),
+        )
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
             with self.lock:
                 self.expired_now = self.tracker.check(time.time())
+
+
+def _epoch(text: str | None) -> float | None:
+    return parse_rfc3339(text).timestamp() if text else None
 
 
 class CpuSampler:

@@ -84,16 +84,18 @@ def _stop_on_signals() -> None:
 def watch_commands(kubectl: Path, namespace: str, secret: str) -> list[str]:
     """Shell commands that show the access token changing without showing its value."""
     k = f"{kubectl} -n {namespace}"
+    # The access token's times are annotations of the Secret, written with each refresh.
     columns = (
-        'NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,'
-        "REFRESHED:.status.lastRefreshTime,ACCESS-TOKEN-EXPIRES:.status.accessTokenExpiresAt"
+        r"NAME:.metadata.name,REFRESHED:.metadata.annotations.apitoken\.dev/refreshed-at,"
+        r"NEXT-REFRESH:.metadata.annotations.apitoken\.dev/next-refresh-at"
     )
     once = (
         f"{k} get secret {secret} -o jsonpath='{{.data.access_token}}' | base64 -d"
         f" | python3 -c {shlex.quote(_JWT_TIMES)}"
     )
     return [
-        f"{k} get apitok -w -o custom-columns='{columns}'",
+        f"{k} get apitok -w",
+        f"{k} get secret {secret} -w -o custom-columns='{columns}'",
         f"while :; do {once}; sleep 10; done",
     ]
 

@@ -6,11 +6,11 @@ operation name, a result, a CamelCase reason.
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.providers.answers import CreatedToken, RefreshResult, TokenMetadata
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import ServiceError
@@ -60,10 +60,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_token(self, namespace: str, name: str, status: ApiTokenStatus) -> None:
+    def observe_token(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        access_expires_at: datetime | None,
+        refresh_expires_at: datetime | None,
+    ) -> None:
         for gauge, moment in (
-            (self.access_token_expiry, status.access_token_expires_at),
-            (self.refresh_token_expiry, status.refresh_token_expires_at),
+            (self.access_token_expiry, access_expires_at),
+            (self.refresh_token_expiry, refresh_expires_at),
         ):
             if moment is None:
                 _remove(gauge, namespace, name)

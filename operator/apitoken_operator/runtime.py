@@ -87,6 +87,9 @@ class Runtime:
         self.token_bodies = KnownBodies()
         # ApiToken uid -> the managed Secret its last run read or wrote (same rules).
         self.secret_bodies = KnownBodies()
+        # ApiToken uid -> the refresh its Secret plans, from the Secret watch's first listing,
+        # until the ApiToken's resume handler takes it (`core.apitoken.resume`).
+        self.listed_plans: dict[str, datetime] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
         self.discovery = Discovery(clock=self.clock)
@@ -132,6 +135,14 @@ class Runtime:
         if uid in self.wakers:
             self.wakers[uid].set()
         self.scheduler.wake(uid)
+
+    def plan_first_run(self, uid: str, at: datetime) -> None:
+        """A managed Secret listed before this process ran its ApiToken plans a refresh at
+        `at`: the first run comes no later (the resume handler may have queued it already)."""
+        if uid in self.token_refs:
+            self.scheduler.add(uid, at)  # a key queued sooner keeps its time
+        else:
+            self.listed_plans[uid] = at
 
     def note_written(self, namespace: str, name: str, resource_version: str) -> None:
         self.written[(namespace, name)] = resource_version

@@ -33,6 +33,7 @@ from support.operator import (
     RunningOperator,
     ServiceAdmin,
     Workspace,
+    access_token_schedule,
     api_token,
     condition,
     create_workspace,
@@ -168,7 +169,7 @@ def ride_out_a_fault(
 
     obj, seen_at = eventually("a failed refresh", failed, timeout=ACCESS_TOKEN_TTL + 5)
     status = status_of(obj)
-    expires = when(status["accessTokenExpiresAt"])
+    expires = when(access_token_schedule(kube, namespace)["expiresAt"])
     assert seen_at < expires, "the failure was seen only after expiry: widen the window"
     # Ready holds while the access token in the Secret is valid; Reconciling says why.
     assert condition(obj, "Ready") == "True"

@@ -15,6 +15,7 @@ from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
     SEEN_VALUES,
     OperatorTest,
+    access_token_schedule,
     api_token,
     condition,
     events_of,
@@ -88,6 +89,7 @@ def test_refresh_rotates_both_tokens_and_keeps_them_working(kube: Client, op: Op
     ns = op.namespace
     api_token(kube, ns)
     first = status_of(ready_token(kube, ns))
+    first_schedule = access_token_schedule(kube, ns)
     before = secret_data(kube, ns, "tok")
     assert before is not None
     seen = [before]
@@ -99,8 +101,11 @@ def test_refresh_rotates_both_tokens_and_keeps_them_working(kube: Client, op: Op
     obj = kube.get(ApiToken, "tok", namespace=ns)
     status = status_of(obj)
     assert status["tokenId"] == first["tokenId"]  # refreshed, not re-issued
-    assert status["lastRefreshTime"] > first["lastRefreshTime"]
-    assert status["nextRefreshTime"] < status["accessTokenExpiresAt"]
+    # The access token's times are on the Secret, written with it; the status keeps none.
+    schedule = access_token_schedule(kube, ns)
+    assert schedule["refreshedAt"] > first_schedule["refreshedAt"]
+    assert schedule["refreshedAt"] < schedule["nextRefreshAt"] < schedule["expiresAt"]
+    assert not {"lastRefreshTime", "nextRefreshTime", "accessTokenExpiresAt"} & set(status)
     assert condition(obj, "Ready") == "True"
     latest = secret_data(kube, ns, "tok")
     assert latest is not None

@@ -14,6 +14,7 @@ from lightkube import Client
 from apitoken_operator.kube.resources import ApiToken
 from support.operator import (
     Workspace,
+    access_token_schedule,
     api_token,
     events_of,
     eventually,
@@ -38,13 +39,13 @@ def _status(kube: Client, ns: str) -> dict[str, Any]:
 
 def _refreshes(kube: Client, ns: str, count: int) -> None:
     """Wait until the access token was refreshed `count` times (same token id)."""
-    seen = {_status(kube, ns).get("lastRefreshTime")}
+    seen = {access_token_schedule(kube, ns)["refreshedAt"]}
     token_id = _status(kube, ns).get("tokenId")
 
     def more() -> bool:
         status = _status(kube, ns)
         assert status.get("tokenId") == token_id, "re-issued while waiting for refreshes"
-        seen.add(status.get("lastRefreshTime"))
+        seen.add(access_token_schedule(kube, ns)["refreshedAt"])
         return len(seen) > count
 
     eventually(f"{count} access-token refreshes", more, timeout=30)

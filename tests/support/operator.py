@@ -33,6 +33,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Secret
 from lightkube.types import PatchType
 
+from apitoken_operator.crd import names
 from apitoken_operator.kube.resources import ApiToken, ClusterTokenWorkspace, TokenWorkspace
 from localkube import Cluster
 from support.polling import eventually
@@ -644,6 +645,19 @@ def gone(kube: Client, kind: Any, name: str, namespace: str | None = None) -> bo
 def secret_data(kube: Client, namespace: str, name: str) -> dict[str, str] | None:
     secret = get_or_none(kube, Secret, name, namespace)
     return None if secret is None else _decoded(secret)
+
+
+def access_token_schedule(kube: Client, namespace: str, name: str = "tok") -> dict[str, str]:
+    """The managed Secret's record of its access token: `expiresAt` (the data key), and the
+    annotations `refreshedAt` (when the operator obtained it) and `nextRefreshAt`."""
+    secret = kube.get(Secret, name, namespace=namespace)
+    annotations = (secret.metadata.annotations if secret.metadata else None) or {}
+    data = _decoded(secret)
+    return {
+        "expiresAt": data.get("expires_at", ""),
+        "refreshedAt": annotations.get(names.ANNOTATION_REFRESHED_AT, ""),
+        "nextRefreshAt": annotations.get(names.ANNOTATION_NEXT_REFRESH_AT, ""),
+    }
 
 
 def next_refresh(

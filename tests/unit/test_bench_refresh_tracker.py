@@ -159,28 +159,25 @@ def obtained_plan(token_id: str, obtained: float, expires_at: str) -> float:
     return obtained + 40
 
 
-@pytest.mark.parametrize("status_first", [False, True], ids=["secret-first", "status-first"])
-def test_the_plan_uses_the_operators_obtained_time_from_the_status(status_first: bool) -> None:
+def test_the_plan_uses_the_operators_obtained_time_from_the_secret() -> None:
     tracker = SecretTracker(obtained_plan)
     # The operator asked at T0 - 3 (its call waited 3 s); the service stamped iat T0.
-    if status_first:
-        tracker.reported("tok-1", "tid", T0 + 60, obtained=T0 - 3)
-    tracker.observe("tok-1", "tid", T0, rfc(T0 + 60), seen=T0 + 0.1)
-    if not status_first:
-        tracker.reported("tok-1", "tid", T0 + 60, obtained=T0 - 3)
+    tracker.observe(
+        "tok-1", "tid", T0, rfc(T0 + 60), seen=T0 + 0.1, obtained=T0 - 3, declared=T0 + 37
+    )
+    assert tracker.plan_check() == {"compared": 1, "min_s": 0.0, "max_s": 0.0}
     tracker.observe("tok-1", "tid", T0 + 39, rfc(T0 + 99), seen=T0 + 39.5)
     [refresh] = tracker.refreshes
     assert refresh.planned == T0 + 37
-    assert refresh.planned_from_status
-    assert lateness(tracker.refreshes)["planned_from_status"] == 1
+    assert refresh.planned_from_record
+    assert lateness(tracker.refreshes)["planned_from_record"] == 1
 
 
-def test_a_status_of_another_access_token_is_not_used() -> None:
+def test_without_the_operators_record_the_plan_starts_at_iat() -> None:
     tracker = SecretTracker(obtained_plan)
-    tracker.reported("tok-1", "tid", T0 + 55, obtained=T0 - 5)  # the previous access token's
     tracker.observe("tok-1", "tid", T0, rfc(T0 + 60), seen=T0)
-    tracker.reported("tok-1", "other", T0 + 60, obtained=T0 - 5)  # another token id
     tracker.observe("tok-1", "tid", T0 + 41, rfc(T0 + 101), seen=T0 + 41)
     [refresh] = tracker.refreshes
     assert refresh.planned == T0 + 40  # from iat
-    assert not refresh.planned_from_status
+    assert not refresh.planned_from_record
+    assert tracker.plan_check() == {"compared": 0}

@@ -51,7 +51,7 @@ async def test_the_next_run_writes_the_kept_values_and_does_not_refresh() -> Non
     assert h.service.calls.count(REFRESHES) == 1
     assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-2"
     status = h.obs.token.status
-    assert status.last_refresh_time == T0 + timedelta(minutes=45)
+    assert h.obs.secret.refreshed_at == T0 + timedelta(minutes=45)
     assert status.condition(reasons.READY) is not None
     # And the chain goes on from the written values.
     h.clock.now = T0 + timedelta(minutes=90)

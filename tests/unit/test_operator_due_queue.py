@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from apitoken_operator.core.due_queue import DueQueue, clamp_next_run, resume_due
+from apitoken_operator.core.apitoken.resume import resume_due
+from apitoken_operator.core.due_queue import DueQueue, clamp_next_run
 from apitoken_operator.execution.scheduler import Scheduler, short_error
 from apitoken_operator.settings import OperatorSettings
 from support.clock import T0

@@ -39,7 +39,9 @@ async def test_generate_then_refresh_then_nothing() -> None:
     second = await h.run()
     assert second.events == ()  # routine refreshes post no events
     assert h.obs.secret is not None and h.obs.secret.data["refresh_token"] == "rt-value-2"
-    assert second.decision.status.last_refresh_time == h.clock.now
+    assert h.obs.secret.refreshed_at == h.clock.now
+    # A routine refresh changes nothing the status reports: no status write.
+    assert not second.status_changed
 
     h.clock.now += timedelta(minutes=1)
     writes = len(h.secrets.written)

@@ -138,7 +138,7 @@ def test_status_round_trips_through_the_api_form() -> None:
     raw = {
         "observedGeneration": 2,
         "tokenId": "tok-1",
-        "accessTokenExpiresAt": "2026-11-28T13:00:00Z",
+        "refreshTokenExpiresAt": "2027-02-26T13:00:00Z",
         "failedRefreshAttempts": 1,
         "conditions": [
             {

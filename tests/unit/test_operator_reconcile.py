@@ -36,6 +36,7 @@ from apitoken_operator.crd.resources import (
     ConditionStatus,
     TokenWorkspaceSpec,
     WorkspaceKind,
+    status_patch,
 )
 from apitoken_operator.providers.answers import TokenValues
 from support.clock import T0
@@ -131,6 +132,7 @@ def issue(obs: Observation, token_id: str, now: datetime, n: int = 1) -> World:
             refresh_token_expires_at=now + timedelta(days=90),
             obtained_at=now,
         ),
+        POLICY,
     )
     after = dataclasses.replace(
         obs, secret=observe(manifest), token=dataclasses.replace(obs.token, status=status)
@@ -145,7 +147,7 @@ STEADY = issue(fresh(), "tok-1", T0)
 
 
 def refreshed_at(world: World, when: datetime) -> World:
-    manifest, status = refreshed_state(world.obs, values(7, when), when)
+    manifest, status = refreshed_state(world.obs, values(7, when), when, POLICY)
     return world.with_secret(observe(manifest)).with_token(status=status)
 
 
@@ -440,17 +442,18 @@ CASES: list[Row[World]] = [
         [f"Issue:{reasons.GENERATING}", "delete:tok-leak"],
     ),
     Row(
-        "lost-status-adopts-secret-and-refreshes",
+        # The Secret carries the access token's schedule: a lost status costs no refresh.
+        "lost-status-adopts-secret-and-its-schedule",
         lambda: STEADY.with_token(status=ApiTokenStatus()),
         T0 + timedelta(minutes=1),
-        ["Refresh:tok-1"],
+        [],
         ready=("True", reasons.TOKEN_READY),
     ),
     Row(
         "crash-between-secret-and-status-adopts-secret",
         lambda: STEADY.with_status(token_id="tok-0", issued_spec_hash="stale.stale.1"),
         T0 + timedelta(minutes=1),
-        ["Refresh:tok-1", "delete:tok-0"],
+        ["delete:tok-0"],
     ),
     Row(
         "disable-disables-then-strips-secret",
@@ -491,7 +494,7 @@ def test_decide(row: Row[World]) -> None:
 def test_steady_state_requeues_at_the_refresh_time() -> None:
     decision = decide(STEADY.obs, T0 + timedelta(minutes=10), POLICY)
     assert decision.requeue_at == REFRESH_AT
-    assert decision.status.next_refresh_time == REFRESH_AT
+    assert STEADY.obs.secret is not None and STEADY.obs.secret.next_refresh_at == REFRESH_AT
     assert decision.status.renewal_time == T0 + timedelta(days=60)
     assert decision.requeue_at - (T0 + timedelta(minutes=10)) == timedelta(minutes=35)
 
@@ -529,13 +532,16 @@ def test_refresh_keeps_token_id_and_refresh_expiry_and_resets_failures() -> None
     world = STEADY.with_status(
         failed_refresh_attempts=2, last_failure_time=T0, last_failure_reason=reasons.SERVICE_ERROR
     )
-    manifest, status = refreshed_state(world.obs, values(2, REFRESH_AT), REFRESH_AT)
+    manifest, status = refreshed_state(world.obs, values(2, REFRESH_AT), REFRESH_AT, POLICY)
     secret = observe(manifest)
     assert secret.token_id == "tok-1"
     assert secret.data["refresh_token"] == "refresh-value-2"
     assert secret.refresh_token_expires_at == T0 + timedelta(days=90)
     assert status.failed_refresh_attempts == 0 and status.last_failure_reason is None
-    assert status.access_token_expires_at == REFRESH_AT + HOUR
+    assert secret.access_token_expires_at == REFRESH_AT + HOUR
+    # The access token's schedule is on the Secret, written by the same apply.
+    assert secret.refreshed_at == REFRESH_AT
+    assert secret.next_refresh_at == REFRESH_AT + timedelta(minutes=45)
     after = World(
         dataclasses.replace(
             world.obs, secret=secret, token=dataclasses.replace(world.obs.token, status=status)
@@ -543,7 +549,36 @@ def test_refresh_keeps_token_id_and_refresh_expiry_and_resets_failures() -> None
     )
     decision = decide(after.obs, REFRESH_AT, POLICY)
     assert decision.actions == ()
-    assert decision.status.next_refresh_time == REFRESH_AT + timedelta(minutes=45)
+    assert decision.requeue_at == REFRESH_AT + timedelta(minutes=45)
+
+
+def test_a_routine_refresh_changes_no_reported_field() -> None:
+    """Item 6 of issue 11: one Secret write per refresh and no status write."""
+    manifest, status = refreshed_state(STEADY.obs, values(2, REFRESH_AT), REFRESH_AT, POLICY)
+    after = STEADY.with_secret(observe(manifest)).with_token(status=status)
+    final = decide(after.obs, REFRESH_AT, POLICY).status
+    assert status_patch(STEADY.obs.token.status, final) == {}
+
+
+def test_a_secret_without_its_schedule_is_refreshed_and_a_missing_plan_is_written_back() -> None:
+    secret = STEADY.obs.secret
+    assert secret is not None
+    no_plan = {k: v for k, v in secret.annotations.items() if k != names.ANNOTATION_NEXT_REFRESH_AT}
+    decision = decide(
+        STEADY.with_secret(dataclasses.replace(secret, annotations=no_plan)).obs,
+        T0 + timedelta(minutes=10),
+        POLICY,
+    )
+    (write,) = [a for a in decision.actions if isinstance(a, WriteSecret)]
+    assert observe(write.manifest).next_refresh_at == REFRESH_AT
+    # Without the time it was obtained, the access token's age is unknown: refreshed now.
+    unknown = {k: v for k, v in secret.annotations.items() if k != names.ANNOTATION_REFRESHED_AT}
+    decision = decide(
+        STEADY.with_secret(dataclasses.replace(secret, annotations=unknown)).obs,
+        T0 + timedelta(minutes=10),
+        POLICY,
+    )
+    assert describe(decision.actions) == ["Refresh:tok-1"]
 
 
 def test_reissue_records_the_handled_annotation_and_spec() -> None:
@@ -592,7 +627,7 @@ def test_disabled_secret_is_final() -> None:
     assert done.actions == ()
     assert cond(done, reasons.READY) == ("False", reasons.DISABLED)
     assert done.requeue_at is None
-    assert done.status.next_refresh_time is None
+    assert stripped.refreshed_at is None and stripped.next_refresh_at is None
 
 
 # Deletion ------------------------------------------------------------------------------------
@@ -722,6 +757,7 @@ def imported() -> World:
             obtained_at=T0,
             imported_digest=DIGEST,
         ),
+        POLICY,
     )
     return world.with_secret(observe(manifest)).with_token(status=status)
 
@@ -801,7 +837,7 @@ def test_no_token_value_in_any_status_through_a_lifecycle() -> None:
         now = now + timedelta(minutes=45)
         decision = decide(world.obs, now, POLICY)
         assert describe(decision.actions) == ["Refresh:tok-1"]
-        manifest, status = refreshed_state(world.obs, values(n, now), now)
+        manifest, status = refreshed_state(world.obs, values(n, now), now, POLICY)
         world = world.with_secret(observe(manifest)).with_token(status=status)
         world = world.with_token(status=decide(world.obs, now, POLICY).status)
         statuses.append(world.obs.token.status)
@@ -822,11 +858,15 @@ def test_retire_modes() -> None:
     assert {m.value for m in RetireMode} == {"disable", "delete"}
 
 
-def test_status_times_are_whole_seconds_even_with_jitter() -> None:
+def test_recorded_times_are_whole_seconds_even_with_jitter() -> None:
+    manifest, _ = refreshed_state(
+        STEADY.obs, values(2, T0 + timedelta(microseconds=123)), T0, TimingPolicy()
+    )
+    secret = observe(manifest)
     decision = decide(STEADY.obs, T0 + timedelta(minutes=1), TimingPolicy())
-    times = [decision.status.next_refresh_time, decision.status.renewal_time]
+    times = [secret.refreshed_at, secret.next_refresh_at, decision.status.renewal_time]
     assert all(t is not None and t.microsecond == 0 for t in times)
-    assert decision.status.next_refresh_time != REFRESH_AT  # the jitter moved it
+    assert secret.next_refresh_at != REFRESH_AT  # the jitter moved it
 
 
 def test_a_new_import_replaces_the_old_without_retiring_anything() -> None:
@@ -840,6 +880,7 @@ def test_a_new_import_replaces_the_old_without_retiring_anything() -> None:
             obtained_at=T0 + HOUR,
             imported_digest=salted_digest(UID, "newer-value"),
         ),
+        POLICY,
     )
     assert status.retiring_tokens == ()
     assert status.token_id == "import-2"
@@ -958,7 +999,7 @@ def test_retry_after_holds_the_next_call_back() -> None:
     assert held.requeue_at == REFRESH_AT + timedelta(seconds=120)
     due = decide(after.obs, REFRESH_AT + timedelta(seconds=121), POLICY)
     assert describe(due.actions) == ["Refresh:import-1"]
-    _, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT)
+    _, done = refreshed_state(after.obs, values(3, REFRESH_AT), REFRESH_AT, POLICY)
     assert done.retry_not_before is None and done.failed_refresh_attempts == 0
 
 

@@ -64,7 +64,9 @@ def deleting() -> Observation:
     ws = WorkspaceView(kind=WorkspaceKind.TOKEN_WORKSPACE, name="idp", spec=WS)
     obs = Observation(token=token, secret=None, workspace=ws, import_digest=digest)
     values = TokenValues("at-value", REFRESH, "Bearer", T0 + timedelta(minutes=5))
-    manifest, status = issued_state(obs, IssuedToken("import-1", values, None, T0, digest))
+    manifest, status = issued_state(
+        obs, IssuedToken("import-1", values, None, T0, digest), TimingPolicy()
+    )
     token = dataclasses.replace(token, status=status, deleting=True)
     return dataclasses.replace(obs, token=token, secret=observe(manifest))
 

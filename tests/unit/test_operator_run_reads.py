@@ -4,6 +4,7 @@ lists nothing at the service and writes nothing (it starts from the ApiToken and
 the last run ended with); a wake-up makes the next run read both again."""
 
 import asyncio
+import copy
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,9 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
 
+from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import reasons
+from apitoken_operator.handlers.secret_watch import first_run_from_listing
 from apitoken_operator.reconcilers.apitoken import run_api_token
 from unit.test_operator_write_failures import GROUP_PATH, ClockedRuntime, Cluster, FakeApiServer
 
@@ -117,5 +120,39 @@ async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens
         swept = c.rt.swept["tok-uid"]
         interval = c.rt.settings.sweep_interval
         assert c.clock.now - interval <= swept <= c.clock.now
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_a_restart_starts_from_the_listed_bodies_and_the_secrets_plan() -> None:
+    """The Secret watch's first listing hands a new process each Secret and the refresh it
+    plans, Kopf's the ApiToken (the resume handler seeds it): the first run of a settled
+    ApiToken then reads nothing live, and it is due no later than that refresh."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    first_process = c.rt
+    try:
+        assert (await c.run()) is not None
+        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
+    finally:
+        await first_process.namespaces.aclose()
+    secret = observed_secret(c.api.objects[SECRET_PATH])
+    assert secret is not None and secret.next_refresh_at is not None
+
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
+    try:
+        assert (await c.run()) is not None
+        first_run_from_listing(c.rt, "tok-uid", copy.deepcopy(c.api.objects[SECRET_PATH]))
+        assert c.rt.listed_plans == {"tok-uid": secret.next_refresh_at}
+        c.rt.token_bodies.seed("tok-uid", copy.deepcopy(c.api.objects[TOKEN_PATH]))
+        c.clock.now += timedelta(minutes=1)
+        calls, gets = len(c.service.calls), len(c.api.gets)
+        again = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert again is not None and again.postings == ()
+        # No ApiToken or Secret GET (the Namespace is read live until its watch listed).
+        assert {TOKEN_PATH, SECRET_PATH}.isdisjoint(c.api.gets[gets:])
+        assert c.service.calls[calls:] == []
+        assert again.requeue_at == secret.next_refresh_at
     finally:
         await c.rt.namespaces.aclose()

@@ -11,7 +11,6 @@ import pytest
 from prometheus_client import generate_latest
 
 from apitoken_operator.cli import launch_config, parser, quiet_http_request_lines
-from apitoken_operator.crd.resources import ApiTokenStatus
 from apitoken_operator.handlers.daemons import keep_running, sleep_seconds
 from apitoken_operator.handlers.secret_watch import owners_to_wake
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
@@ -114,10 +113,9 @@ async def test_keep_running_wakes_early_and_backs_off_after_failures() -> None:
 
 def test_metrics_expiry_gauges_are_set_and_removed() -> None:
     metrics = Metrics()
-    status = ApiTokenStatus(
-        access_token_expires_at=T0, refresh_token_expires_at=T0 + timedelta(days=90)
+    metrics.observe_token(
+        "ns", "tok", access_expires_at=T0, refresh_expires_at=T0 + timedelta(days=90)
     )
-    metrics.observe_token("ns", "tok", status)
     value = metrics.registry.get_sample_value(
         "apitoken_access_token_expiry_timestamp_seconds", {"namespace": "ns", "name": "tok"}
     )

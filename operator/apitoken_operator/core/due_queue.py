@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from apitoken_operator.core.schedule import stable_fraction
-
 K = TypeVar("K")
 
 
@@ -166,13 +164,3 @@ def clamp_next_run(
     if requeue_at is None:
         return now + idle
     return min(max(requeue_at, now + floor), now + idle)
-
-
-def resume_due(
-    key: str, now: datetime, *, window: timedelta, planned: tuple[datetime | None, ...]
-) -> datetime:
-    """When an ApiToken found at start-up runs first: spread over `window` by a stable
-    fraction of its key (a restart with thousands does not run them all at once), but never
-    after a time its status already plans (a refresh or a re-issue that falls due)."""
-    spread = now + window * stable_fraction("resume", key)
-    return min([spread, *(p for p in planned if p is not None)])

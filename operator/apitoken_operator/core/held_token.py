@@ -194,11 +194,16 @@ def whole_or_none(moment: datetime | None) -> datetime | None:
     return None if moment is None else whole(moment)
 
 
+def whole_up(moment: datetime) -> datetime:
+    """Rounded up to a whole second: for recorded times that must not come early."""
+    rounded = whole(moment)
+    return rounded if rounded == moment else rounded + timedelta(seconds=1)
+
+
 def failure_time(now: datetime) -> datetime:
     """The recorded time of a failure, rounded up, not down: the backoff is measured from it
     and must not come early. The one rounding rule for failures of every held token."""
-    rounded = whole(now)
-    return rounded if rounded == now else rounded + timedelta(seconds=1)
+    return whole_up(now)
 
 
 __all__ = [
@@ -222,4 +227,5 @@ __all__ = [
     "succeeded",
     "whole",
     "whole_or_none",
+    "whole_up",
 ]

@@ -50,6 +50,15 @@ class ObservedSecret:
     def refresh_token_expires_at(self) -> datetime | None:
         return _parse_or_none(self.annotations.get(names.ANNOTATION_REFRESH_EXPIRES_AT))
 
+    @property
+    def refreshed_at(self) -> datetime | None:
+        """When the operator obtained the access token: written with it, by the same apply."""
+        return _parse_or_none(self.annotations.get(names.ANNOTATION_REFRESHED_AT))
+
+    @property
+    def next_refresh_at(self) -> datetime | None:
+        return _parse_or_none(self.annotations.get(names.ANNOTATION_NEXT_REFRESH_AT))
+
 
 def _parse_or_none(text: str | None) -> datetime | None:
     if not text:
@@ -111,6 +120,10 @@ class SecretShape:
     refresh_token_expires_at: datetime | None
     template_labels: Mapping[str, str]
     template_annotations: Mapping[str, str]
+    # The access token's schedule (names.ANNOTATION_REFRESHED_AT, _NEXT_REFRESH_AT); None for
+    # a Secret without a usable access token (a disabled token, a workspace credential).
+    refreshed_at: datetime | None = None
+    next_refresh_at: datetime | None = None
 
     def labels(self) -> dict[str, str]:
         # The operator's label wins over the template; the ApiToken's own labels never appear.
@@ -121,8 +134,13 @@ class SecretShape:
             names.ANNOTATION_TOKEN_ID: self.token_id,
             names.ANNOTATION_DATA_HASH: data_hash(self.owner.uid, data),
         }
-        if self.refresh_token_expires_at is not None:
-            ours[names.ANNOTATION_REFRESH_EXPIRES_AT] = rfc3339(self.refresh_token_expires_at)
+        for key, moment in (
+            (names.ANNOTATION_REFRESH_EXPIRES_AT, self.refresh_token_expires_at),
+            (names.ANNOTATION_REFRESHED_AT, self.refreshed_at),
+            (names.ANNOTATION_NEXT_REFRESH_AT, self.next_refresh_at),
+        ):
+            if moment is not None:
+                ours[key] = rfc3339(moment)
         return {**self.template_annotations, **ours}
 
     def owner_references(self) -> list[dict[str, Any]]:

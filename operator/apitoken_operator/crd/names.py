@@ -26,6 +26,11 @@ ANNOTATION_DATA_HASH: Final = f"{GROUP}/data-hash"
 # Lets the operator rebuild the renewal schedule from the Secret if the status was lost
 # (a restore from backup drops the status subresource).
 ANNOTATION_REFRESH_EXPIRES_AT: Final = f"{GROUP}/refresh-token-expires-at"
+# The access token's schedule, written with its values by the same apply (not in the status: a
+# status write per refresh cost a request and a watch event per refresh, docs/benchmarks.md):
+# when the operator obtained it (its own clock, whole seconds), and when it plans the refresh.
+ANNOTATION_REFRESHED_AT: Final = f"{GROUP}/refreshed-at"
+ANNOTATION_NEXT_REFRESH_AT: Final = f"{GROUP}/next-refresh-at"
 
 # On the ApiToken, set by people.
 # Any new value asks for an immediate re-issue, like `cmctl renew` (compared with

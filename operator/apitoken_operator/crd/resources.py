@@ -196,11 +196,10 @@ class ApiTokenStatus(_Model):
     token_workspace: str | None = None
     retiring_tokens: tuple[RetiringToken, ...] = ()
     secret_name: str | None = None
-    access_token_expires_at: datetime | None = None
+    # The access token's own times (expiry, when obtained, next refresh) are on the Secret, not
+    # here: they change on every refresh (docs/usage.md, "Status").
     refresh_token_expires_at: datetime | None = None
-    next_refresh_time: datetime | None = None
     renewal_time: datetime | None = None
-    last_refresh_time: datetime | None = None
     failed_refresh_attempts: int = 0
     last_failure_time: datetime | None = None
     last_failure_reason: str | None = None

@@ -121,7 +121,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
 
     async def _issue(self, action: held.Issue) -> None:
         issued = await self._create(self._management(), action)
-        manifest, status = issued_state(self.obs, issued)
+        manifest, status = issued_state(self.obs, issued, self.policy)
         # If the values cannot be written, the backlog keeps them; should they be dropped, the
         # token is tagged with our UID and a later run's sweep retires it.
         verb = "Generated" if action.reason == reasons.GENERATING else "Reissued"
@@ -130,7 +130,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
 
     async def _refresh(self, action: held.Refresh) -> None:
         result = await self._rotate()
-        manifest, status = refreshed_state(self.obs, result.values, result.obtained_at)
+        manifest, status = refreshed_state(self.obs, result.values, result.obtained_at, self.policy)
         await self._persist(manifest, status)
         del action  # routine: no event
 
@@ -147,7 +147,7 @@ class _Run(HeldTokenRun[Observation, Action, Ports, TimingPolicy]):
             obtained_at=result.obtained_at,
             imported_digest=action.digest,
         )
-        manifest, status = issued_state(self.obs, issued)
+        manifest, status = issued_state(self.obs, issued, self.policy)
         event = Event("Normal", "Imported", "imported the hand-made refresh token")
         await self._persist(manifest, status, (event,))
 

@@ -31,13 +31,15 @@ from typing import Any, TypeVar, cast
 import httpx
 import kopf
 from lightkube import ApiError
+from pydantic import ValidationError
 
+from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.apitoken.resume import resume_due, settled
 from apitoken_operator.core.backoff import backoff_delay
-from apitoken_operator.core.bodies import status_of
-from apitoken_operator.core.due_queue import resume_due
+from apitoken_operator.core.bodies import api_token_view
 from apitoken_operator.core.workspace.deletion import DeletionStep, decide_deletion
 from apitoken_operator.crd import names
-from apitoken_operator.crd.resources import ApiTokenStatus, WorkspaceKind
+from apitoken_operator.crd.resources import WorkspaceKind
 from apitoken_operator.handlers.daemons import keep_running
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
@@ -176,18 +178,31 @@ def _schedule(
 ) -> None:
     """Handlers only queue the ApiToken's run (at `at`, default now): the scheduler's workers
     run it, at most `token_workers` at once. A `fresh` run (a new ApiToken, a spec change, a
-    re-issue request) waits while refreshes of existing tokens are due (`core.due_queue`)."""
+    re-issue request) waits while refreshes of existing tokens are due (`core.due_queue`).
+    A handler's run reads the ApiToken and its Secret live: the spec it was called for may be
+    newer than the body the last run ended with (docs/architecture.md)."""
     rt = _runtime(memo)
+    u = _ids(namespace, name, uid)[2]
+    rt.token_bodies.invalidate(u)
+    rt.secret_bodies.invalidate(u)
+    _queue(rt, namespace, name, uid, at, fresh=fresh)
+
+
+def _queue(
+    rt: Runtime,
+    namespace: str | None,
+    name: str | None,
+    uid: str | None,
+    at: datetime | None,
+    *,
+    fresh: bool = False,
+) -> None:
     ns, n, u = _ids(namespace, name, uid)
     if not rt.scheduler.started:
         # Started from a handler, not at start-up: the workers inherit the context Kopf sets
         # for handlers only (its event queue), so `kopf.event` works in their runs.
         rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
     rt.token_refs[u] = (ns, n)
-    # A handler's run reads the ApiToken and its Secret live: the spec it was called for may
-    # be newer than the body the last run ended with (docs/architecture.md).
-    rt.token_bodies.invalidate(u)
-    rt.secret_bodies.invalidate(u)
     rt.scheduler.add(u, at, fresh=fresh)
 
 
@@ -261,30 +276,28 @@ async def apitoken_resumed(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    # Found at start-up: spread over a window, never after a planned refresh or re-issue.
-    # A settled ApiToken (its status plans the next refresh for the current spec, no failure)
-    # has nothing to do before that plan: spread over the idle recheck, the staleness promised
-    # anyway; any other over the short resume window. Its first run starts from the body
-    # Kopf listed (no GET of the ApiToken).
+    # Found at start-up: spread over a window, never after a planned refresh or re-issue
+    # (`core.apitoken.resume`). The first run starts from the bodies listed at start-up: the
+    # ApiToken Kopf listed, and the Secret the Secret watch listed (no GET of either).
     rt = _runtime(memo)
+    u = uid or ""
     raw = dict(body)
-    planned = status_of(raw, ApiTokenStatus)
-    settled = (
-        planned.next_refresh_time is not None
-        and planned.failed_refresh_attempts == 0
-        and planned.observed_generation == body.metadata.get("generation")
-    )
+    try:
+        view: ApiTokenView | None = api_token_view(raw)
+    except ValidationError:
+        view = None  # its run records why
+    calm = view is not None and settled(view)
     window = rt.timing.recheck_interval
-    if not settled:
+    if not calm:
         window = min(rt.settings.resume_spread, window)
     at = resume_due(
-        uid or "",
+        u,
         rt.clock(),
         window=window,
-        planned=(planned.next_refresh_time, planned.renewal_time),
+        planned=(rt.listed_plans.pop(u, None), view.status.renewal_time if view else None),
     )
-    _schedule(memo, namespace, name, uid, at)
-    rt.token_bodies.seed(uid or "", raw)
+    _queue(rt, namespace, name, uid, at)
+    rt.token_bodies.seed(u, raw)
 
 
 @kopf.on.delete(GROUP, VERSION, APITOKENS, registry=registry)

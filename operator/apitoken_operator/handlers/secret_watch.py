@@ -1,7 +1,9 @@
 """Notice deleted or edited managed Secrets: one lightkube watch over the Secrets that carry the
 operator's label (a server-side selector, so other Secrets never reach the operator), which
-wakes the owner's daemon. Kopf never sees Secrets, so its last-handled annotation can never
-copy a token value.
+wakes the owner's run. Kopf never sees Secrets, so its last-handled annotation can never
+copy a token value. At start-up its first listing also hands each ApiToken not run yet its
+Secret and the refresh that Secret plans (`core.apitoken.resume`): a restart with 10,000
+reads no Secret live before their first runs, and none runs later than its refresh.
 """
 
 import asyncio
@@ -12,7 +14,10 @@ from typing import Any
 from lightkube import ALL_NS
 from lightkube.resources.core_v1 import Secret
 
+from apitoken_operator.core.apitoken.resume import listed_plan
+from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import names
+from apitoken_operator.kube.known_bodies import Body
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,34 @@ def owners_to_wake(
     return uids
 
 
+def listed_owner(
+    event_type: str, meta: Mapping[str, Any], secret_owners: Mapping[tuple[str, str], str]
+) -> str | None:
+    """The ApiToken a Secret of the watch's listing (ADDED) belongs to, when this process has
+    not run it yet: its first run may start from this body and its refresh plan."""
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if event_type != "ADDED" or key in secret_owners:
+        return None
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("kind") == names.KIND_API_TOKEN and str(ref.get("apiVersion", "")).startswith(
+            names.GROUP + "/"
+        ):
+            return str(ref.get("uid"))
+    return None
+
+
+def first_run_from_listing(rt: Runtime, uid: str, body: Body) -> None:
+    """Hand the listed Secret to the first run of ApiToken `uid`: its refresh plan bounds when
+    that run comes (`Runtime.plan_first_run`), and the run starts from this body."""
+    secret = observed_secret(body)
+    if secret is None:
+        return
+    plan = listed_plan(secret, rt.timing.refresh_margin)
+    if plan is not None:
+        rt.plan_first_run(uid, plan)
+    rt.secret_bodies.seed(uid, body)
+
+
 async def watch_managed_secrets(rt: Runtime, namespaces: Sequence[str]) -> None:
     """Run until cancelled: one watch per served namespace, or one over all of them."""
     targets: Iterable[str] = namespaces or (ALL_NS,)
@@ -64,6 +97,9 @@ async def _watch(rt: Runtime, namespace: str) -> None:
             ):
                 delay = 1.0
                 meta = secret.metadata.to_dict() if secret.metadata is not None else {}
+                owner = listed_owner(event_type, meta, rt.secret_owners)
+                if owner is not None:
+                    first_run_from_listing(rt, owner, secret.to_dict())
                 for uid in owners_to_wake(event_type, meta, rt.secret_owners, rt.written):
                     rt.wake(uid)
         except asyncio.CancelledError:

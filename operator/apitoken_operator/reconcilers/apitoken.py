@@ -34,9 +34,10 @@ from apitoken_operator.core.bodies import (
     status_of,
 )
 from apitoken_operator.core.held_token import ServiceToken
-from apitoken_operator.core.managed_secret import salted_digest
+from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.crd import reasons
+from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
     ClusterTokenWorkspaceSpec,
@@ -239,7 +240,13 @@ async def _run(
     if outcome.finalizer_released:
         forget(rt, namespace, name, uid, spec.secret_name)
     else:
-        rt.metrics.observe_token(namespace, name, final)
+        held_secret = outcome.observation.secret
+        rt.metrics.observe_token(
+            namespace,
+            name,
+            access_expires_at=_access_expiry(held_secret, uid),
+            refresh_expires_at=final.refresh_token_expires_at,
+        )
         rt.token_bodies.put(uid, stored)
         read = secret_body if secret is not None and not held.foreign(secret, uid) else None
         rt.secret_bodies.put(uid, secrets.written or read)
@@ -251,6 +258,13 @@ async def _run(
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+def _access_expiry(secret: ObservedSecret | None, uid: str) -> datetime | None:
+    """When the access token the ApiToken's Secret holds expires (None: it holds none)."""
+    if secret is None or held.foreign(secret, uid) or KEY_ACCESS_TOKEN not in secret.data:
+        return None
+    return secret.access_token_expires_at
 
 
 async def _read_api_token(
@@ -347,6 +361,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
     rt.metrics.forget_token(namespace, name)
     rt.token_workspaces.pop(uid, None)
     rt.swept.pop(uid, None)
+    rt.listed_plans.pop(uid, None)
     rt.token_bodies.forget(uid)
     rt.secret_bodies.forget(uid)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:

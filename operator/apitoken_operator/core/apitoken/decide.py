@@ -24,7 +24,7 @@ from apitoken_operator.core.apitoken.issuance import issued_spec_hash, reissue_r
 from apitoken_operator.core.apitoken.namespaces import namespace_allowed
 from apitoken_operator.core.apitoken.rollout import RestartWorkloads, restart_step
 from apitoken_operator.core.conditions import Signal, summarize
-from apitoken_operator.core.held_token import RetireMode, RetireToken, failure_time, foreign, whole
+from apitoken_operator.core.held_token import RetireMode, RetireToken, failure_time, foreign
 from apitoken_operator.core.managed_secret import (
     ObservedSecret,
     Owner,
@@ -50,7 +50,7 @@ from apitoken_operator.crd.resources import (
     TokenWorkspaceSpec,
     WorkspaceKind,
 )
-from apitoken_operator.providers.answers import TokenValues, rfc3339
+from apitoken_operator.providers.answers import TokenValues, parse_rfc3339, rfc3339
 from apitoken_operator.providers.capabilities import (
     Capabilities,
     capabilities,
@@ -163,7 +163,7 @@ class _Current:
     has_access_token: bool
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
-    # When the access token was obtained: known only if the status describes this access token.
+    # When the operator obtained the access token: the Secret's annotation, written with it.
     obtained_at: datetime | None
 
 
@@ -228,21 +228,15 @@ def _current(obs: Observation) -> _Current | None:
     if names.KEY_REFRESH_TOKEN not in secret.data:
         return None
     status = obs.token.status
-    access_expires = secret.access_token_expires_at
-    describes = (
-        status.token_id == secret.token_id
-        and access_expires is not None
-        and status.access_token_expires_at == access_expires
-    )
     refresh_expires = secret.refresh_token_expires_at or (
         status.refresh_token_expires_at if status.token_id == secret.token_id else None
     )
     return _Current(
         token_id=secret.token_id,
         has_access_token=names.KEY_ACCESS_TOKEN in secret.data,
-        access_expires_at=access_expires,
+        access_expires_at=secret.access_token_expires_at,
         refresh_expires_at=refresh_expires,
-        obtained_at=status.last_refresh_time if describes else None,
+        obtained_at=secret.refreshed_at,
     )
 
 
@@ -260,9 +254,7 @@ def _adopt(obs: Observation, spec: ResolvedApiTokenSpec, current: _Current) -> A
         token_workspace=status.token_workspace if same_token else workspace_key(spec),
         retiring_tokens=retiring,
         secret_name=spec.secret_name,
-        access_token_expires_at=current.access_expires_at,
         refresh_token_expires_at=current.refresh_expires_at,
-        last_refresh_time=current.obtained_at,
         # A Secret written just before a crash holds a token made for the current spec.
         issued_spec_hash=status.issued_spec_hash if same_token else issued_spec_hash(spec),
     )
@@ -283,12 +275,8 @@ def _timing(
     ):
         refresh_at = now
     else:
-        refresh_at = next_refresh_time(
-            obtained_at=current.obtained_at,
-            expires_at=current.access_expires_at,
-            refresh_percent=spec.refresh_percent,
-            token_id=current.token_id,
-            policy=policy,
+        refresh_at = _plan(
+            spec, current.token_id, current.obtained_at, current.access_expires_at, policy
         )
     renew_at = (
         renewal_time(refresh_expires_at=current.refresh_expires_at, renew_before=spec.renew_before)
@@ -309,6 +297,44 @@ def _retry_at(obs: Observation, policy: TimingPolicy) -> datetime | None:
     return at
 
 
+def _plan(
+    spec: ResolvedApiTokenSpec,
+    token_id: str,
+    obtained_at: datetime,
+    expires_at: datetime,
+    policy: TimingPolicy,
+) -> datetime:
+    """The refresh time, in whole seconds (rounded up: the margin before expiry is far more
+    than a second) so that the Secret's next-refresh-at is exactly the time the run waits for."""
+    planned = next_refresh_time(
+        obtained_at=obtained_at,
+        expires_at=expires_at,
+        refresh_percent=spec.refresh_percent,
+        token_id=token_id,
+        policy=policy,
+    )
+    return held.whole_up(planned)
+
+
+def _as_written(moment: datetime) -> datetime:
+    """A moment as the Secret's RFC 3339 text gives it back: the plan written with new values
+    is then the plan every later run computes from the Secret (no drift to repair)."""
+    return parse_rfc3339(rfc3339(moment))
+
+
+def _written_schedule(
+    spec: ResolvedApiTokenSpec,
+    token_id: str,
+    values: TokenValues,
+    obtained_at: datetime,
+    policy: TimingPolicy,
+) -> tuple[datetime, datetime]:
+    """(refreshed-at, next-refresh-at) of the Secret written with new values."""
+    obtained = _as_written(obtained_at)
+    expires = _as_written(values.access_token_expires_at)
+    return obtained, _plan(spec, token_id, obtained, expires, policy)
+
+
 def _shape(
     obs: Observation,
     spec: ResolvedApiTokenSpec,
@@ -316,7 +342,10 @@ def _shape(
     refresh_expires_at: datetime | None,
     *,
     owner_reference: bool | None = None,
+    schedule: tuple[datetime, datetime] | None = None,
 ) -> SecretShape:
+    """`schedule`: the access token's (refreshed-at, next-refresh-at); None for a Secret that
+    holds no access token the operator keeps fresh (disabled, orphaned)."""
     token = obs.token
     return SecretShape(
         namespace=token.namespace,
@@ -331,7 +360,18 @@ def _shape(
         refresh_token_expires_at=refresh_expires_at,
         template_labels=spec.secret_labels,
         template_annotations=spec.secret_annotations,
+        refreshed_at=schedule[0] if schedule else None,
+        next_refresh_at=schedule[1] if schedule else None,
     )
+
+
+def _repair_shape(
+    obs: Observation, spec: ResolvedApiTokenSpec, current: _Current, refresh_at: datetime
+) -> SecretShape:
+    """The shape a Secret holding a fresh access token should have: its schedule included (a
+    missing next-refresh-at is written back; a changed spec.refreshPercent moves it)."""
+    schedule = (current.obtained_at, refresh_at) if current.obtained_at is not None else None
+    return _shape(obs, spec, current.token_id, current.refresh_expires_at, schedule=schedule)
 
 
 def _retire_mode(spec: ResolvedApiTokenSpec) -> RetireMode:
@@ -532,11 +572,7 @@ def _decide_managed(
     else:
         status = _adopt(obs, spec, current)
         refresh_at, renew_at = _timing(obs, spec, current, now, policy)
-        status = _with(
-            status,
-            next_refresh_time=whole(refresh_at),
-            renewal_time=held.whole_or_none(renew_at),
-        )
+        status = _with(status, renewal_time=held.whole_or_none(renew_at))
         why = reissue_reason(
             spec=spec,
             status=status,
@@ -557,7 +593,7 @@ def _decide_managed(
         elif now >= refresh_at:
             actions.append(held.Refresh(current.token_id))
         else:
-            shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
+            shape = _repair_shape(obs, spec, current, refresh_at)
             assert secret is not None  # _current found it
             actions.extend(held.repair(shape, secret))
             requeue.append(refresh_at)
@@ -632,8 +668,7 @@ def _decide_disabled(
 ) -> Decision:
     token = obs.token
     secret = obs.secret
-    status = _with(token.status, secret_name=spec.secret_name, next_refresh_time=None)
-    status = _with(status, renewal_time=None)
+    status = _with(token.status, secret_name=spec.secret_name, renewal_time=None)
     actions: list[Action] = []
     holding = secret is not None and secret.holds_tokens
     if can.manages_tokens:
@@ -727,7 +762,7 @@ def _decide_refresh_only(
         )
     else:
         refresh_at, _ = _timing(obs, spec, current, now, policy)
-        status = _with(status, next_refresh_time=whole(refresh_at), renewal_time=None)
+        status = _with(status, renewal_time=None)
         # A newly imported token counts as a re-issue for spec.rolloutRestartTargets.
         status, restart_waits = _rollout(
             spec, current.token_id, status, now, policy, actions, requeue
@@ -736,7 +771,7 @@ def _decide_refresh_only(
             actions.append(held.Refresh(current.token_id))
         else:
             assert obs.secret is not None
-            shape = _shape(obs, spec, current.token_id, current.refresh_expires_at)
+            shape = _repair_shape(obs, spec, current, refresh_at)
             actions.extend(held.repair(shape, obs.secret))
             requeue.append(refresh_at)
     if stalled is not None:
@@ -836,12 +871,13 @@ def _success(status: ApiTokenStatus) -> ApiTokenStatus:
 
 
 def issued_state(
-    obs: Observation, issued: held.IssuedToken
+    obs: Observation, issued: held.IssuedToken, policy: TimingPolicy
 ) -> tuple[dict[str, Any], ApiTokenStatus]:
     """The Secret to write, first, and the status to record after a token was issued."""
     token = obs.token
     spec = token.spec.resolve(token.namespace, token.name)
-    shape = _shape(obs, spec, issued.token_id, issued.refresh_token_expires_at)
+    schedule = _written_schedule(spec, issued.token_id, issued.values, issued.obtained_at, policy)
+    shape = _shape(obs, spec, issued.token_id, issued.refresh_token_expires_at, schedule=schedule)
     manifest = build_secret(shape, token_data(issued.values))
     retiring = token.status.retiring_tokens
     secret = obs.secret
@@ -858,9 +894,7 @@ def issued_state(
         token_workspace=workspace_key(spec),
         retiring_tokens=retiring,
         secret_name=spec.secret_name,
-        access_token_expires_at=whole(issued.values.access_token_expires_at),
         refresh_token_expires_at=held.whole_or_none(issued.refresh_token_expires_at),
-        last_refresh_time=whole(issued.obtained_at),
         issued_spec_hash=issued_spec_hash(spec),
         last_reissue_request=token.annotations.get(
             names.ANNOTATION_REISSUE, token.status.last_reissue_request
@@ -871,7 +905,7 @@ def issued_state(
 
 
 def refreshed_state(
-    obs: Observation, values: TokenValues, obtained_at: datetime
+    obs: Observation, values: TokenValues, obtained_at: datetime, policy: TimingPolicy
 ) -> tuple[dict[str, Any], ApiTokenStatus]:
     """The Secret to write, first, and the status to record after a refresh.
 
@@ -885,15 +919,14 @@ def refreshed_state(
     refresh_expires = (
         secret.refresh_token_expires_at if secret else None
     ) or token.status.refresh_token_expires_at
-    shape = _shape(obs, spec, token_id, refresh_expires)
+    schedule = _written_schedule(spec, token_id, values, obtained_at, policy)
+    shape = _shape(obs, spec, token_id, refresh_expires, schedule=schedule)
     manifest = build_secret(shape, token_data(values))
     status = _with(
         _success(token.status),
         token_id=token_id,
         secret_name=spec.secret_name,
-        access_token_expires_at=whole(values.access_token_expires_at),
         refresh_token_expires_at=held.whole_or_none(refresh_expires),
-        last_refresh_time=whole(obtained_at),
     )
     return manifest, status
 

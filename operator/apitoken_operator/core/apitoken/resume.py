@@ -1,0 +1,56 @@
+"""When an ApiToken found at start-up runs first (pure, clock passed in).
+
+A restart finds every ApiToken at once. Running them all within seconds would be a storm (at
+10,000, thousands of runs queued ahead of the refreshes falling due meanwhile), so their first
+runs are spread over a window, and never later than what they already plan: the refresh the
+managed Secret names (`apitoken.dev/next-refresh-at`, from the Secret watch's first listing)
+and the re-issue the status names (`renewalTime`). A settled ApiToken, with nothing to do
+before those, spreads over the idle recheck interval; any other over the short resume window.
+"""
+
+from datetime import datetime, timedelta
+
+from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.core.schedule import stable_fraction
+from apitoken_operator.crd.resources import DeletionPolicy
+
+READY = "Ready"
+
+
+def settled(token: ApiTokenView) -> bool:
+    """Whether the ApiToken has nothing to do before its planned refresh or re-issue: Ready
+    for its current generation with no failure, enabled, and its Secret names it as owner (an
+    Orphan policy's Secret does not, so the listing cannot give its plan)."""
+    status = token.status
+    ready = status.condition(READY)
+    return (
+        status.token_id is not None
+        and ready is not None
+        and ready.status == "True"
+        and status.failed_refresh_attempts == 0
+        and status.observed_generation == token.generation
+        and not token.spec.disabled
+        and token.spec.deletion_policy is not DeletionPolicy.ORPHAN
+        and not token.deleting
+    )
+
+
+def listed_plan(secret: ObservedSecret, refresh_margin: timedelta) -> datetime | None:
+    """The refresh a listed managed Secret plans: its next-refresh-at annotation, or for a
+    Secret written before the annotation existed the latest moment the refresh rule allows
+    (the refresh margin before the access token's expiry)."""
+    if secret.next_refresh_at is not None:
+        return secret.next_refresh_at
+    expires = secret.access_token_expires_at
+    return None if expires is None else expires - refresh_margin
+
+
+def resume_due(
+    key: str, now: datetime, *, window: timedelta, planned: tuple[datetime | None, ...]
+) -> datetime:
+    """Spread over `window` by a stable fraction of its key (a restart with thousands does not
+    run them all at once), but never after a time already planned (a refresh or a re-issue
+    that falls due)."""
+    spread = now + window * stable_fraction("resume", key)
+    return min([spread, *(p for p in planned if p is not None)])

@@ -1,0 +1,139 @@
+"""A restart's first runs (`core.apitoken.resume`, `Runtime.plan_first_run`): which ApiTokens
+are settled, the plan a listed Secret gives, and that the plan bounds the first run whichever
+comes first, the Secret watch's listing or Kopf's resume handler."""
+
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+import pytest
+from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster as KubeCluster
+from lightkube.config.models import User
+
+from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.apitoken.resume import listed_plan, settled
+from apitoken_operator.core.managed_secret import ObservedSecret
+from apitoken_operator.crd import names
+from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
+from apitoken_operator.handlers.secret_watch import listed_owner
+from apitoken_operator.metrics import Metrics
+from apitoken_operator.providers.answers import rfc3339
+from apitoken_operator.runtime import LaunchConfig, Runtime
+from support.clock import T0
+
+pytestmark = pytest.mark.unit
+
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "TokenReady",
+    "message": "ok",
+    "lastTransitionTime": "2026-11-28T12:00:00Z",
+}
+SETTLED_STATUS: dict[str, Any] = {
+    "observedGeneration": 2,
+    "tokenId": "tok-1",
+    "conditions": [READY],
+}
+
+
+def view(status: dict[str, Any], generation: int = 2, **spec: Any) -> ApiTokenView:
+    return ApiTokenView(
+        namespace="apps",
+        name="billing",
+        uid="u",
+        generation=generation,
+        spec=ApiTokenSpec.model_validate({"workspaceRef": {"name": "main"}, **spec}),
+        status=ApiTokenStatus.model_validate(status),
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (view(SETTLED_STATUS), True),
+        (view(SETTLED_STATUS, generation=3), False),
+        (view({**SETTLED_STATUS, "failedRefreshAttempts": 1}), False),
+        (view({**SETTLED_STATUS, "conditions": [{**READY, "status": "False"}]}), False),
+        (view({k: v for k, v in SETTLED_STATUS.items() if k != "tokenId"}), False),
+        (view(SETTLED_STATUS, disabled=True), False),
+        (view(SETTLED_STATUS, deletionPolicy="Orphan"), False),
+        (view(SETTLED_STATUS, deletionPolicy="Disable"), True),
+    ],
+    ids=[
+        "ready-for-its-generation",
+        "spec-changed-while-down",
+        "a-failure-to-retry",
+        "not-ready",
+        "no-token-yet",
+        "disabled",
+        "orphan-secret-names-no-owner",
+        "disable-policy",
+    ],
+)
+def test_settled(token: ApiTokenView, expected: bool) -> None:
+    assert settled(token) is expected
+
+
+def test_the_plan_of_a_listed_secret() -> None:
+    plan = T0 + timedelta(minutes=4)
+    expires = T0 + timedelta(minutes=5)
+    data = {names.KEY_EXPIRES_AT: rfc3339(expires)}
+    annotated = ObservedSecret(
+        "s", annotations={names.ANNOTATION_NEXT_REFRESH_AT: rfc3339(plan)}, data=data
+    )
+    margin = timedelta(minutes=2)
+    assert listed_plan(annotated, margin) == plan
+    # Written before the annotation existed: the latest moment the refresh rule allows.
+    assert listed_plan(ObservedSecret("s", data=data), margin) == expires - margin
+    assert listed_plan(ObservedSecret("s"), margin) is None
+
+
+OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a"}
+WORKSPACE = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "TokenWorkspace", "uid": "uid-w"}
+
+
+@pytest.mark.parametrize(
+    ("event", "owners", "run_here", "expected"),
+    [
+        ("ADDED", [OURS], False, "uid-a"),
+        ("ADDED", [OURS], True, None),
+        ("MODIFIED", [OURS], False, None),
+        ("ADDED", [WORKSPACE], False, None),
+        ("ADDED", [], False, None),
+    ],
+    ids=["listed", "already-run-here", "not-a-listing", "a-workspace-credential", "orphaned"],
+)
+def test_listed_owner(
+    event: str, owners: list[dict[str, str]], run_here: bool, expected: str | None
+) -> None:
+    meta = {"namespace": "ns", "name": "s", "ownerReferences": owners}
+    secret_owners = {("ns", "s"): "uid-a"} if run_here else {}
+    assert listed_owner(event, meta, secret_owners) == expected
+
+
+def runtime() -> Runtime:
+    config = KubeConfig.from_one(cluster=KubeCluster(server="http://kube"), user=User())
+    kube = AsyncClient(config, transport=httpx2.MockTransport(lambda r: httpx2.Response(404)))
+    return Runtime(LaunchConfig(), kube, Metrics())
+
+
+async def test_the_listed_plan_bounds_the_first_run_whichever_comes_first() -> None:
+    rt = runtime()
+    try:
+        soon, later = T0 + timedelta(minutes=1), T0 + timedelta(minutes=4)
+        # The listing first: the resume handler takes the plan.
+        rt.plan_first_run("u1", soon)
+        assert rt.listed_plans == {"u1": soon}
+        # The resume handler first (the ApiToken is queued at its spread time): moved earlier.
+        rt.token_refs["u2"] = ("apps", "b")
+        rt.scheduler.add("u2", later)
+        rt.plan_first_run("u2", soon)
+        assert rt.scheduler.queue.due_at("u2") == soon
+        # Never later than it was.
+        rt.plan_first_run("u2", later)
+        assert rt.scheduler.queue.due_at("u2") == soon
+        assert "u2" not in rt.listed_plans
+    finally:
+        await rt.aclose()
