@@ -54,6 +54,8 @@ class OperatorSettings(BaseSettings):
     resume_spread: Duration = timedelta(seconds=30)
     # Kopf's own per-object workers in flight at most (its handler calls and annotation patches).
     kopf_workers: int = Field(default=64, ge=1)
+    # How often freed memory is handed back to the system (`memory`); 0 turns it off.
+    memory_trim_interval: Duration = timedelta(seconds=60)
     # Token-service HTTP calls.
     http_timeout: Duration = timedelta(seconds=10)
     # Leader election (off with --standalone): the Lease `leader_lease_name` in `namespace`.

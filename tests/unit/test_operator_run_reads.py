@@ -92,22 +92,26 @@ async def test_a_scheduled_run_with_nothing_due_reads_nothing_and_writes_nothing
         await c.rt.namespaces.aclose()
 
 
-async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens() -> None:
-    """After a restart the first run of a Ready ApiToken with nothing due reads it and its
-    Secret live and lists nothing at the service: its first sweep gets a time within the
-    sweep interval instead (10,000 lists at once would follow every restart)."""
+async def issued_by_a_first_process() -> Cluster:
+    """The fake cluster after a first operator process issued apps/billing's token."""
     c = cluster_with_api_token()
     c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
-    first_process = c.rt
     try:
         assert (await c.run()) is not None
         first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
         assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
-        listed = [call for call in c.service.calls if call.startswith("GET ")]
-        assert listed, "the first run of a new ApiToken lists (nothing to sweep yet)"
     finally:
-        await first_process.namespaces.aclose()
+        await c.rt.namespaces.aclose()
+    return c
 
+
+async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens() -> None:
+    """After a restart the first run of a Ready ApiToken with nothing due reads it and its
+    Secret live and lists nothing at the service: its first sweep gets a time within the
+    sweep interval instead (10,000 lists at once would follow every restart)."""
+    c = await issued_by_a_first_process()
+    listed = [call for call in c.service.calls if call.startswith("GET ")]
+    assert listed, "the first run of a new ApiToken lists (nothing to sweep yet)"
     c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
     try:
         assert (await c.run()) is not None
@@ -128,15 +132,7 @@ async def test_a_restart_starts_from_the_listed_bodies_and_the_secrets_plan() ->
     """The Secret watch's first listing hands a new process each Secret and the refresh it
     plans, Kopf's the ApiToken (the resume handler seeds it): the first run of a settled
     ApiToken then reads nothing live, and it is due no later than that refresh."""
-    c = cluster_with_api_token()
-    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
-    first_process = c.rt
-    try:
-        assert (await c.run()) is not None
-        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
-        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
-    finally:
-        await first_process.namespaces.aclose()
+    c = await issued_by_a_first_process()
     secret = observed_secret(c.api.objects[SECRET_PATH])
     assert secret is not None and secret.next_refresh_at is not None
 

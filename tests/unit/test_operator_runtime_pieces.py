@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from apitoken_operator.cli import launch_config, parser, quiet_http_request_lines
 from apitoken_operator.handlers.daemons import keep_running, sleep_seconds
 from apitoken_operator.handlers.secret_watch import owners_to_wake
+from apitoken_operator.memory import glibc_trim, trim_every
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import InvalidGrant
@@ -194,3 +195,20 @@ def test_http_request_lines_show_only_when_verbose(verbose: bool, shown: bool) -
         assert logging.getLogger(client).isEnabledFor(logging.INFO) is shown
     for core in ("httpcore", "httpcore2"):
         assert not logging.getLogger(core).isEnabledFor(logging.DEBUG)
+
+
+async def test_freed_memory_is_handed_back_now_and_then() -> None:
+    calls: list[float] = []
+    task = asyncio.create_task(trim_every(0.01, lambda: calls.append(0.0)))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(calls) >= 3
+    # Off: returns at once, trims nothing.
+    await asyncio.wait_for(trim_every(0, lambda: calls.append(1.0)), timeout=1)
+    await asyncio.wait_for(trim_every(1, None), timeout=1)
+    assert 1.0 not in calls
+    # This machine's libc is glibc (as in the image): the real call works.
+    trim = glibc_trim()
+    assert trim is not None and trim() in (0, 1)

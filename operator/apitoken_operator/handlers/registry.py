@@ -44,6 +44,7 @@ from apitoken_operator.handlers.daemons import keep_running
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
 from apitoken_operator.kube.resources import PLURALS
+from apitoken_operator.memory import glibc_trim, trim_every
 from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
 from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
@@ -105,13 +106,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if watched and rt.settings.namespace not in watched:
         watched.append(rt.settings.namespace)  # ClusterTokenWorkspace credentials live there
     memo["secret_watch"] = asyncio.create_task(watch_managed_secrets(rt, watched))
+    interval = config.settings.memory_trim_interval.total_seconds()
+    memo["memory_trim"] = asyncio.create_task(trim_every(interval, glibc_trim()))
 
 
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("secret_watch")
-    if isinstance(task, asyncio.Task):
-        task.cancel()
+    for key in ("secret_watch", "memory_trim"):
+        task = memo.get(key)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
     stop = memo.get("stop_metrics")
     if callable(stop):
         stop()
