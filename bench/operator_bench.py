@@ -250,6 +250,11 @@ def ready_tokens(kube: Client, namespace: str) -> int:
     return ready
 
 
+def py_spy_format(path: Path) -> str:
+    """speedscope for .json, collapsed stacks for .txt (to sum by function), else a flamegraph."""
+    return {".json": "speedscope", ".txt": "raw"}.get(path.suffix, "flamegraph")
+
+
 def finite(value: Any) -> Any:
     """NaN (a figure without samples) as null, so that the JSON is standard."""
     if isinstance(value, float) and math.isnan(value):
@@ -373,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         "or 600 s if the restart is at its end)",
     )
     parser.add_argument("--convergence-timeout", type=int, default=1800)
-    parser.add_argument("--py-spy", type=Path, default=None, help="write a py-spy profile here")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="write a py-spy profile of the convergence here"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy the operator's and service's logs here"
@@ -423,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                 # The default 2 min margin; the e2e fast settings would refresh every second.
                 "APITOKEN_OPERATOR_REFRESH_MARGIN": margin,
                 "APITOKEN_OPERATOR_RECHECK_INTERVAL": "10m",
+                # Any operator setting in the bench's environment, to compare settings.
+                **{k: v for k, v in os.environ.items() if k.startswith("APITOKEN_OPERATOR_")},
             }
             with start_operator(
                 root / "operator", cluster.kubeconfig, namespaces=(NAMESPACE,), env=env
@@ -520,7 +529,7 @@ def converge(
                 "-o",
                 str(args.py_spy),
                 "-f",
-                "speedscope" if str(args.py_spy).endswith(".json") else "flamegraph",
+                py_spy_format(args.py_spy),
                 "--nonblocking",
             ],
             stdout=subprocess.DEVNULL,

@@ -1,11 +1,13 @@
-"""A restart's first runs (`core.apitoken.resume`, `Runtime.plan_first_run`): which ApiTokens
+"""First runs. A restart's (`core.apitoken.resume`, `Runtime.plan_first_run`): which ApiTokens
 are settled, the plan a listed Secret gives, and that the plan bounds the first run whichever
-comes first, the Secret watch's listing or Kopf's resume handler."""
+comes first, the Secret watch's listing or Kopf's resume handler. A new ApiToken's: it starts
+from the body Kopf handed the create handler."""
 
 from datetime import timedelta
 from typing import Any
 
 import httpx2
+import kopf
 import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster as KubeCluster
@@ -16,6 +18,7 @@ from apitoken_operator.core.apitoken.resume import listed_plan, settled
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
+from apitoken_operator.handlers.registry import apitoken_created
 from apitoken_operator.handlers.secret_watch import listed_owner
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.answers import rfc3339
@@ -136,4 +139,22 @@ async def test_the_listed_plan_bounds_the_first_run_whichever_comes_first() -> N
         assert rt.scheduler.queue.due_at("u2") == soon
         assert "u2" not in rt.listed_plans
     finally:
+        await rt.aclose()
+
+
+async def test_a_new_api_tokens_first_run_starts_from_the_body_kopf_handed_the_handler() -> None:
+    rt = runtime()
+    memo = kopf.Memo()
+    memo["runtime"] = rt
+    meta = {"name": "billing", "namespace": "apps", "uid": "u", "generation": 1}
+    body = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "metadata": meta}
+    try:
+        await apitoken_created(
+            namespace="apps", name="billing", uid="u", body=kopf.Body(body), memo=memo
+        )
+        # Taken before any worker ran: the run would find it instead of a GET.
+        assert rt.token_bodies.take("u") == body
+        assert rt.scheduler.queue.due_at("u") is not None
+    finally:
+        await rt.scheduler.stop()
         await rt.aclose()

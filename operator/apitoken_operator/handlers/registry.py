@@ -233,9 +233,17 @@ def _token_name(rt: Runtime, uid: str) -> str:
 
 @kopf.on.create(GROUP, VERSION, APITOKENS, registry=registry)
 async def apitoken_created(
-    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
+    namespace: str | None,
+    name: str | None,
+    uid: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     _schedule(memo, namespace, name, uid, fresh=True)
+    # Its first run starts from the body Kopf just saw (nothing this process has is newer;
+    # a change after it wakes the run, which then reads live): one GET fewer per new ApiToken.
+    _runtime(memo).token_bodies.seed(uid or "", dict(body))
 
 
 @kopf.on.update(GROUP, VERSION, APITOKENS, field="spec", registry=registry)
