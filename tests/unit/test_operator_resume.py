@@ -4,7 +4,7 @@ comes first, the Secret watch's listing or Kopf's resume handler. A new ApiToken
 from the body Kopf handed the create handler."""
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import kopf
@@ -147,10 +147,15 @@ async def test_a_new_api_tokens_first_run_starts_from_the_body_kopf_handed_the_h
     memo = kopf.Memo()
     memo["runtime"] = rt
     meta = {"name": "billing", "namespace": "apps", "uid": "u", "generation": 1}
-    body = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "metadata": meta}
+    body: dict[str, Any] = {
+        "apiVersion": "apitoken.dev/v1alpha1",
+        "kind": "ApiToken",
+        "metadata": meta,
+    }
     try:
-        await apitoken_created(
-            namespace="apps", name="billing", uid="u", body=kopf.Body(body), memo=memo
+        created = cast(Any, apitoken_created)  # Kopf's decorator types it as a Kopf callback
+        await created(
+            namespace="apps", name="billing", uid="u", body=kopf.Body(cast(Any, body)), memo=memo
         )
         # Taken before any worker ran: the run would find it instead of a GET.
         assert rt.token_bodies.take("u") == body

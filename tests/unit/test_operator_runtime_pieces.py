@@ -12,8 +12,8 @@ from prometheus_client import generate_latest
 
 from apitoken_operator.cli import launch_config, parser, quiet_http_request_lines
 from apitoken_operator.handlers.daemons import keep_running, sleep_seconds
+from apitoken_operator.handlers.memory import glibc_trim, trim_every
 from apitoken_operator.handlers.secret_watch import owners_to_wake
-from apitoken_operator.memory import glibc_trim, trim_every
 from apitoken_operator.metrics import Metrics, TimedManagement, TimedRefresh
 from apitoken_operator.providers.apitoken import TokenServiceClient
 from apitoken_operator.providers.errors import InvalidGrant

@@ -41,10 +41,10 @@ from apitoken_operator.core.workspace.deletion import DeletionStep, decide_delet
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import WorkspaceKind
 from apitoken_operator.handlers.daemons import keep_running
+from apitoken_operator.handlers.memory import glibc_trim, trim_every
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
 from apitoken_operator.kube.resources import PLURALS
-from apitoken_operator.memory import glibc_trim, trim_every
 from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
 from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
