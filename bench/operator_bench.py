@@ -80,6 +80,8 @@ PREFIX = "tok-"
 NAMESPACE = "bench-operator"
 # A planned refresh this far past is overdue (the lateness target's bound).
 OVERDUE_GRACE_S = 5.0
+# How long --py-spy-restart samples the restarted operator (the catch-up took 131 s at 10,000).
+RESTART_SPY_S = 180
 
 
 def load() -> str:
@@ -255,6 +257,27 @@ def py_spy_format(path: Path) -> str:
     return {".json": "speedscope", ".txt": "raw"}.get(path.suffix, "flamegraph")
 
 
+def spy_on(pid: int, path: Path, seconds: int | None = None) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` into `path` until interrupted (or for `seconds`)."""
+    duration = [] if seconds is None else ["-d", str(seconds)]
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(path),
+            "-f",
+            py_spy_format(path),
+            "--nonblocking",
+            *duration,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def finite(value: Any) -> Any:
     """NaN (a figure without samples) as null, so that the JSON is standard."""
     if isinstance(value, float) and math.isnan(value):
@@ -321,16 +344,24 @@ def sleep_until(deadline: float, watch: SecretWatch, tracker: SecretTracker) -> 
 
 
 def restart_operator(
-    op: Any, kube: Client, n: int, watch: SecretWatch, tracker: SecretTracker, until: float
+    op: Any,
+    kube: Client,
+    n: int,
+    watch: SecretWatch,
+    tracker: SecretTracker,
+    until: float,
+    spy: Path | None = None,
 ) -> dict[str, Any]:
     """SIGTERM the operator, start it again; time until it leads again, until no refresh is
-    overdue by more than the grace, and until every ApiToken is Ready (polled sparsely)."""
+    overdue by more than the grace, and until every ApiToken is Ready (polled sparsely).
+    With `spy`, py-spy samples the new process's first RESTART_SPY_S seconds as the leader."""
     sigterm = time.monotonic()
     op.process.send_signal(signal.SIGTERM)
     op.process.wait(timeout=120)
     stopped = time.monotonic()
     op.start_again()
     leading = time.monotonic()
+    spying = spy_on(op.process.pid, spy, RESTART_SPY_S) if spy else None
     say(f"restart: stopped in {stopped - sigterm:.1f}s, leading {leading - stopped:.1f}s later")
     out: dict[str, Any] = {
         "stop_s": stopped - sigterm,
@@ -353,6 +384,8 @@ def restart_operator(
                 out["ready_s"] = time.monotonic() - sigterm
         time.sleep(1)
     say(f"restart: {out}")
+    if spying is not None:
+        spying.wait(timeout=RESTART_SPY_S + 60)
     return out
 
 
@@ -380,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--convergence-timeout", type=int, default=1800)
     parser.add_argument(
         "--py-spy", type=Path, default=None, help="write a py-spy profile of the convergence here"
+    )
+    parser.add_argument(
+        "--py-spy-restart",
+        type=Path,
+        default=None,
+        help=f"write a py-spy profile of the restarted operator's first {RESTART_SPY_S} s here",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument(
@@ -518,23 +557,7 @@ def converge(
 ) -> None:
     """Apply N ApiTokens at once; until every one is Ready and its Secret holds a token."""
     n, conc, pid = args.tokens, args.concurrency, op.process.pid
-    spy = None
-    if args.py_spy:
-        spy = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("py-spy")),
-                "record",
-                "-p",
-                str(pid),
-                "-o",
-                str(args.py_spy),
-                "-f",
-                py_spy_format(args.py_spy),
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    spy = spy_on(pid, args.py_spy) if args.py_spy else None
     cpu0 = cpu_seconds(pid)
     writes0 = apiserver_writes(kubeconfig)
     started = time.monotonic()
@@ -630,7 +653,9 @@ def steady_phase(
     if after is None:
         after = args.steady_seconds - args.restart_after or 600
     until = time.monotonic() + after
-    results["restart"] = restart_operator(op, kube, args.tokens, watch, tracker, until)
+    results["restart"] = restart_operator(
+        op, kube, args.tokens, watch, tracker, until, args.py_spy_restart
+    )
     sleep_until(until, watch, tracker)
     cpu.sample()
     c = Snapshot(kubeconfig, base_url)
