@@ -75,6 +75,8 @@ from support.operator import ServiceAdmin, create_workspace, start_operator  # n
 from support.tokenservice import start_token_service  # noqa: E402
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE", "APPLY")
+# Reads by request (a watch is one long request, not counted).
+READ_VERBS = ("GET", "LIST")
 COUNTED_RESOURCES = ("secrets", "apitokens", "tokenworkspaces", "events", "leases")
 PREFIX = "tok-"
 NAMESPACE = "bench-operator"
@@ -101,8 +103,11 @@ def rss_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def apiserver_writes(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
-    """apiserver_request_total for write verbs: (verb, resource, subresource) -> count."""
+def apiserver_requests(
+    kubeconfig: Path, verbs: tuple[str, ...] = WRITE_VERBS
+) -> Counter[tuple[str, str, str]]:
+    """apiserver_request_total for `verbs` (default: the writes) and the counted resources:
+    (verb, resource, subresource) -> count."""
     text = subprocess.run(
         [str(locate().kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
         capture_output=True,
@@ -115,7 +120,7 @@ def apiserver_writes(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
         if not line.startswith("apiserver_request_total{"):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        if labels.get("verb") not in WRITE_VERBS:
+        if labels.get("verb") not in verbs:
             continue
         if labels.get("resource") not in COUNTED_RESOURCES:
             continue
@@ -290,11 +295,13 @@ def finite(value: Any) -> Any:
 
 
 class Snapshot:
-    """Counters at one moment: apiserver writes, the service's answers, this process's CPU."""
+    """Counters at one moment: apiserver writes and reads, the service's answers, this
+    process's CPU."""
 
     def __init__(self, kubeconfig: Path, base_url: str) -> None:
         self.mono, self.wall = time.monotonic(), time.time()
-        self.writes = apiserver_writes(kubeconfig)
+        self.writes = apiserver_requests(kubeconfig)
+        self.reads = apiserver_requests(kubeconfig, READ_VERBS)
         self.service = service_counts(base_url)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.bench_cpu = usage.ru_utime + usage.ru_stime
@@ -316,6 +323,8 @@ def window(
         "reissues": sum(1 for t in tracker.reissue_times if a.wall <= t < b.wall),
         "writes": writes,
         "writes_per_refresh": {k: v / refreshes for k, v in writes.items()} if refreshes else {},
+        # Not a target: what runs read live (a refresh from kept bodies reads nothing).
+        "reads": diff(b.reads, a.reads),
         "lateness": lateness(seen),
         "per_second": busiest_second((r.issued for r in tracker.refreshes), a.wall, b.wall),
         "bench_cpu_core": (b.bench_cpu - a.bench_cpu) / span if span else float("nan"),
@@ -559,7 +568,7 @@ def converge(
     n, conc, pid = args.tokens, args.concurrency, op.process.pid
     spy = spy_on(pid, args.py_spy) if args.py_spy else None
     cpu0 = cpu_seconds(pid)
-    writes0 = apiserver_writes(kubeconfig)
+    writes0 = apiserver_requests(kubeconfig)
     started = time.monotonic()
     asyncio.run(apply_tokens(kubeconfig, NAMESPACE, n, conc))
     say(f"applied {n} in {time.monotonic() - started:.1f}s")
@@ -583,7 +592,7 @@ def converge(
     results["convergence_cpu_s"] = cpu_seconds(pid) - cpu0
     results["convergence_load"] = load()
     # Includes the bench's own N ApiToken creates.
-    results["convergence_writes"] = diff(apiserver_writes(kubeconfig), writes0)
+    results["convergence_writes"] = diff(apiserver_requests(kubeconfig), writes0)
     results["ratio"] = conv_s / results["baseline_s"]
     results["rss_converged_kib"] = rss_kib(pid)
     say(

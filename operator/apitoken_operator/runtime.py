@@ -20,6 +20,7 @@ from apitoken_operator.execution.scheduler import Scheduler
 from apitoken_operator.kube.known_bodies import KnownBodies
 from apitoken_operator.kube.namespace_cache import NamespaceCache
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
+from apitoken_operator.kube.own_writes import OwnWrites
 from apitoken_operator.kube.resources import FIELD_MANAGER
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.discovery import Discovery
@@ -70,8 +71,8 @@ class Runtime:
         self.token_refs: dict[str, tuple[str, str]] = {}
         # (namespace, Secret name) -> uid of the ApiToken that writes it (for the Secret watch).
         self.secret_owners: dict[tuple[str, str], str] = {}
-        # (namespace, Secret name) -> resourceVersion of the operator's own last write.
-        self.written: dict[tuple[str, str], str] = {}
+        # The operator's own Secret writes, told from others' changes by the Secret watch.
+        self.own_writes = OwnWrites()
         # ApiToken uid -> "Kind/namespace/name" of its workspace; workspace key -> usable.
         self.token_workspaces: dict[str, str] = {}
         self.workspace_usable: dict[str, bool] = {}
@@ -144,14 +145,21 @@ class Runtime:
         else:
             self.listed_plans[uid] = at
 
-    def note_written(self, namespace: str, name: str, resource_version: str) -> None:
-        self.written[(namespace, name)] = resource_version
+    def writing(self, namespace: str, name: str) -> None:
+        self.own_writes.begin((namespace, name))
+
+    def note_written(self, namespace: str, name: str, resource_version: str | None) -> None:
+        """A write of this process ended (None: it failed): the watch's events of that Secret
+        held meanwhile that were not this write wake their ApiTokens now."""
+        for uid in self.own_writes.end((namespace, name), resource_version):
+            self.wake(uid)
 
     def secret_applier(self, secret_body: Body | None) -> SecretApplier:
         """Writes of one run: fenced by the resourceVersion the run read, behind the write gate."""
         return SecretApplier(
             self.kube,
             self.note_written,
+            on_writing=self.writing,
             expected_version=resource_version(secret_body),
             gate=self.check_writes,
         )

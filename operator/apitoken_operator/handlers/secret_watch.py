@@ -18,6 +18,7 @@ from apitoken_operator.core.apitoken.resume import listed_plan
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import names
 from apitoken_operator.kube.known_bodies import Body
+from apitoken_operator.kube.own_writes import OwnWrites
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,21 @@ def owners_to_wake(
     }
     if key in secret_owners:
         uids.add(secret_owners[key])
+    return uids
+
+
+def wake_now(
+    event_type: str,
+    meta: Mapping[str, Any],
+    secret_owners: Mapping[tuple[str, str], str],
+    own: OwnWrites,
+) -> set[str]:
+    """`owners_to_wake` now, or nobody yet while this process writes that Secret: its event
+    may come before the write's answer, whose end decides (`kube.own_writes`)."""
+    uids = owners_to_wake(event_type, meta, secret_owners, own.last)
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if event_type != "DELETED" and own.hold(key, meta.get("resourceVersion"), uids):
+        return set()
     return uids
 
 
@@ -100,7 +116,7 @@ async def _watch(rt: Runtime, namespace: str) -> None:
                 owner = listed_owner(event_type, meta, rt.secret_owners)
                 if owner is not None:
                     first_run_from_listing(rt, owner, secret.to_dict())
-                for uid in owners_to_wake(event_type, meta, rt.secret_owners, rt.written):
+                for uid in wake_now(event_type, meta, rt.secret_owners, rt.own_writes):
                     rt.wake(uid)
         except asyncio.CancelledError:
             raise

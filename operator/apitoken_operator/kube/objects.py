@@ -28,9 +28,11 @@ from apitoken_operator.kube.resources import (
 )
 
 Body = dict[str, Any]
-# Called with (namespace, name, resourceVersion) after the operator wrote a Secret, so the
-# Secret watch can tell its own writes from others' changes.
-OnWritten = Callable[[str, str, str], None]
+# Called with (namespace, name) before the operator writes a Secret, and with (namespace,
+# name, resourceVersion or None if the write failed) after, so the Secret watch can tell its
+# own writes from others' changes (`kube.own_writes`).
+OnWriting = Callable[[str, str], None]
+OnWritten = Callable[[str, str, str | None], None]
 
 
 def error_detail(error: Exception) -> str:
@@ -186,11 +188,13 @@ class SecretApplier:
         client: AsyncClient,
         on_written: OnWritten | None = None,
         *,
+        on_writing: OnWriting | None = None,
         expected_version: str | None = None,
         gate: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._on_written = on_written
+        self._on_writing = on_writing
         self._expected = expected_version
         self._gate = gate
         # The Secret as the apiserver stored it after the last write (for `kube.known_bodies`).
@@ -202,13 +206,20 @@ class SecretApplier:
             secret.metadata.resourceVersion = self._expected
         if self._gate is not None:
             self._gate()
-        written = await self._client.apply(secret, field_manager=FIELD_MANAGER, force=True)
-        self.written = cast(Body, written.to_dict())
-        meta = written.metadata
-        if meta is not None and meta.resourceVersion:
-            self._expected = str(meta.resourceVersion)
-        if self._on_written is not None and meta is not None:
-            self._on_written(str(meta.namespace), str(meta.name), str(meta.resourceVersion or ""))
+        target = secret.metadata
+        ns, name = (str(target.namespace), str(target.name)) if target else ("", "")
+        if self._on_writing is not None:
+            self._on_writing(ns, name)
+        version: str | None = None
+        try:
+            written = await self._client.apply(secret, field_manager=FIELD_MANAGER, force=True)
+            self.written = cast(Body, written.to_dict())
+            meta = written.metadata
+            if meta is not None and meta.resourceVersion:
+                version = self._expected = str(meta.resourceVersion)
+        finally:
+            if self._on_written is not None:
+                self._on_written(ns, name, version)
 
 
 class SecretValueReader:

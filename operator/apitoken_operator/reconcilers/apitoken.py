@@ -366,7 +366,7 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
     rt.secret_bodies.forget(uid)
     if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
         del rt.secret_owners[(namespace, secret_name)]
-        rt.written.pop((namespace, secret_name), None)
+        rt.own_writes.forget((namespace, secret_name))
     rt.locks.forget(uid)
     rt.scheduler.remove(uid)
     rt.token_refs.pop(uid, None)
