@@ -103,10 +103,8 @@ def rss_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-def apiserver_requests(
-    kubeconfig: Path, verbs: tuple[str, ...] = WRITE_VERBS
-) -> Counter[tuple[str, str, str]]:
-    """apiserver_request_total for `verbs` (default: the writes) and the counted resources:
+def apiserver_requests(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
+    """apiserver_request_total for the counted verbs and resources, from one scrape:
     (verb, resource, subresource) -> count."""
     text = subprocess.run(
         [str(locate().kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw", "/metrics"],
@@ -120,13 +118,23 @@ def apiserver_requests(
         if not line.startswith("apiserver_request_total{"):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        if labels.get("verb") not in verbs:
+        if labels.get("verb") not in WRITE_VERBS + READ_VERBS:
             continue
         if labels.get("resource") not in COUNTED_RESOURCES:
             continue
         key = (labels["verb"], labels["resource"], labels.get("subresource", ""))
         counts[key] += int(float(line.rsplit(" ", 1)[1]))
     return counts
+
+
+def of_verbs(
+    counts: Counter[tuple[str, str, str]], verbs: tuple[str, ...]
+) -> Counter[tuple[str, str, str]]:
+    return Counter({k: v for k, v in counts.items() if k[0] in verbs})
+
+
+def apiserver_writes(kubeconfig: Path) -> Counter[tuple[str, str, str]]:
+    return of_verbs(apiserver_requests(kubeconfig), WRITE_VERBS)
 
 
 def service_counts(base_url: str) -> dict[str, float]:
@@ -300,8 +308,9 @@ class Snapshot:
 
     def __init__(self, kubeconfig: Path, base_url: str) -> None:
         self.mono, self.wall = time.monotonic(), time.time()
-        self.writes = apiserver_requests(kubeconfig)
-        self.reads = apiserver_requests(kubeconfig, READ_VERBS)
+        counts = apiserver_requests(kubeconfig)
+        self.writes = of_verbs(counts, WRITE_VERBS)
+        self.reads = of_verbs(counts, READ_VERBS)
         self.service = service_counts(base_url)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         self.bench_cpu = usage.ru_utime + usage.ru_stime
@@ -323,7 +332,9 @@ def window(
         "reissues": sum(1 for t in tracker.reissue_times if a.wall <= t < b.wall),
         "writes": writes,
         "writes_per_refresh": {k: v / refreshes for k, v in writes.items()} if refreshes else {},
-        # Not a target: what runs read live (a refresh from kept bodies reads nothing).
+        # Not a target: what runs read live (a refresh from kept bodies reads nothing); the
+        # bench's own lists of ApiTokens while it waits for Ready count too (not in the steady
+        # window).
         "reads": diff(b.reads, a.reads),
         "lateness": lateness(seen),
         "per_second": busiest_second((r.issued for r in tracker.refreshes), a.wall, b.wall),
@@ -568,7 +579,7 @@ def converge(
     n, conc, pid = args.tokens, args.concurrency, op.process.pid
     spy = spy_on(pid, args.py_spy) if args.py_spy else None
     cpu0 = cpu_seconds(pid)
-    writes0 = apiserver_requests(kubeconfig)
+    writes0 = apiserver_writes(kubeconfig)
     started = time.monotonic()
     asyncio.run(apply_tokens(kubeconfig, NAMESPACE, n, conc))
     say(f"applied {n} in {time.monotonic() - started:.1f}s")
@@ -592,7 +603,7 @@ def converge(
     results["convergence_cpu_s"] = cpu_seconds(pid) - cpu0
     results["convergence_load"] = load()
     # Includes the bench's own N ApiToken creates.
-    results["convergence_writes"] = diff(apiserver_requests(kubeconfig), writes0)
+    results["convergence_writes"] = diff(apiserver_writes(kubeconfig), writes0)
     results["ratio"] = conv_s / results["baseline_s"]
     results["rss_converged_kib"] = rss_kib(pid)
     say(
