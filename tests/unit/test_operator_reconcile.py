@@ -634,12 +634,15 @@ def test_disabled_secret_is_final() -> None:
 
 
 def deleting(
-    policy: str, annotations: dict[str, str] | None = None, ws: WorkspaceView | None = None
+    policy: str,
+    annotations: dict[str, str] | None = None,
+    ws: WorkspaceView | None = None,
+    service_tokens: tuple[ServiceToken, ...] | None = (),
 ) -> World:
     return (
         STEADY.with_spec(deletion_policy=policy)
         .with_token(deleting=True, annotations=annotations or {})
-        .with_obs(workspace=ws or workspace())
+        .with_obs(workspace=ws or workspace(), service_tokens=service_tokens)
     )
 
 
@@ -665,6 +668,22 @@ DELETION: list[Row[World]] = [
         DELETED_AT,
         ["WriteSecret:orphaned", "RemoveFinalizer"],
         reconciling=("True", reasons.UPDATING_SECRET),
+    ),
+    Row(
+        # The service's list failed: a token only it knows of (a crash lost the answer that
+        # created it) would stay active, so the finalizer stays until the list is read.
+        "unlisted-retires-the-known-and-waits",
+        lambda: deleting("Delete", service_tokens=None),
+        DELETED_AT,
+        ["delete:tok-1"],
+        reconciling=("True", reasons.CLEANUP_PENDING),
+    ),
+    Row(
+        "orphan-unlisted-waits",
+        lambda: deleting("Orphan", service_tokens=None),
+        DELETED_AT,
+        ["WriteSecret:orphaned"],
+        reconciling=("True", reasons.CLEANUP_PENDING),
     ),
     Row(
         "abandon-annotation-releases",

@@ -853,6 +853,16 @@ def _decide_deletion(
             verdict, reconciling=pending if verdict.reconciling is None else verdict.reconciling
         )
         return _finish(obs, kept, status, verdict, now, retry or now + policy.recheck_interval)
+    if service_side and obs.service_tokens is None:
+        # A token whose answer a crash lost, or that a failed retire left, is known only to the
+        # service's list: released without it, the finalizer would leave that token active.
+        unlisted = Signal(
+            reasons.CLEANUP_PENDING,
+            "the tokens tagged with this ApiToken could not be listed at the service "
+            f"(see the operator's log); {pending.message}",
+        )
+        verdict = replace(verdict, reconciling=unlisted)
+        return _finish(obs, kept, status, verdict, now, now + policy.recheck_interval)
     return _finish(
         obs, (*kept, held.RemoveFinalizer(f"deletionPolicy {policy_}")), status, verdict, now, None
     )
