@@ -136,7 +136,7 @@ async def _run_kopf(
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(launch=config),
+        memo=kopf.Memo(launch=config, stop_flag=stop),
         stop_flag=stop,
     )
 
