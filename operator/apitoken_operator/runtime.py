@@ -137,13 +137,14 @@ class Runtime:
             self.wakers[uid].set()
         self.scheduler.wake(uid)
 
-    def plan_first_run(self, uid: str, at: datetime) -> None:
-        """A managed Secret listed before this process ran its ApiToken plans a refresh at
-        `at`: the first run comes no later (the resume handler may have queued it already)."""
-        if uid in self.token_refs:
-            self.scheduler.add(uid, at)  # a key queued sooner keeps its time
-        else:
-            self.listed_plans[uid] = at
+    def plan_first_run(self, uid: str, at: datetime, ref: tuple[str, str]) -> None:
+        """A managed Secret listed before this process ran its ApiToken `ref` (namespace,
+        name) plans a refresh at `at`: the first run is queued for then, not when Kopf's
+        resume handler gets to the ApiToken (Kopf digests its listing in its own order, about
+        90 s for 10,000, docs/benchmarks.md); `listed_plans` tells the resume handler."""
+        self.token_refs.setdefault(uid, ref)
+        self.listed_plans[uid] = at
+        self.scheduler.add(uid, at)  # a key queued sooner keeps its time
 
     def writing(self, namespace: str, name: str) -> None:
         self.own_writes.begin((namespace, name))

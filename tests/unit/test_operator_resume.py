@@ -1,6 +1,6 @@
 """First runs. A restart's (`core.apitoken.resume`, `Runtime.plan_first_run`): which ApiTokens
-are settled, the plan a listed Secret gives, and that the plan bounds the first run whichever
-comes first, the Secret watch's listing or Kopf's resume handler. A new ApiToken's: it starts
+are settled, the plan a listed Secret gives, that the listing queues the first run at that plan
+and what the resume handler of such a key still does. A new ApiToken's: it starts
 from the body Kopf handed the create handler."""
 
 from datetime import timedelta
@@ -18,8 +18,8 @@ from apitoken_operator.core.apitoken.resume import listed_plan, settled
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
-from apitoken_operator.handlers.registry import apitoken_created
-from apitoken_operator.handlers.secret_watch import listed_owner
+from apitoken_operator.handlers.registry import apitoken_created, apitoken_resumed
+from apitoken_operator.handlers.secret_watch import Owner, listed_owner
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.answers import rfc3339
 from apitoken_operator.runtime import LaunchConfig, Runtime
@@ -93,14 +93,14 @@ def test_the_plan_of_a_listed_secret() -> None:
     assert listed_plan(ObservedSecret("s"), margin) is None
 
 
-OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a"}
+OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a", "name": "a"}
 WORKSPACE = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "TokenWorkspace", "uid": "uid-w"}
 
 
 @pytest.mark.parametrize(
     ("event", "owners", "run_here", "expected"),
     [
-        ("ADDED", [OURS], False, "uid-a"),
+        ("ADDED", [OURS], False, Owner("uid-a", "ns", "a")),
         ("ADDED", [OURS], True, None),
         ("MODIFIED", [OURS], False, None),
         ("ADDED", [WORKSPACE], False, None),
@@ -109,7 +109,7 @@ WORKSPACE = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "TokenWorkspace", "u
     ids=["listed", "already-run-here", "not-a-listing", "a-workspace-credential", "orphaned"],
 )
 def test_listed_owner(
-    event: str, owners: list[dict[str, str]], run_here: bool, expected: str | None
+    event: str, owners: list[dict[str, str]], run_here: bool, expected: Owner | None
 ) -> None:
     meta = {"namespace": "ns", "name": "s", "ownerReferences": owners}
     secret_owners = {("ns", "s"): "uid-a"} if run_here else {}
@@ -122,23 +122,71 @@ def runtime() -> Runtime:
     return Runtime(LaunchConfig(), kube, Metrics())
 
 
-async def test_the_listed_plan_bounds_the_first_run_whichever_comes_first() -> None:
+async def test_the_listing_queues_the_first_run_at_the_secrets_plan() -> None:
     rt = runtime()
     try:
         soon, later = T0 + timedelta(minutes=1), T0 + timedelta(minutes=4)
-        # The listing first: the resume handler takes the plan.
-        rt.plan_first_run("u1", soon)
+        # The listing first: queued at the plan for the Secret's owner, not when Kopf's resume
+        # handler gets to the ApiToken (its listing's order, not the due times).
+        rt.plan_first_run("u1", soon, ("apps", "a"))
+        assert rt.scheduler.queue.due_at("u1") == soon
+        assert rt.token_refs["u1"] == ("apps", "a")
         assert rt.listed_plans == {"u1": soon}
         # The resume handler first (the ApiToken is queued at its spread time): moved earlier.
         rt.token_refs["u2"] = ("apps", "b")
         rt.scheduler.add("u2", later)
-        rt.plan_first_run("u2", soon)
+        rt.plan_first_run("u2", soon, ("apps", "b"))
         assert rt.scheduler.queue.due_at("u2") == soon
         # Never later than it was.
-        rt.plan_first_run("u2", later)
+        rt.plan_first_run("u2", later, ("apps", "b"))
         assert rt.scheduler.queue.due_at("u2") == soon
-        assert "u2" not in rt.listed_plans
     finally:
+        await rt.aclose()
+
+
+def listed_body(status: dict[str, Any], generation: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "apitoken.dev/v1alpha1",
+        "kind": "ApiToken",
+        "metadata": {"name": "billing", "namespace": "apps", "uid": "u", "generation": generation},
+        "spec": {"workspaceRef": {"name": "main"}},
+        "status": status,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "due_minutes"),
+    [
+        (listed_body(SETTLED_STATUS), 3),
+        (listed_body(SETTLED_STATUS, generation=3), 0),
+    ],
+    ids=["settled-keeps-the-listings-time", "spec-changed-runs-within-the-resume-window"],
+)
+async def test_the_resume_handler_of_a_key_the_listing_queued(
+    body: dict[str, Any], due_minutes: int
+) -> None:
+    rt = runtime()
+    memo = kopf.Memo()
+    memo["runtime"] = rt
+    planned = rt.clock() + timedelta(minutes=3)
+    rt.plan_first_run("u", planned, ("apps", "billing"))
+    try:
+        resumed = cast(Any, apitoken_resumed)
+        await resumed(
+            namespace="apps", name="billing", uid="u", body=kopf.Body(cast(Any, body)), memo=memo
+        )
+        due = rt.scheduler.queue.due_at("u")
+        assert due is not None
+        if due_minutes:
+            assert due == planned
+        else:
+            assert due <= rt.clock() + rt.settings.resume_spread
+        assert "u" not in rt.listed_plans
+        assert rt.scheduler.started  # the queued run runs (only a handler can start it)
+        # Kopf's body saves the first run a GET either way.
+        assert rt.token_bodies.take("u") is not None
+    finally:
+        await rt.scheduler.stop()
         await rt.aclose()
 
 

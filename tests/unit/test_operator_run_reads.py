@@ -16,7 +16,7 @@ from lightkube.config.models import User
 
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import reasons
-from apitoken_operator.handlers.secret_watch import first_run_from_listing
+from apitoken_operator.handlers.secret_watch import Owner, first_run_from_listing
 from apitoken_operator.reconcilers.apitoken import run_api_token
 from unit.test_operator_write_failures import GROUP_PATH, ClockedRuntime, Cluster, FakeApiServer
 
@@ -139,7 +139,9 @@ async def test_a_restart_starts_from_the_listed_bodies_and_the_secrets_plan() ->
     c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
     try:
         assert (await c.run()) is not None
-        first_run_from_listing(c.rt, "tok-uid", copy.deepcopy(c.api.objects[SECRET_PATH]))
+        first_run_from_listing(
+            c.rt, Owner("tok-uid", "apps", "billing"), copy.deepcopy(c.api.objects[SECRET_PATH])
+        )
         assert c.rt.listed_plans == {"tok-uid": secret.next_refresh_at}
         c.rt.token_bodies.seed("tok-uid", copy.deepcopy(c.api.objects[TOKEN_PATH]))
         c.clock.now += timedelta(minutes=1)

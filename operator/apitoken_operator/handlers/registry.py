@@ -208,12 +208,16 @@ def _queue(
     fresh: bool = False,
 ) -> None:
     ns, n, u = _ids(namespace, name, uid)
+    _start_scheduler(rt)
+    rt.token_refs[u] = (ns, n)
+    rt.scheduler.add(u, at, fresh=fresh)
+
+
+def _start_scheduler(rt: Runtime) -> None:
     if not rt.scheduler.started:
         # Started from a handler, not at start-up: the workers inherit the context Kopf sets
         # for handlers only (its event queue), so `kopf.event` works in their runs.
         rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
-    rt.token_refs[u] = (ns, n)
-    rt.scheduler.add(u, at, fresh=fresh)
 
 
 async def _scheduled_run(rt: Runtime, uid: str) -> datetime | None:
@@ -225,6 +229,7 @@ async def _scheduled_run(rt: Runtime, uid: str) -> datetime | None:
     result = await run_api_token(rt, ref[0], ref[1], uid)
     if result is None or result.released:
         rt.token_refs.pop(uid, None)
+        rt.listed_plans.pop(uid, None)
         return None
     _post(result.postings)
     if result.more:
@@ -305,6 +310,13 @@ async def apitoken_resumed(
     except ValidationError:
         view = None  # its run records why
     calm = view is not None and settled(view)
+    listed = rt.listed_plans.pop(u, None)
+    if calm and listed is not None:
+        # The Secret watch's listing queued its first run at the Secret's plan already (and it
+        # may have run since): Kopf's body only saves that run a GET.
+        _start_scheduler(rt)
+        rt.token_bodies.seed(u, raw)
+        return
     window = rt.timing.recheck_interval
     if not calm:
         window = min(rt.settings.resume_spread, window)
@@ -312,7 +324,7 @@ async def apitoken_resumed(
         u,
         rt.clock(),
         window=window,
-        planned=(rt.listed_plans.pop(u, None), view.status.renewal_time if view else None),
+        planned=(listed, view.status.renewal_time if view else None),
     )
     _queue(rt, namespace, name, uid, at)
     rt.token_bodies.seed(u, raw)

@@ -2,13 +2,15 @@
 operator's label (a server-side selector, so other Secrets never reach the operator), which
 wakes the owner's run. Kopf never sees Secrets, so its last-handled annotation can never
 copy a token value. At start-up its first listing also hands each ApiToken not run yet its
-Secret and the refresh that Secret plans (`core.apitoken.resume`): a restart with 10,000
-reads no Secret live before their first runs, and none runs later than its refresh.
+Secret and queues its first run at the refresh that Secret plans (`core.apitoken.resume`): a
+restart with 10,000 reads no Secret live before their first runs, and none runs later than its
+refresh, however long Kopf takes to hand over the ApiTokens.
 """
 
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import ALL_NS
@@ -66,9 +68,16 @@ def wake_now(
     return uids
 
 
+@dataclass(frozen=True)
+class Owner:
+    uid: str
+    namespace: str
+    name: str
+
+
 def listed_owner(
     event_type: str, meta: Mapping[str, Any], secret_owners: Mapping[tuple[str, str], str]
-) -> str | None:
+) -> Owner | None:
     """The ApiToken a Secret of the watch's listing (ADDED) belongs to, when this process has
     not run it yet: its first run may start from this body and its refresh plan."""
     key = (str(meta.get("namespace")), str(meta.get("name")))
@@ -78,20 +87,20 @@ def listed_owner(
         if ref.get("kind") == names.KIND_API_TOKEN and str(ref.get("apiVersion", "")).startswith(
             names.GROUP + "/"
         ):
-            return str(ref.get("uid"))
+            return Owner(str(ref.get("uid")), key[0], str(ref.get("name")))
     return None
 
 
-def first_run_from_listing(rt: Runtime, uid: str, body: Body) -> None:
-    """Hand the listed Secret to the first run of ApiToken `uid`: its refresh plan bounds when
-    that run comes (`Runtime.plan_first_run`), and the run starts from this body."""
+def first_run_from_listing(rt: Runtime, owner: Owner, body: Body) -> None:
+    """Hand the listed Secret to the first run of its ApiToken: that run is queued at the
+    Secret's refresh plan (`Runtime.plan_first_run`) and starts from this body."""
     secret = observed_secret(body)
     if secret is None:
         return
     plan = listed_plan(secret, rt.timing.refresh_margin)
     if plan is not None:
-        rt.plan_first_run(uid, plan)
-    rt.secret_bodies.seed(uid, body)
+        rt.plan_first_run(owner.uid, plan, (owner.namespace, owner.name))
+    rt.secret_bodies.seed(owner.uid, body)
 
 
 async def watch_managed_secrets(rt: Runtime, namespaces: Sequence[str]) -> None:
