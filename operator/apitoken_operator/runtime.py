@@ -142,8 +142,9 @@ class Runtime:
         name) plans a refresh at `at`: the first run is queued for then, not when Kopf's
         resume handler gets to the ApiToken (Kopf digests its listing in its own order, about
         90 s for 10,000, docs/benchmarks.md); `listed_plans` tells the resume handler."""
-        self.token_refs.setdefault(uid, ref)
-        self.listed_plans[uid] = at
+        if uid not in self.token_refs:
+            self.token_refs[uid] = ref
+            self.listed_plans[uid] = at  # for the resume handler, still to come
         self.scheduler.add(uid, at)  # a key queued sooner keeps its time
 
     def writing(self, namespace: str, name: str) -> None:

@@ -140,6 +140,7 @@ async def test_the_listing_queues_the_first_run_at_the_secrets_plan() -> None:
         # Never later than it was.
         rt.plan_first_run("u2", later, ("apps", "b"))
         assert rt.scheduler.queue.due_at("u2") == soon
+        assert "u2" not in rt.listed_plans  # its resume handler came already
     finally:
         await rt.aclose()
 
