@@ -14,7 +14,7 @@ from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
 
 from apitoken_operator.core.apitoken.decide import ApiTokenView
-from apitoken_operator.core.apitoken.resume import listed_plan, settled
+from apitoken_operator.core.apitoken.resume import catch_up, listed_plan, settled
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
@@ -91,6 +91,36 @@ def test_the_plan_of_a_listed_secret() -> None:
     # Written before the annotation existed: the latest moment the refresh rule allows.
     assert listed_plan(ObservedSecret("s", data=data), margin) == expires - margin
     assert listed_plan(ObservedSecret("s"), margin) is None
+
+
+def test_a_refresh_that_fell_due_meanwhile_is_caught_up_spread_not_at_once() -> None:
+    window = timedelta(seconds=10)
+    expires = T0 + timedelta(minutes=1)
+    later = T0 + timedelta(seconds=5)
+    # Not due yet: at its plan.
+    assert catch_up("k", later, T0, expires_at=expires, window=window) == later
+    # Overdue: within the window from now, each key at its own stable time.
+    overdue = [
+        catch_up(f"k{i}", T0 - timedelta(seconds=3), T0, expires_at=expires, window=window)
+        for i in range(200)
+    ]
+    assert all(T0 <= at < T0 + window for at in overdue)
+    assert len(set(overdue)) == 200
+    assert max(overdue) - min(overdue) > window * 0.9
+    assert (
+        catch_up("k7", T0 - timedelta(seconds=1), T0, expires_at=expires, window=window)
+        == (overdue[7])
+    )
+    # Never later than halfway to the access token's expiry; at once once it expired.
+    soon = T0 + timedelta(seconds=4)
+    near = [
+        catch_up(f"k{i}", T0 - timedelta(seconds=3), T0, expires_at=soon, window=window)
+        for i in range(50)
+    ]
+    assert all(T0 <= at < T0 + timedelta(seconds=2) for at in near)
+    gone = T0 - timedelta(seconds=1)
+    assert catch_up("k", T0 - timedelta(seconds=3), T0, expires_at=gone, window=window) == T0
+    assert catch_up("k", T0 - timedelta(seconds=3), T0, expires_at=None, window=window) == T0
 
 
 OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a", "name": "a"}

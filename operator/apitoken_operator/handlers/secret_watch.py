@@ -16,7 +16,7 @@ from typing import Any
 from lightkube import ALL_NS
 from lightkube.resources.core_v1 import Secret
 
-from apitoken_operator.core.apitoken.resume import listed_plan
+from apitoken_operator.core.apitoken.resume import catch_up, listed_plan
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import names
 from apitoken_operator.kube.known_bodies import Body
@@ -93,13 +93,21 @@ def listed_owner(
 
 def first_run_from_listing(rt: Runtime, owner: Owner, body: Body) -> None:
     """Hand the listed Secret to the first run of its ApiToken: that run is queued at the
-    Secret's refresh plan (`Runtime.plan_first_run`) and starts from this body."""
+    Secret's refresh plan, or caught up soon if that passed (`Runtime.plan_first_run`,
+    `core.apitoken.resume.catch_up`), and starts from this body."""
     secret = observed_secret(body)
     if secret is None:
         return
     plan = listed_plan(secret, rt.timing.refresh_margin)
     if plan is not None:
-        rt.plan_first_run(owner.uid, plan, (owner.namespace, owner.name))
+        at = catch_up(
+            owner.uid,
+            plan,
+            rt.clock(),
+            expires_at=secret.access_token_expires_at,
+            window=rt.settings.catch_up_spread,
+        )
+        rt.plan_first_run(owner.uid, at, (owner.namespace, owner.name))
     rt.secret_bodies.seed(owner.uid, body)
 
 
