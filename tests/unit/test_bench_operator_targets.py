@@ -152,3 +152,13 @@ def test_a_restart_without_refreshes_judges_its_reconciles() -> None:
     assert met(
         rows(results(after_restart=quiet)), "Zero writes per idle reconcile (the restarted"
     ) == ["yes"]
+
+
+def test_the_convergence_row_names_the_machines_work_when_measured() -> None:
+    measured = results(convergence_machine_cpu_s=300.0, baseline_machine_cpu_s=120.0)
+    row = [m for t, m, _ in rows(measured) if t.startswith("Convergence")]
+    assert row == [
+        "operator 140.0 s, baseline 100.0 s: 1.40x (machine CPU 300 s against 120 s: 2.50x)"
+    ]
+    row = [m for t, m, _ in rows(results()) if t.startswith("Convergence")]
+    assert row == ["operator 140.0 s, baseline 100.0 s: 1.40x"]
