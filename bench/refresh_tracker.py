@@ -181,12 +181,16 @@ def busiest_second(issued: Iterable[float], start: float, end: float) -> dict[st
     total = sum(bins)
     mean = total / seconds
     busiest = max(bins)
+    # Where the busiest seconds were (seconds from the window's start): a burst after a
+    # restart and a clump in the steady schedule look alike in the ratio alone.
+    top = sorted(range(seconds), key=lambda i: -bins[i])[:5]
     return {
         "seconds": seconds,
         "count": total,
         "mean": mean,
         "busiest": busiest,
         "ratio": busiest / mean if mean else float("nan"),
+        "busiest_at_s": [[i, bins[i]] for i in top],
     }
 
 

@@ -134,7 +134,14 @@ def test_lateness_percentiles() -> None:
 def test_busiest_second_counts_full_seconds_of_the_window_only() -> None:
     issued = [T0 + 0.0] * 3 + [T0 + 1] * 1 + [T0 + 2] * 2 + [T0 + 3] * 9 + [T0 - 1] * 50
     got = busiest_second(issued, T0 - 0.5, T0 + 3.5)  # seconds T0, T0+1, T0+2
-    assert got == {"seconds": 3, "count": 6, "mean": 2.0, "busiest": 3, "ratio": 1.5}
+    assert got == {
+        "seconds": 3,
+        "count": 6,
+        "mean": 2.0,
+        "busiest": 3,
+        "ratio": 1.5,
+        "busiest_at_s": [[0, 3], [2, 2], [1, 1]],
+    }
     assert math.isnan(busiest_second([], T0, T0 + 10)["ratio"])
     assert busiest_second([], T0, T0 + 0.5)["seconds"] == 0
 
