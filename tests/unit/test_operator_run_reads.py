@@ -154,3 +154,28 @@ async def test_a_restart_starts_from_the_listed_bodies_and_the_secrets_plan() ->
         assert again.requeue_at == secret.next_refresh_at
     finally:
         await c.rt.namespaces.aclose()
+
+
+async def test_a_refresh_that_fell_due_before_the_listing_is_caught_up_soon() -> None:
+    """A Secret listed after its planned refresh passed (the seconds without a leader): the
+    first run is due within the catch-up window from now, never later than halfway to the
+    access token's expiry, not at the plan already past (hundreds at once, run E)."""
+    c = await issued_by_a_first_process()
+    secret = observed_secret(c.api.objects[SECRET_PATH])
+    assert secret is not None and secret.next_refresh_at is not None
+    expires = secret.access_token_expires_at
+    assert expires is not None
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
+    try:
+        c.clock.now = secret.next_refresh_at + timedelta(seconds=3)
+        assert c.clock.now < expires
+        first_run_from_listing(
+            c.rt, Owner("tok-uid", "apps", "billing"), copy.deepcopy(c.api.objects[SECRET_PATH])
+        )
+        due = c.rt.scheduler.queue.due_at("tok-uid")
+        assert due is not None and due == c.rt.listed_plans["tok-uid"]
+        latest = c.clock.now + min(c.rt.settings.catch_up_spread, (expires - c.clock.now) / 2)
+        assert c.clock.now <= due <= latest
+    finally:
+        await c.rt.namespaces.aclose()
+        await c.rt.aclose()
