@@ -22,6 +22,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 
@@ -166,7 +167,7 @@ class SecretTracker:
         return [r for r in self.refreshes if start <= r.seen < end]
 
 
-def busiest_second(issued: Iterable[float], start: float, end: float) -> dict[str, float]:
+def busiest_second(issued: Iterable[float], start: float, end: float) -> dict[str, Any]:
     """Refreshes per whole second of the service's clock (the `iat` of each new access token)
     over the full seconds inside [start, end): the busiest second, the mean, and their ratio."""
     first, last = int(-(-start // 1)), int(end // 1)  # ceil(start), floor(end)
