@@ -2,6 +2,9 @@
 for scheduled runs, and the bound on concurrent token-service requests."""
 
 import asyncio
+import base64
+import json
+import os
 
 import httpx
 import pytest
@@ -102,3 +105,29 @@ def test_known_bodies_seeded_before_a_run_and_dropped_when_the_watch_restarts() 
     bodies.invalidate_all()  # while the run was reading
     bodies.put("u", body)
     assert bodies.take("u") is None
+
+
+def test_known_bodies_are_kept_compressed_and_come_back_unchanged() -> None:
+    token = "a" * 40 + base64.b64encode(os.urandom(300)).decode()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "billing",
+            "namespace": "apps",
+            "resourceVersion": "41",
+            "labels": {"app.kubernetes.io/managed-by": "apitoken-operator"},
+            "annotations": {
+                "apitoken.dev/data-hash": "sha256:" + "0f" * 32,
+                "apitoken.dev/next-refresh-at": "2026-12-07T01:43:45Z",
+            },
+        },
+        "data": {"access_token": token, "token_type": "QmVhcmVy"},
+        "type": "Opaque",
+    }
+    bodies = KnownBodies()
+    bodies.begin("u")
+    bodies.put("u", secret)
+    kept = bodies._bodies["u"]
+    assert len(kept) < 0.75 * len(json.dumps(secret, separators=(",", ":")))
+    assert bodies.take("u") == secret

@@ -212,3 +212,26 @@ async def test_freed_memory_is_handed_back_now_and_then() -> None:
     # This machine's libc is glibc (as in the image): the real call works.
     trim = glibc_trim()
     assert trim is not None and trim() in (0, 1)
+
+
+def test_metrics_expiry_gauges_of_many_tokens_each_their_own() -> None:
+    metrics = Metrics()
+    for i in range(3):
+        metrics.observe_token(
+            "ns", f"t{i}", access_expires_at=T0 + timedelta(seconds=i), refresh_expires_at=None
+        )
+    metrics.observe_token("ns", "t1", access_expires_at=None, refresh_expires_at=T0)
+    access = "apitoken_access_token_expiry_timestamp_seconds"
+    refresh = "apitoken_refresh_token_expiry_timestamp_seconds"
+
+    def sample(family: str, name: str) -> float | None:
+        return metrics.registry.get_sample_value(family, {"namespace": "ns", "name": name})
+
+    assert [sample(access, f"t{i}") for i in range(3)] == [
+        T0.timestamp(),
+        None,
+        (T0 + timedelta(seconds=2)).timestamp(),
+    ]
+    assert [sample(refresh, f"t{i}") for i in range(3)] == [None, T0.timestamp(), None]
+    metrics.observe_token("ns", "t1", access_expires_at=None, refresh_expires_at=None)
+    assert sample(refresh, "t1") is None
