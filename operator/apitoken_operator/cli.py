@@ -151,11 +151,12 @@ async def _operate(args: argparse.Namespace, config: LaunchConfig) -> int:
         return 0
     settings = config.settings
     client = AsyncClient(KubeConfig.from_env())
+    identity = leader_identity()
     elector = LeaseElector(
         client,
         namespace=settings.namespace,
         name=settings.leader_lease_name,
-        identity=leader_identity(),
+        identity=identity,
         timing=settings.lease_timing(),
         wall_clock=utc_now,
     )
@@ -168,7 +169,9 @@ async def _operate(args: argparse.Namespace, config: LaunchConfig) -> int:
                 standby.close()
                 await standby.wait_closed()
         stop = asyncio.Event()
-        operator = asyncio.create_task(_run_kopf(args, replace(config, gate=elector.check), stop))
+        operator = asyncio.create_task(
+            _run_kopf(args, replace(config, gate=elector.check, identity=identity), stop)
+        )
         done = threading.Event()
         holding = asyncio.ensure_future(
             asyncio.to_thread(

@@ -4,6 +4,7 @@ Built once at start-up from the settings (no module-level singletons) and closed
 """
 
 import asyncio
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
 from apitoken_operator.core.workspace.credential import CredentialPolicy
 from apitoken_operator.execution.held_token import TokenLocks, WriteRetry
 from apitoken_operator.execution.scheduler import Scheduler
+from apitoken_operator.kube.events import EventPoster
 from apitoken_operator.kube.known_bodies import KnownBodies
 from apitoken_operator.kube.namespace_cache import NamespaceCache
 from apitoken_operator.kube.objects import Body, SecretApplier, resource_version
@@ -42,6 +44,8 @@ class LaunchConfig:
     # The write gate of leader election (raises when this process may not write); the
     # default lets a --standalone process always write.
     gate: Callable[[], None] = field(default=lambda: None)
+    # Who this process is: the Lease's holder identity, and the events' reportingInstance.
+    identity: str = field(default_factory=socket.gethostname)
 
 
 class Runtime:
@@ -59,7 +63,7 @@ class Runtime:
         self.workspace_locks = TokenLocks()
         # Workspace daemons sleep on these until their next scheduled run or an early wake-up.
         self.wakers: dict[str, asyncio.Event] = {}
-        # Every ApiToken's runs: one due-time queue and a fixed pool of workers (the handlers
+        # Every ApiToken's runs: one due-time queue and a fixed pool of workers (the watches
         # only add and wake; `handlers.registry` starts and stops it).
         self.scheduler = Scheduler(
             workers=config.settings.token_workers,
@@ -67,6 +71,8 @@ class Runtime:
             idle=self.timing.recheck_interval,
             backoff=self._token_backoff,
         )
+        # Events about ApiTokens and workspaces, posted by a task of their own.
+        self.events = EventPoster(kube, instance=config.identity)
         # ApiToken uid -> (namespace, name), for the scheduler's runs.
         self.token_refs: dict[str, tuple[str, str]] = {}
         # (namespace, Secret name) -> uid of the ApiToken that writes it (for the Secret watch).
@@ -89,7 +95,7 @@ class Runtime:
         # ApiToken uid -> the managed Secret its last run read or wrote (same rules).
         self.secret_bodies = KnownBodies()
         # ApiToken uid -> the refresh its Secret plans, from the Secret watch's first listing,
-        # until the ApiToken's resume handler takes it (`core.apitoken.resume`).
+        # until the ApiToken watch's first sight of it takes it (`core.apitoken.resume`).
         self.listed_plans: dict[str, datetime] = {}
         self._http: dict[str | None, httpx.AsyncClient] = {}
         # Authorization server metadata of oauth2 workspaces that name an issuer.
@@ -139,9 +145,9 @@ class Runtime:
 
     def plan_first_run(self, uid: str, at: datetime, ref: tuple[str, str]) -> None:
         """A managed Secret listed before this process ran its ApiToken `ref` (namespace,
-        name) plans a refresh at `at`: the first run is queued for then, not when Kopf's
-        resume handler gets to the ApiToken (Kopf digests its listing in its own order, about
-        90 s for 10,000, docs/benchmarks.md); `listed_plans` tells the resume handler."""
+        name) plans a refresh at `at`: the first run is queued for then, whenever the ApiToken
+        watch's listing gets to the ApiToken; `listed_plans` tells that listing
+        (`handlers.apitoken_watch.resume`)."""
         if uid not in self.token_refs:
             self.token_refs[uid] = ref
             self.listed_plans[uid] = at  # for the resume handler, still to come

@@ -1,13 +1,12 @@
 """First runs. A restart's (`core.apitoken.resume`, `Runtime.plan_first_run`): which ApiTokens
 are settled, the plan a listed Secret gives, that the listing queues the first run at that plan
-and what the resume handler of such a key still does. A new ApiToken's: it starts
-from the body Kopf handed the create handler."""
+and what the ApiToken watch's listing of such a key still does. A new ApiToken's: it starts
+from the body the ApiToken watch delivered."""
 
 from datetime import timedelta
 from typing import Any, cast
 
 import httpx2
-import kopf
 import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster as KubeCluster
@@ -18,7 +17,8 @@ from apitoken_operator.core.apitoken.resume import catch_up, listed_plan, settle
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
-from apitoken_operator.handlers.registry import apitoken_created, apitoken_resumed
+from apitoken_operator.core.apitoken.events import Seen, Step
+from apitoken_operator.handlers.apitoken_watch import apply_event
 from apitoken_operator.handlers.secret_watch import Owner, listed_owner
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.answers import rfc3339
@@ -156,13 +156,13 @@ async def test_the_listing_queues_the_first_run_at_the_secrets_plan() -> None:
     rt = runtime()
     try:
         soon, later = T0 + timedelta(minutes=1), T0 + timedelta(minutes=4)
-        # The listing first: queued at the plan for the Secret's owner, not when Kopf's resume
-        # handler gets to the ApiToken (its listing's order, not the due times).
+        # The Secret listing first: queued at the plan for the Secret's owner, not when the
+        # ApiToken watch's listing gets to the ApiToken (its order, not the due times).
         rt.plan_first_run("u1", soon, ("apps", "a"))
         assert rt.scheduler.queue.due_at("u1") == soon
         assert rt.token_refs["u1"] == ("apps", "a")
         assert rt.listed_plans == {"u1": soon}
-        # The resume handler first (the ApiToken is queued at its spread time): moved earlier.
+        # The ApiToken listing first (queued at its spread time): moved earlier.
         rt.token_refs["u2"] = ("apps", "b")
         rt.scheduler.add("u2", later)
         rt.plan_first_run("u2", soon, ("apps", "b"))
@@ -170,7 +170,7 @@ async def test_the_listing_queues_the_first_run_at_the_secrets_plan() -> None:
         # Never later than it was.
         rt.plan_first_run("u2", later, ("apps", "b"))
         assert rt.scheduler.queue.due_at("u2") == soon
-        assert "u2" not in rt.listed_plans  # its resume handler came already
+        assert "u2" not in rt.listed_plans  # its ApiToken listing came already
     finally:
         await rt.aclose()
 
@@ -193,19 +193,15 @@ def listed_body(status: dict[str, Any], generation: int = 2) -> dict[str, Any]:
     ],
     ids=["settled-keeps-the-listings-time", "spec-changed-runs-within-the-resume-window"],
 )
-async def test_the_resume_handler_of_a_key_the_listing_queued(
+async def test_the_apitoken_listing_of_a_key_the_secret_listing_queued(
     body: dict[str, Any], due_minutes: int
 ) -> None:
     rt = runtime()
-    memo = kopf.Memo()
-    memo["runtime"] = rt
     planned = rt.clock() + timedelta(minutes=3)
     rt.plan_first_run("u", planned, ("apps", "billing"))
+    seen: dict[str, Seen] = {}
     try:
-        resumed = cast(Any, apitoken_resumed)
-        await resumed(
-            namespace="apps", name="billing", uid="u", body=kopf.Body(cast(Any, body)), memo=memo
-        )
+        assert apply_event(rt, "ADDED", body, seen) is Step.RESUME
         due = rt.scheduler.queue.due_at("u")
         assert due is not None
         if due_minutes:
@@ -213,32 +209,35 @@ async def test_the_resume_handler_of_a_key_the_listing_queued(
         else:
             assert due <= rt.clock() + rt.settings.resume_spread
         assert "u" not in rt.listed_plans
-        assert rt.scheduler.started  # the queued run runs (only a handler can start it)
-        # Kopf's body saves the first run a GET either way.
+        assert seen == {"u": Seen(body["metadata"]["generation"], None)}
+        # The listed body saves the first run a GET either way.
         assert rt.token_bodies.take("u") is not None
     finally:
-        await rt.scheduler.stop()
         await rt.aclose()
 
 
-async def test_a_new_api_tokens_first_run_starts_from_the_body_kopf_handed_the_handler() -> None:
+async def test_a_new_api_tokens_first_run_starts_from_the_body_the_watch_delivered() -> None:
     rt = runtime()
-    memo = kopf.Memo()
-    memo["runtime"] = rt
     meta = {"name": "billing", "namespace": "apps", "uid": "u", "generation": 1}
     body: dict[str, Any] = {
         "apiVersion": "apitoken.dev/v1alpha1",
         "kind": "ApiToken",
         "metadata": meta,
     }
+    seen: dict[str, Seen] = {}
     try:
-        created = cast(Any, apitoken_created)  # Kopf's decorator types it as a Kopf callback
-        await created(
-            namespace="apps", name="billing", uid="u", body=kopf.Body(cast(Any, body)), memo=memo
-        )
+        assert apply_event(rt, "ADDED", body, seen) is Step.RUN_FRESH
         # Taken before any worker ran: the run would find it instead of a GET.
         assert rt.token_bodies.take("u") == body
         assert rt.scheduler.queue.due_at("u") is not None
+        assert rt.token_refs["u"] == ("apps", "billing")
+        # A spec change later makes the next run read live: nothing kept.
+        rt.token_bodies.seed("u", body)
+        changed = {**body, "metadata": {**meta, "generation": 2}}
+        assert apply_event(rt, "MODIFIED", changed, seen) is Step.RUN_FRESH
+        assert rt.token_bodies.take("u") is None
+        # Gone: forgotten once its run finds it gone (woken now).
+        assert apply_event(rt, "DELETED", changed, seen) is Step.FORGET
+        assert seen == {}
     finally:
-        await rt.scheduler.stop()
         await rt.aclose()

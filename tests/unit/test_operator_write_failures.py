@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import httpx2
+import jsonpatch
 import pytest
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.config.models import Cluster as KubeCluster
@@ -52,6 +53,7 @@ class FakeApiServer:
         self.status_patches: list[tuple[str, dict[str, Any]]] = []
         self.refuse_secret_writes = False
         self.secret_writes = 0
+        self.json_patches: list[str] = []
         self.version = 0
         self.gets: list[str] = []
 
@@ -73,6 +75,17 @@ class FakeApiServer:
             target = self.objects.get(path.removesuffix("/status"), {"metadata": {}})
             target.setdefault("status", {}).update(patch["status"])
             return httpx2.Response(200, json=target)
+        if request.method == "PATCH" and path in self.objects and "json-patch" in str(
+            request.headers.get("content-type")
+        ):
+            # The run's finalizer patches (`kube.finalizers`), applied as the apiserver would.
+            self.json_patches.append(path)
+            try:
+                patched = jsonpatch.apply_patch(self.objects[path], json.loads(request.content))
+            except jsonpatch.JsonPatchTestFailed:
+                return self._status(422, "Invalid", "the patch's test failed")
+            self.put(path, patched)
+            return httpx2.Response(200, json=patched)
         if request.method == "PATCH" and "/secrets/" in path:
             self.secret_writes += 1
             if self.refuse_secret_writes:

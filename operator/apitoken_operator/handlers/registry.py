@@ -1,12 +1,11 @@
 """Every Kopf registration of the operator, in one registry: decorator, typed kwargs, one call.
 
-ApiTokens: one idempotent run (`reconcilers.apitoken.run_api_token`), run by one scheduler
-for all of them (`execution.scheduler`: a due-time queue and a fixed pool of workers,
-started by the first ApiToken handler and stopped at cleanup). Create, spec update, a
-re-issue request and resume only queue a run (resume spread over a window, so a restart
-does not run thousands at once); each run's requeue time sets the next one, and the Secret
-watch wakes it early; deletion runs inline through Kopf's finalizer, retried with
-TemporaryError until the core releases it.
+Kopf serves the workspaces and the operator's lifecycle (start-up, login, cleanup, liveness).
+ApiTokens are not Kopf's: one watch of the operator's own (`handlers.apitoken_watch`) queues
+their runs in one scheduler (`execution.scheduler`: a due-time queue and a fixed pool of
+workers, started at start-up and stopped at cleanup); each run's requeue time sets the next
+one, the Secret watch wakes it early, and the run keeps the ApiToken's finalizer, which has
+the name Kopf gives the workspaces' (docs/architecture.md, "One scheduler").
 
 Workspaces (few): a run on create, spec update and resume, a daemon each for the operator's
 credential, and a finalizer that waits until no ApiToken uses the workspace, so their
@@ -18,34 +17,37 @@ No handler is registered on Secrets: Kopf would store a Secret's data in its las
 annotation. Managed Secrets are watched by `handlers.secret_watch` instead.
 
 Token-service failures are recorded in status by the core and retried at the core's backoff;
-Kubernetes API failures of a scheduled run are retried with a per-ApiToken backoff, those of
-the deletion handler become kopf.TemporaryError with a backoff delay.
+Kubernetes API failures of an ApiToken run are retried with a per-ApiToken backoff, those of
+a workspace handler become kopf.TemporaryError with a backoff delay. Every event the operator
+posts goes through one poster (`kube.events`), Kopf's own warnings aside.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import httpx
 import kopf
 from lightkube import ApiError
-from pydantic import ValidationError
 
-from apitoken_operator.core.apitoken.decide import ApiTokenView
-from apitoken_operator.core.apitoken.resume import resume_due, settled
 from apitoken_operator.core.backoff import backoff_delay
-from apitoken_operator.core.bodies import api_token_view
 from apitoken_operator.core.workspace.deletion import DeletionStep, decide_deletion
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import WorkspaceKind
+from apitoken_operator.handlers.apitoken_watch import (
+    post,
+    scheduled_run,
+    token_name,
+    watch_api_tokens,
+)
 from apitoken_operator.handlers.daemons import keep_running
 from apitoken_operator.handlers.memory import glibc_trim, trim_every
 from apitoken_operator.handlers.secret_watch import watch_managed_secrets
 from apitoken_operator.kube.objects import api_tokens_using
 from apitoken_operator.kube.resources import PLURALS
-from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
+from apitoken_operator.reconcilers.apitoken import Posting
 from apitoken_operator.reconcilers.workspace import (
     WorkspaceRun,
     retire_credential,
@@ -105,23 +107,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     watched = list(config.namespaces)
     if watched and rt.settings.namespace not in watched:
         watched.append(rt.settings.namespace)  # ClusterTokenWorkspace credentials live there
+    rt.scheduler.start(lambda key: scheduled_run(rt, key), lambda key: token_name(rt, key))
+    memo["events"] = asyncio.create_task(rt.events.run())
     memo["secret_watch"] = asyncio.create_task(watch_managed_secrets(rt, watched))
+    memo["apitoken_watch"] = asyncio.create_task(watch_api_tokens(rt, config.namespaces))
     interval = config.settings.memory_trim_interval.total_seconds()
     memo["memory_trim"] = asyncio.create_task(trim_every(interval, glibc_trim()))
 
 
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("secret_watch", "memory_trim"):
-        task = memo.get(key)
-        if isinstance(task, asyncio.Task):
-            task.cancel()
+    for key in ("apitoken_watch", "secret_watch", "memory_trim"):
+        _cancel(memo.get(key))
     stop = memo.get("stop_metrics")
     if callable(stop):
         stop()
     rt = memo.get("runtime")
     if isinstance(rt, Runtime):
         await rt.scheduler.stop()  # the runs in progress finish first
+        await rt.events.drain(timeout=2.0)  # and their events go out
+        _cancel(memo.get("events"))
         await rt.aclose()
     # Kopf's stop-flag checker, cancelled when the operator stops for another reason (SIGTERM),
     # leaves its task waiting on the flag running; Kopf then waits 5 s for that "hung" task
@@ -129,6 +134,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     flag = memo.get("stop_flag")
     if isinstance(flag, asyncio.Event):
         flag.set()
+
+
+def _cancel(task: object) -> None:
+    if isinstance(task, asyncio.Task):
+        task.cancel()
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -160,200 +170,6 @@ async def _kube_call(rt: Runtime, retry: int | None, call: Awaitable[T]) -> T:
         ) from None
 
 
-def _post(postings: tuple[Posting, ...]) -> None:
-    for p in postings:
-        kopf.event(
-            cast(Any, p.body), type=p.event.type, reason=p.event.reason, message=p.event.message
-        )
-
-
-def _ids(namespace: str | None, name: str | None, uid: str | None) -> tuple[str, str, str]:
-    if not (namespace and name and uid):
-        raise kopf.PermanentError("an ApiToken without namespace, name or uid")
-    return namespace, name, uid
-
-
-# ---------------------------------------------------------------------------------------------
-# ApiTokens.
-
-
-def _schedule(
-    memo: kopf.Memo,
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    at: datetime | None = None,
-    *,
-    fresh: bool = False,
-) -> None:
-    """Handlers only queue the ApiToken's run (at `at`, default now): the scheduler's workers
-    run it, at most `token_workers` at once. A `fresh` run (a new ApiToken, a spec change, a
-    re-issue request) waits while refreshes of existing tokens are due (`core.due_queue`).
-    A handler's run reads the ApiToken and its Secret live: the spec it was called for may be
-    newer than the body the last run ended with (docs/architecture.md)."""
-    rt = _runtime(memo)
-    u = _ids(namespace, name, uid)[2]
-    rt.token_bodies.invalidate(u)
-    rt.secret_bodies.invalidate(u)
-    _queue(rt, namespace, name, uid, at, fresh=fresh)
-
-
-def _queue(
-    rt: Runtime,
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    at: datetime | None,
-    *,
-    fresh: bool = False,
-) -> None:
-    ns, n, u = _ids(namespace, name, uid)
-    _start_scheduler(rt)
-    rt.token_refs[u] = (ns, n)
-    rt.scheduler.add(u, at, fresh=fresh)
-
-
-def _start_scheduler(rt: Runtime) -> None:
-    if not rt.scheduler.started:
-        # Started from a handler, not at start-up: the workers inherit the context Kopf sets
-        # for handlers only (its event queue), so `kopf.event` works in their runs.
-        rt.scheduler.start(lambda key: _scheduled_run(rt, key), lambda key: _token_name(rt, key))
-
-
-async def _scheduled_run(rt: Runtime, uid: str) -> datetime | None:
-    """One run for the scheduler: when it is due again, None once the ApiToken is gone or
-    being deleted (the deletion handler runs it from then on)."""
-    ref = rt.token_refs.get(uid)
-    if ref is None:
-        return None
-    result = await run_api_token(rt, ref[0], ref[1], uid)
-    if result is None or result.released:
-        rt.token_refs.pop(uid, None)
-        rt.listed_plans.pop(uid, None)
-        return None
-    _post(result.postings)
-    if result.more:
-        return rt.clock()
-    return result.requeue_at or rt.clock() + rt.timing.recheck_interval
-
-
-def _token_name(rt: Runtime, uid: str) -> str:
-    ns, n = rt.token_refs.get(uid, ("?", "?"))
-    return f"ApiToken {ns}/{n}"
-
-
-@kopf.on.create(GROUP, VERSION, APITOKENS, registry=registry)
-async def apitoken_created(
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    _schedule(memo, namespace, name, uid, fresh=True)
-    # Its first run starts from the body Kopf just saw (nothing this process has is newer;
-    # a change after it wakes the run, which then reads live): one GET fewer per new ApiToken.
-    _runtime(memo).token_bodies.seed(uid or "", dict(body))
-
-
-@kopf.on.update(GROUP, VERSION, APITOKENS, field="spec", registry=registry)
-async def apitoken_spec_changed(
-    namespace: str | None, name: str | None, uid: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    _schedule(memo, namespace, name, uid, fresh=True)
-
-
-@kopf.on.event(
-    GROUP,
-    VERSION,
-    APITOKENS,
-    annotations={names.ANNOTATION_REISSUE: kopf.PRESENT},
-    registry=registry,
-)
-async def apitoken_reissue_requested(
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    annotations: kopf.Annotations,
-    status: kopf.Status,
-    logger: kopf.Logger,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    # Kopf's diffs leave out annotations under its storage prefix (ours, apitoken.dev/), so an
-    # update handler never sees apitoken.dev/reissue: watch events do. A value not yet handled
-    # (status.lastReissueRequest) queues a run now, which re-issues.
-    value = annotations.get(names.ANNOTATION_REISSUE)
-    if value and value != status.get("lastReissueRequest"):
-        logger.info("re-issue requested (%s): running now", names.ANNOTATION_REISSUE)
-        _schedule(memo, namespace, name, uid, fresh=True)
-
-
-@kopf.on.resume(GROUP, VERSION, APITOKENS, registry=registry)
-async def apitoken_resumed(
-    namespace: str | None,
-    name: str | None,
-    uid: str | None,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    # Found at start-up: spread over a window, never after a planned refresh or re-issue
-    # (`core.apitoken.resume`). The first run starts from the bodies listed at start-up: the
-    # ApiToken Kopf listed, and the Secret the Secret watch listed (no GET of either).
-    rt = _runtime(memo)
-    u = uid or ""
-    raw = dict(body)
-    try:
-        view: ApiTokenView | None = api_token_view(raw)
-    except ValidationError:
-        view = None  # its run records why
-    calm = view is not None and settled(view)
-    listed = rt.listed_plans.pop(u, None)
-    if calm and listed is not None:
-        # The Secret watch's listing queued its first run at the Secret's plan already (and it
-        # may have run since): Kopf's body only saves that run a GET.
-        _start_scheduler(rt)
-        rt.token_bodies.seed(u, raw)
-        return
-    window = rt.timing.recheck_interval
-    if not calm:
-        window = min(rt.settings.resume_spread, window)
-    at = resume_due(
-        u,
-        rt.clock(),
-        window=window,
-        planned=(listed, view.status.renewal_time if view else None),
-    )
-    _queue(rt, namespace, name, uid, at)
-    rt.token_bodies.seed(u, raw)
-
-
-@kopf.on.delete(GROUP, VERSION, APITOKENS, registry=registry)
-async def apitoken_deleted(
-    namespace: str | None, name: str | None, uid: str | None, retry: int, memo: kopf.Memo, **_: Any
-) -> None:
-    # Runs inline under Kopf's finalizer and retries; the scheduler stops running the
-    # ApiToken once it sees the deletion (the lock keeps the two apart meanwhile).
-    rt = _runtime(memo)
-    ns, n, u = _ids(namespace, name, uid)
-    result = await _kube_call(rt, retry, run_api_token(rt, ns, n, u, deleting=True))
-    if result is None or result.released:
-        return
-    _post(result.postings)
-    delay = rt.timing.recheck_interval
-    if result.requeue_at is not None:
-        delay = max(result.requeue_at - rt.clock(), timedelta(seconds=1))
-    # Kopf sees no change of apitoken.dev/ annotations (see above): look again often enough
-    # that apitoken.dev/abandon takes effect soon. The core still waits out its backoff
-    # before calling the service again.
-    delay = min(delay, DELETION_RECHECK)
-    condition = result.status.condition("Reconciling") or result.status.condition("Ready")
-    message = condition.message if condition is not None else "cleanup pending"
-    raise kopf.TemporaryError(message, delay=delay.total_seconds())
-
-
 async def _daemon(rt: Runtime, uid: str, step: Callable[[], Awaitable[Any]], what: str) -> None:
     wake = rt.wakers.setdefault(uid, asyncio.Event())
     try:
@@ -381,7 +197,7 @@ async def _reconcile_workspace(
         raise kopf.PermanentError("a workspace without a name")
     result = await _kube_call(rt, retry, run_workspace(rt, kind, namespace, name))
     if result is not None and result.outcome is not None:
-        _post(tuple(Posting(result.body, e) for e in result.outcome.events))
+        post(rt, (Posting(result.body, e) for e in result.outcome.events))
     return result
 
 
@@ -445,7 +261,7 @@ def _workspace_handlers(plural: str, kind: WorkspaceKind) -> None:
             result = await run_workspace(rt, kind, namespace, name)
             if result is None or result.outcome is None:
                 return None
-            _post(tuple(Posting(result.body, e) for e in result.outcome.events))
+            post(rt, (Posting(result.body, e) for e in result.outcome.events))
             decision = result.outcome.decision
             return rt.clock() if decision.actions else decision.requeue_at
 

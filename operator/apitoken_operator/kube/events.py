@@ -95,3 +95,12 @@ class EventPoster:
                 await self._kube.create(cast(Event, Event.from_dict(manifest)))
             except Exception as exc:  # auxiliary: a lost event must not stop the others
                 log.warning("posting event %s failed (%s)", manifest["reason"], error_detail(exc))
+            finally:
+                self._queue.task_done()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the events queued to be posted (at shutdown)."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.info("%d events not posted at shutdown", self._queue.qsize())

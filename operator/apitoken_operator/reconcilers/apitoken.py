@@ -1,16 +1,18 @@
 """One run of an ApiToken's reconcile against the cluster: observe, decide and act, record.
 
-Everything for one ApiToken happens under its lock (`TokenLocks.for_uid`), whoever asks for
-the run (the scheduler's workers, the deletion handler), so there is one writer
-per token. The ApiToken and its managed Secret are read live, or for a scheduled run with no
-wake-up since the last from the bodies that run ended with; the Namespace from a watch;
-for provider apitoken the tokens tagged with the ApiToken's UID are listed when the run may
-need it, so that leftovers are swept (docs/architecture.md, "What a run reads").
+Every run of an ApiToken, its deletion's too, is the scheduler's (`execution.scheduler`),
+under the ApiToken's lock (`TokenLocks.for_uid`), so there is one writer per token. The
+ApiToken and its managed Secret come from the bodies the last run ended with when no watch
+reported a change since, else they are read live; the Namespace from a watch; for provider
+apitoken the tokens tagged with the ApiToken's UID are listed when the run may need it, so that
+leftovers are swept (docs/architecture.md, "What a run reads"). The run keeps the ApiToken's
+finalizer: added before anything can reach the token service, removed once the core releases
+the ApiToken being deleted.
 
 When the Secret cannot be written with values just obtained from the service (they stay in the
 token's backlog, see `execution.held_token`), the failure is recorded in status before the error
-goes up to Kopf's retry: Reconciling says so at once, and Ready turns False once the access
-token the Secret still holds expired."""
+goes up to the scheduler's retry: Reconciling says so at once, and Ready turns False once the
+access token the Secret still holds expired."""
 
 import asyncio
 import logging
@@ -36,7 +38,7 @@ from apitoken_operator.core.bodies import (
 from apitoken_operator.core.held_token import ServiceToken
 from apitoken_operator.core.managed_secret import ObservedSecret, salted_digest
 from apitoken_operator.core.schedule import TimingPolicy, stable_fraction
-from apitoken_operator.crd import reasons
+from apitoken_operator.crd import names, reasons
 from apitoken_operator.crd.names import KEY_ACCESS_TOKEN
 from apitoken_operator.crd.resources import (
     ApiTokenStatus,
@@ -46,6 +48,7 @@ from apitoken_operator.crd.resources import (
 )
 from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
 from apitoken_operator.execution.held_token import Event
+from apitoken_operator.kube.finalizers import add_patch, patch_api_token, remove_patch
 from apitoken_operator.kube.objects import (
     Body,
     SecretValueReader,
@@ -97,33 +100,71 @@ class _NoEndpoint:
         return False
 
 
-async def run_api_token(
-    rt: Runtime,
-    namespace: str,
-    name: str,
-    uid: str,
-    *,
-    deleting: bool = False,
-) -> TokenRun | None:
-    """None when the ApiToken is gone (or was replaced by another of the same name), or when
-    it is being deleted and the caller is not the deletion handler (`deleting`). Called by the
-    scheduler (`execution.scheduler`, every run but the deletion's) and the deletion handler;
-    the lock keeps the two from overlapping."""
+async def run_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> TokenRun | None:
+    """None when the ApiToken is gone (or was replaced by another of the same name). Called
+    by the scheduler's workers only (`execution.scheduler`), so runs of one ApiToken never
+    overlap; the lock keeps them apart from the workspace handlers' reads of the same state.
+
+    The run keeps the ApiToken's finalizer itself (Kopf does not watch ApiTokens): it adds it
+    before anything can reach the token service, and once the ApiToken is being deleted and
+    the core releases it, removes it before forgetting the ApiToken (a removal that fails is
+    retried by the next run, which decides the release again)."""
     async with rt.locks.for_uid(uid):
-        # A scheduled run may start from the body its last run ended with (no wake-up since);
-        # the deletion handler reads live.
-        body = await _read_api_token(rt, namespace, name, uid, known=not deleting)
-        meta = (body or {}).get("metadata") or {}
-        if body is None or meta.get("uid") != uid:
+        body = await _read_api_token(rt, namespace, name, uid)
+        if body is not None and not _deleting(body):
+            body = await _with_finalizer(rt, body, namespace, name, uid)
+        if body is None or (body.get("metadata") or {}).get("uid") != uid:
             return None
-        if meta.get("deletionTimestamp") and not deleting:
-            return None
-        return await _run(rt, body, namespace, name, uid, known=not deleting)
+        return await _run(rt, body, namespace, name, uid)
 
 
-async def _run(
-    rt: Runtime, body: Body, namespace: str, name: str, uid: str, *, known: bool
-) -> TokenRun:
+def _deleting(body: Body) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+async def _with_finalizer(
+    rt: Runtime, body: Body, namespace: str, name: str, uid: str
+) -> Body | None:
+    """The ApiToken with the operator's finalizer, added now if missing; None when gone.
+    The patch tests the resourceVersion read: a stale body is read again (a few tries)."""
+    for _ in range(3):
+        if (body.get("metadata") or {}).get("uid") != uid or _deleting(body):
+            return body
+        patch = add_patch(body, names.FINALIZER)
+        if patch is None:
+            return body
+        rt.check_writes()
+        patched = await patch_api_token(rt.kube, namespace, name, patch)
+        if patched is not None:
+            return patched
+        fresh = await get_api_token(rt.kube, namespace, name)
+        if fresh is None:
+            return None
+        body = fresh
+    raise FinalizerConflict(f"ApiToken {namespace}/{name} changed during each finalizer patch")
+
+
+async def _release_finalizer(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> None:
+    """Remove the operator's finalizer from the ApiToken being deleted (gone already: done)."""
+    current: Body | None = body
+    for _ in range(3):
+        if current is None or (current.get("metadata") or {}).get("uid") != uid:
+            return
+        patch = remove_patch(current, names.FINALIZER)
+        if patch is None:
+            return
+        rt.check_writes()
+        if await patch_api_token(rt.kube, namespace, name, patch) is not None:
+            return
+        current = await get_api_token(rt.kube, namespace, name)
+    raise FinalizerConflict(f"ApiToken {namespace}/{name} changed during each finalizer removal")
+
+
+class FinalizerConflict(Exception):
+    """The ApiToken changed between each read and its finalizer patch: the scheduler retries."""
+
+
+async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
     now = rt.clock()
     rt.metrics.reconciles.labels(kind="ApiToken").inc()
     try:
@@ -174,7 +215,7 @@ async def _run(
     # one timeout, not two.
     list_now = management is not None and _sweep_due(rt, uid, view, now)
     secret_body, listed, import_value = await asyncio.gather(
-        _read_secret(rt, uid, namespace, spec.secret_name, known=known),
+        _read_secret(rt, uid, namespace, spec.secret_name),
         _list_tokens(management if list_now else None, uid, namespace, name),
         imports.read() if imports is not None else _none(),
     )
@@ -238,6 +279,7 @@ async def _run(
             rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=event.reason).inc()
         log.info("%s: %s", event.reason, event.message, extra=_where(namespace, name))
     if outcome.finalizer_released:
+        await _release_finalizer(rt, body, namespace, name, uid)
         forget(rt, namespace, name, uid, spec.secret_name)
     else:
         held_secret = outcome.observation.secret
@@ -267,33 +309,25 @@ def _access_expiry(secret: ObservedSecret | None, uid: str) -> datetime | None:
     return secret.access_token_expires_at
 
 
-async def _read_api_token(
-    rt: Runtime, namespace: str, name: str, uid: str, *, known: bool
-) -> Body | None:
-    """A scheduled run (`known`) starts from the body the last run ended with, if no wake-up
-    came since (`kube.known_bodies`); any other run reads the ApiToken live."""
+async def _read_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> Body | None:
+    """A run starts from the body the last run ended with, if nothing was reported since
+    (`kube.known_bodies`: the ApiToken watch and the Secret watch forget a body on a change);
+    else it reads the ApiToken live."""
     rt.token_bodies.begin(uid)
     rt.secret_bodies.begin(uid)
     body = rt.token_bodies.take(uid)
-    if known and body is not None:
+    if body is not None:
         return body
     return await get_api_token(rt.kube, namespace, name)
 
 
-async def _read_secret(
-    rt: Runtime, uid: str, namespace: str, name: str, *, known: bool
-) -> Body | None:
+async def _read_secret(rt: Runtime, uid: str, namespace: str, name: str) -> Body | None:
     """The managed Secret the last run ended with (the Secret watch forgets it on any change
     by others), else live. Only Secrets this ApiToken manages are kept: a foreign one is read
     live on every run, the watch sees only managed ones."""
     body = rt.secret_bodies.take(uid)
     meta = (body or {}).get("metadata") or {}
-    if (
-        known
-        and body is not None
-        and meta.get("namespace") == namespace
-        and meta.get("name") == name
-    ):
+    if body is not None and meta.get("namespace") == namespace and meta.get("name") == name:
         return body
     return await get_secret(rt.kube, namespace, name)
 

@@ -2,15 +2,15 @@
 
 For the operator's own ApiToken watch (instead of Kopf's create, update, resume and delete
 handlers, whose per-object processing and two PATCHes per ApiToken bound the convergence at
-10,000: docs/benchmarks.md, runs F to H). The watch keeps, per ApiToken UID, what it last saw
+10,000: docs/benchmarks.md). The watch keeps, per ApiToken UID, what it last saw
 that matters (`Seen`); each event gives the step to take and the new `Seen`:
 
 - gone (DELETED): forget it;
 - being deleted: run its deletion now (the run keeps the finalizer until the core releases it
   and requeues itself meanwhile);
-- first seen by this process: a new ApiToken (never reconciled, no `observedGeneration`) runs
-  now as a fresh key; one found at start-up runs at the resume rule
-  (`core.apitoken.resume`);
+- first seen by this process: a new ApiToken (never reconciled, no `observedGeneration`) or
+  one with a re-issue request not yet handled runs now as a fresh key; one found at start-up
+  runs at the resume rule (`core.apitoken.resume`);
 - a new generation (a spec change) or a re-issue request not yet handled: run now, fresh;
 - anything else (the operator's own status writes, labels, other annotations): nothing.
 """
@@ -59,11 +59,15 @@ def on_event(
         return Step.RUN_DELETION, now_seen
     if seen is None:
         reconciled = status.get("observedGeneration") is not None
-        return (Step.RESUME if reconciled else Step.RUN_FRESH), now_seen
+        fresh = not reconciled or reissue_pending(now_seen, status)
+        return (Step.RUN_FRESH if fresh else Step.RESUME), now_seen
     if now_seen.generation != seen.generation:
         return Step.RUN_FRESH, now_seen
-    reissue = now_seen.reissue
-    if reissue is not None and reissue != seen.reissue:
-        if reissue != status.get("lastReissueRequest"):
-            return Step.RUN_FRESH, now_seen
+    if now_seen.reissue != seen.reissue and reissue_pending(now_seen, status):
+        return Step.RUN_FRESH, now_seen
     return Step.NOTHING, now_seen
+
+
+def reissue_pending(seen: Seen, status: Mapping[str, Any]) -> bool:
+    """A re-issue annotation whose value no run handled yet (`status.lastReissueRequest`)."""
+    return seen.reissue is not None and seen.reissue != status.get("lastReissueRequest")
