@@ -4,7 +4,7 @@ and what the ApiToken watch's listing of such a key still does. A new ApiToken's
 from the body the ApiToken watch delivered."""
 
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import pytest
@@ -13,11 +13,11 @@ from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
 
 from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.apitoken.events import Seen, Step
 from apitoken_operator.core.apitoken.resume import catch_up, listed_plan, settled
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
-from apitoken_operator.core.apitoken.events import Seen, Step
 from apitoken_operator.handlers.apitoken_watch import apply_event
 from apitoken_operator.handlers.secret_watch import Owner, listed_owner
 from apitoken_operator.metrics import Metrics

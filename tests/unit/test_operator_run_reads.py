@@ -17,6 +17,7 @@ from lightkube.config.models import User
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import reasons
 from apitoken_operator.handlers.secret_watch import Owner, first_run_from_listing
+from apitoken_operator.providers.answers import rfc3339
 from apitoken_operator.reconcilers.apitoken import run_api_token
 from unit.test_operator_write_failures import GROUP_PATH, ClockedRuntime, Cluster, FakeApiServer
 
@@ -179,3 +180,45 @@ async def test_a_refresh_that_fell_due_before_the_listing_is_caught_up_soon() ->
     finally:
         await c.rt.namespaces.aclose()
         await c.rt.aclose()
+
+
+async def test_the_run_adds_the_finalizer_before_the_service_is_called() -> None:
+    """Kopf no longer adds it: the first run patches it in (a JSON patch tested against the
+    resourceVersion read) before any call that could leave a token at the service."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    try:
+        assert (await c.run()) is not None
+        calls = len(c.service.calls)
+        stored = c.api.objects.pop(TOKEN_PATH)  # deleted before its first run: nothing issued
+        c.rt.token_bodies.seed("tok-uid", stored)  # the body the watch delivered
+        assert await run_api_token(c.rt, "apps", "billing", "tok-uid") is None
+        assert c.service.calls[calls:] == []
+        c.api.put(TOKEN_PATH, stored)
+        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
+        assert c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] == ["apitoken.dev/finalizer"]
+        assert c.api.json_patches == [TOKEN_PATH]
+        assert await run_api_token(c.rt, "apps", "billing", "tok-uid") is not None
+        assert c.api.json_patches == [TOKEN_PATH]  # once
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_a_released_deletion_run_removes_the_finalizer_and_forgets_the_api_token() -> None:
+    c = await issued_by_a_first_process()
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
+    try:
+        assert (await c.run()) is not None
+        body = c.api.objects[TOKEN_PATH]
+        body["metadata"]["deletionTimestamp"] = rfc3339(c.clock.now)
+        body["metadata"]["finalizers"] = ["other.example/keep", "apitoken.dev/finalizer"]
+        c.rt.token_refs["tok-uid"] = ("apps", "billing")
+        done = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert done is not None and done.released
+        # Only ours is removed; another controller's stays.
+        assert c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] == ["other.example/keep"]
+        assert "tok-uid" not in c.rt.token_refs
+        assert c.rt.secret_owners == {}
+    finally:
+        await c.rt.namespaces.aclose()

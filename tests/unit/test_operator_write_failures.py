@@ -75,10 +75,10 @@ class FakeApiServer:
             target = self.objects.get(path.removesuffix("/status"), {"metadata": {}})
             target.setdefault("status", {}).update(patch["status"])
             return httpx2.Response(200, json=target)
-        if request.method == "PATCH" and path in self.objects and "json-patch" in str(
-            request.headers.get("content-type")
-        ):
+        if request.method == "PATCH" and "json-patch" in str(request.headers.get("content-type")):
             # The run's finalizer patches (`kube.finalizers`), applied as the apiserver would.
+            if path not in self.objects:
+                return self._status(404, "NotFound", f"{path} not found")
             self.json_patches.append(path)
             try:
                 patched = jsonpatch.apply_patch(self.objects[path], json.loads(request.content))
