@@ -31,9 +31,10 @@ class Step(Enum):
     FORGET = "forget"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
-    """What the watch last saw of one ApiToken: a change of either asks for a run."""
+    """What the watch last saw of one ApiToken: a change of either asks for a run (slots: one
+    is kept per ApiToken)."""
 
     generation: int
     reissue: str | None
