@@ -54,7 +54,7 @@ class OperatorSettings(BaseSettings):
     resume_spread: Duration = timedelta(seconds=30)
     # Refreshes that fell due while no process led (a restart) run spread over this window.
     catch_up_spread: Duration = timedelta(seconds=10)
-    # Kopf's own per-object workers in flight at most (its handler calls and annotation patches).
+    # Kopf's own per-object workers in flight at most (workspace handlers, annotation patches).
     kopf_workers: int = Field(default=64, ge=1)
     # How often freed memory is handed back to the system (`memory`); 0 turns it off.
     memory_trim_interval: Duration = timedelta(seconds=60)
