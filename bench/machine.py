@@ -43,6 +43,40 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+# Which process of a phase is which, from a word of its command line (first match wins: the
+# cached binaries' paths contain apitoken-operator too).
+ROLES = (
+    ("kube-apiserver", "apiserver"),
+    ("bin/etcd", "etcd"),
+    ("kube-controller-manager", "controller-manager"),
+    ("apitoken-service", "token service"),
+    ("apitoken-operator", "operator"),
+    ("bench.", "bench"),
+)
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds so far of the live processes of each role in `ROLES` (the rest of the machine
+    is `machine_busy_seconds` minus their sum): a phase's difference says who did its work."""
+    ticks: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        role = next((r for word, r in ROLES if word in command), None)
+        if role is not None:
+            ticks[role] = ticks.get(role, 0) + int(fields[11]) + int(fields[12])
+    return {role: t / os.sysconf("SC_CLK_TCK") for role, t in ticks.items()}
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: round(after[role] - before.get(role, 0.0), 1) for role in after}
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"

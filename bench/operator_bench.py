@@ -60,7 +60,7 @@ from apitoken_operator.core.schedule import TimingPolicy  # noqa: E402
 from apitoken_operator.crd.durations import parse_duration  # noqa: E402
 from apitoken_operator.crd.resources import DEFAULT_REFRESH_PERCENT  # noqa: E402
 from apitoken_operator.kube.resources import ApiToken  # noqa: E402
-from bench.machine import machine_busy_seconds  # noqa: E402
+from bench.machine import cpu_by_role, cpu_spent, machine_busy_seconds  # noqa: E402
 from bench.operator_targets import markdown, rows  # noqa: E402
 from bench.refresh_tracker import (  # noqa: E402
     SecretTracker,
@@ -480,12 +480,13 @@ def main(argv: list[str] | None = None) -> int:
                 kube.create(Namespace(metadata=ObjectMeta(name=ns)))
 
             say(f"baseline: {n} ApiTokens, concurrency {conc}")
-            busy0 = machine_busy_seconds()
+            busy0, roles0 = machine_busy_seconds(), cpu_by_role()
             base_s = asyncio.run(baseline(cluster.kubeconfig, "bench-baseline", admin, n, conc))
             results["baseline_s"] = base_s
             results["baseline_machine_cpu_s"] = machine_busy_seconds() - busy0
+            results["baseline_cpu_by_role_s"] = cpu_spent(roles0, cpu_by_role())
             results["baseline_load"] = load()
-            say(f"baseline done in {base_s:.1f}s")
+            say(f"baseline done in {base_s:.1f}s, CPU {results['baseline_cpu_by_role_s']}")
 
             env = {
                 "APITOKEN_OPERATOR_NAMESPACE": NAMESPACE,
@@ -582,7 +583,7 @@ def converge(
     n, conc, pid = args.tokens, args.concurrency, op.process.pid
     spy = spy_on(pid, args.py_spy) if args.py_spy else None
     cpu0 = cpu_seconds(pid)
-    busy0 = machine_busy_seconds()
+    busy0, roles0 = machine_busy_seconds(), cpu_by_role()
     writes0 = apiserver_writes(kubeconfig)
     started = time.monotonic()
     asyncio.run(apply_tokens(kubeconfig, NAMESPACE, n, conc))
@@ -608,6 +609,7 @@ def converge(
     # Every process's CPU: on a machine the phase keeps busy, the ratio of the two phases'
     # work bounds the ratio of their times (docs/benchmarks.md).
     results["convergence_machine_cpu_s"] = machine_busy_seconds() - busy0
+    results["convergence_cpu_by_role_s"] = cpu_spent(roles0, cpu_by_role())
     results["convergence_load"] = load()
     # Includes the bench's own N ApiToken creates.
     results["convergence_writes"] = diff(apiserver_writes(kubeconfig), writes0)
@@ -615,7 +617,7 @@ def converge(
     results["rss_converged_kib"] = rss_kib(pid)
     say(
         f"converged {ready}/{n} in {conv_s:.1f}s (x{results['ratio']:.2f} of "
-        f"baseline), rss {results['rss_converged_kib']}"
+        f"baseline), rss {results['rss_converged_kib']}, CPU {results['convergence_cpu_by_role_s']}"
     )
     if spy is not None:
         spy.send_signal(2)

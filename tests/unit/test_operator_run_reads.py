@@ -112,7 +112,8 @@ async def test_a_new_process_runs_a_settled_api_token_without_listing_its_tokens
     sweep interval instead (10,000 lists at once would follow every restart)."""
     c = await issued_by_a_first_process()
     listed = [call for call in c.service.calls if call.startswith("GET ")]
-    assert listed, "the first run of a new ApiToken lists (nothing to sweep yet)"
+    # Its first run added the finalizer: no run called the service before, nothing to list.
+    assert listed == []
     c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)  # a restart
     try:
         assert (await c.run()) is not None
@@ -220,5 +221,23 @@ async def test_a_released_deletion_run_removes_the_finalizer_and_forgets_the_api
         assert c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] == ["other.example/keep"]
         assert "tok-uid" not in c.rt.token_refs
         assert c.rt.secret_owners == {}
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_a_first_run_lists_only_when_an_earlier_run_may_have_called_the_service() -> None:
+    """An ApiToken without the finalizer was never run (every run adds it before calling the
+    service): no list. One that has it but records no token may hold one a crash left
+    between the service's answer and the Secret: its first run lists, and sweeps."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] = ["apitoken.dev/finalizer"]
+    try:
+        assert (await c.run()) is not None
+        calls = len(c.service.calls)
+        first = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
+        assert [call for call in c.service.calls[calls:] if call.startswith("GET ")] != []
+        assert c.api.json_patches == []  # it had the finalizer
     finally:
         await c.rt.namespaces.aclose()

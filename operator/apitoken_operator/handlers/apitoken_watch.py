@@ -29,6 +29,7 @@ from apitoken_operator.core.apitoken.resume import resume_due, settled
 from apitoken_operator.core.bodies import api_token_view
 from apitoken_operator.crd.names import ANNOTATION_REISSUE
 from apitoken_operator.kube.known_bodies import Body
+from apitoken_operator.kube.listwatch import list_then_watch
 from apitoken_operator.kube.resources import ApiToken
 from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
 from apitoken_operator.runtime import Runtime
@@ -137,7 +138,7 @@ async def _watch(rt: Runtime, namespace: str) -> None:
     delay = 1.0
     while True:
         try:
-            async for event_type, token in rt.kube.watch(ApiToken, namespace=namespace):
+            async for event_type, token in list_then_watch(rt.kube, ApiToken, namespace=namespace):
                 delay = 1.0
                 obj: Any = token  # a generic resource: untyped
                 apply_event(rt, event_type, cast(Body, obj.to_dict()), seen)

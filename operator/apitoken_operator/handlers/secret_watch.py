@@ -20,6 +20,7 @@ from apitoken_operator.core.apitoken.resume import catch_up, listed_plan
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import names
 from apitoken_operator.kube.known_bodies import Body
+from apitoken_operator.kube.listwatch import list_then_watch
 from apitoken_operator.kube.own_writes import OwnWrites
 from apitoken_operator.runtime import Runtime
 
@@ -123,7 +124,8 @@ async def _watch(rt: Runtime, namespace: str) -> None:
         # Changes made while no watch ran were not seen: kept Secrets are read again.
         rt.secret_bodies.invalidate_all()
         try:
-            async for event_type, secret in rt.kube.watch(
+            async for event_type, secret in list_then_watch(
+                rt.kube,
                 Secret,
                 namespace=namespace,
                 labels={names.LABEL_MANAGED_BY: names.MANAGED_BY_VALUE},

@@ -111,11 +111,25 @@ async def run_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> Tok
     retried by the next run, which decides the release again)."""
     async with rt.locks.for_uid(uid):
         body = await _read_api_token(rt, namespace, name, uid)
+        unprotected = body is not None and not _protected(body)
         if body is not None and not _deleting(body):
             body = await _with_finalizer(rt, body, namespace, name, uid)
         if body is None or (body.get("metadata") or {}).get("uid") != uid:
             return None
-        return await _run(rt, body, namespace, name, uid)
+        # Without the finalizer no run ever called the service for it (every run adds it
+        # first): the service holds no token tagged with its UID, nothing to list.
+        untouched = unprotected and _records_no_token(body)
+        return await _run(rt, body, namespace, name, uid, untouched=untouched)
+
+
+def _protected(body: Body) -> bool:
+    return names.FINALIZER in ((body.get("metadata") or {}).get("finalizers") or ())
+
+
+def _records_no_token(body: Body) -> bool:
+    """No token recorded in status (a finalizer removed by hand from an ApiToken holding one
+    must not count as untouched)."""
+    return not (body.get("status") or {}).get("tokenId")
 
 
 def _deleting(body: Body) -> bool:
@@ -164,7 +178,9 @@ class FinalizerConflict(Exception):
     """The ApiToken changed between each read and its finalizer patch: the scheduler retries."""
 
 
-async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> TokenRun:
+async def _run(
+    rt: Runtime, body: Body, namespace: str, name: str, uid: str, *, untouched: bool = False
+) -> TokenRun:
     now = rt.clock()
     rt.metrics.reconciles.labels(kind="ApiToken").inc()
     try:
@@ -213,12 +229,14 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
     # The sweep's list is read when a run may need it (`_sweep_due`); when that is known
     # before the Secret is read, both are read in parallel: a slow service delays the run by
     # one timeout, not two.
-    list_now = management is not None and _sweep_due(rt, uid, view, now)
+    list_now = management is not None and not untouched and _sweep_due(rt, uid, view, now)
     secret_body, listed, import_value = await asyncio.gather(
         _read_secret(rt, uid, namespace, spec.secret_name),
         _list_tokens(management if list_now else None, uid, namespace, name),
         imports.read() if imports is not None else _none(),
     )
+    if untouched and management is not None:
+        listed = ()  # known without asking: the service holds no token of it yet
     secret = observed_secret(secret_body)
     import_digest = salted_digest(uid, import_value) if import_value else None
 
@@ -242,7 +260,7 @@ async def _run(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> 
         client_digest=access.client_digest,
     )
     # A run with more to do than a refresh may create or retire tokens: it sweeps first.
-    if management is not None and not list_now and not _routine(obs, now, rt.timing):
+    if management is not None and not (list_now or untouched) and not _routine(obs, now, rt.timing):
         listed = await _list_tokens(management, uid, namespace, name)
         obs = replace(obs, service_tokens=listed)
     backlog = rt.locks.backlog(uid)
