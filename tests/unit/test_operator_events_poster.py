@@ -87,3 +87,35 @@ async def test_a_full_queue_drops_new_events(monkeypatch: pytest.MonkeyPatch) ->
         poster.post(TOKEN, type="Normal", reason="Generated", message="m", now=T0)
     assert poster.dropped == 1
     await kube.close()
+
+
+async def test_posts_go_out_several_at_a_time_and_drain_waits_for_them() -> None:
+    """One post at a time fell behind 10,000 new ApiTokens (docs/benchmarks.md, run J)."""
+    in_flight, most = 0, 0
+    release = asyncio.Event()
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return httpx2.Response(201, json=json.loads(request.content))
+
+    kube = client(handler)
+    poster = EventPoster(kube, instance="pod-a")
+    for _ in range(3 * events.POSTERS):
+        poster.post(TOKEN, type="Normal", reason="Generated", message="m", now=T0)
+    task = asyncio.create_task(poster.run())
+    for _ in range(100):
+        if most == events.POSTERS:
+            break
+        await asyncio.sleep(0.01)
+    assert most == events.POSTERS
+    release.set()
+    await poster.drain(timeout=5)
+    assert in_flight == 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await kube.close()

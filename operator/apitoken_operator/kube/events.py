@@ -1,11 +1,11 @@
 """Kubernetes events the operator posts itself (core/v1 Events, as `kubectl describe` shows).
 
 `kopf.event` works only inside Kopf's per-object handler context (its event queue is a
-context variable set there), so runs that Kopf does not start (the scheduler's, once
-ApiTokens come from the operator's own watch) post through this instead. Like Kopf's poster,
-a queue and a task of its own: a run only enqueues, posting never delays or fails a run, and
-a failed post is logged with its status code only (the message may name a Secret, never a
-value, but an apiserver may echo what it was sent).
+context variable set there), so the scheduler's runs, which Kopf does not start, post through
+this, and the workspace handlers too (one poster). Like Kopf's poster, a queue and tasks of
+its own: a run only enqueues, posting never delays or fails a run, and a failed post is logged
+with its status code only (the message may name a Secret, never a value, but an apiserver may
+echo what it was sent).
 """
 
 import asyncio
@@ -24,8 +24,12 @@ log = logging.getLogger(__name__)
 COMPONENT = "apitoken-operator"
 # The apiserver refuses longer messages; Kopf cuts at the same length.
 MAX_MESSAGE = 1024
-# Events waiting to be posted at most; beyond, new ones are dropped (and counted in the log).
-QUEUE_LIMIT = 2000
+# Events waiting to be posted at most (about 1 KB each); beyond, new ones are dropped (and
+# logged). 10,000 ApiTokens applied at once queue one each.
+QUEUE_LIMIT = 20_000
+# Posts in flight: one at a time kept up with 1,000 new ApiTokens, not with 10,000 (1,786 of
+# them were dropped at 2,000 waiting, docs/benchmarks.md, run J).
+POSTERS = 8
 
 
 def event_manifest(
@@ -88,7 +92,10 @@ class EventPoster:
             log.warning("event %s dropped: %d events waiting", reason, QUEUE_LIMIT)
 
     async def run(self) -> None:
-        """Post until cancelled."""
+        """Post until cancelled, `POSTERS` at a time."""
+        await asyncio.gather(*(self._post_each() for _ in range(POSTERS)))
+
+    async def _post_each(self) -> None:
         while True:
             manifest = await self._queue.get()
             try:
