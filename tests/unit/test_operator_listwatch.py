@@ -1,6 +1,7 @@
 """`kube.listwatch.list_then_watch`: the listing page by page, then the watch from the list's
 resourceVersion (not from whatever object came last, which loses objects: docs/benchmarks.md)."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
 from lightkube.resources.core_v1 import Secret
 
+from apitoken_operator.kube import listwatch
 from apitoken_operator.kube.listwatch import PAGE, list_then_watch
 
 pytestmark = pytest.mark.unit
@@ -54,3 +56,40 @@ async def test_lists_every_page_then_watches_from_the_lists_version() -> None:
     watch = requests[2]
     assert watch["watch"] == "true" and watch["resourceVersion"] == "100"
     assert all(r["labelSelector"] == "managed=yes" for r in requests)
+
+
+async def test_a_long_listing_lets_other_tasks_run_between_steps() -> None:
+    """Other tasks (the scheduler's due runs) get turns while a listing is digested."""
+    count = 3 * listwatch.STEP
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.url.params.get("watch"):
+            return httpx2.Response(200, content=b"")
+        items = [secret(f"s{i}", str(i + 1)) for i in range(count)]
+        meta = {"resourceVersion": str(count)}
+        return httpx2.Response(200, json={"kind": "SecretList", "metadata": meta, "items": items})
+
+    config = KubeConfig.from_one(cluster=KubeCluster(server="http://kube"), user=User())
+    client = AsyncClient(config, transport=httpx2.MockTransport(handle))
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    seen_turns: list[int] = []
+    try:
+        async for _, _obj in list_then_watch(client, Secret, namespace="apps"):
+            seen_turns.append(turns)
+            if len(seen_turns) == count:
+                break
+    finally:
+        task.cancel()
+        await client.close()
+    # The other task ran between the steps, not only after the whole listing.
+    assert seen_turns[listwatch.STEP] > seen_turns[0]
+    assert seen_turns[2 * listwatch.STEP] > seen_turns[listwatch.STEP]

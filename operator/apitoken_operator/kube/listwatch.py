@@ -11,6 +11,7 @@ gives events in order, so resuming from the last one delivered is exact. A watch
 behind (410 Gone) raises, and the caller lists again.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,8 @@ from lightkube.core.client import LabelSelector
 # Objects per list page: a bounded answer (Kopf lists in one request, which made another
 # Kopf-based worker run out of memory at size).
 PAGE = 500
+# Listed objects handed over between two turns of the event loop at most.
+STEP = 50
 
 
 async def list_then_watch(
@@ -31,8 +34,14 @@ async def list_then_watch(
 ) -> AsyncIterator[tuple[str, Any]]:
     """Every object now as ADDED, page by page, then the watch's events from that snapshot."""
     listing = client.list(resource, namespace=namespace, labels=labels, chunk_size=PAGE)
+    count = 0
     async for obj in listing:
         yield "ADDED", obj
+        count += 1
+        if count % STEP == 0:
+            # Let the runs that fell due meanwhile go: digesting a page in one go held them
+            # back and they went out together afterwards (docs/benchmarks.md, run L).
+            await asyncio.sleep(0)
     version = listing.resourceVersion
     async for event_type, obj in client.watch(
         resource, namespace=namespace, labels=labels, resource_version=version
