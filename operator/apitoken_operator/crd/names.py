@@ -10,7 +10,8 @@ KIND_API_TOKEN: Final = "ApiToken"
 KIND_TOKEN_WORKSPACE: Final = "TokenWorkspace"
 KIND_CLUSTER_TOKEN_WORKSPACE: Final = "ClusterTokenWorkspace"
 
-# Kopf's own bookkeeping lives under our group (finalizer, progress and diff-base storage).
+# Kopf's own bookkeeping lives under our group (finalizer, progress and diff-base storage);
+# the ApiTokens' runs use the same finalizer name.
 FINALIZER: Final = f"{GROUP}/finalizer"
 
 # On the operator's credential Secret of a workspace, like kubernetes.io/pvc-protection: kept

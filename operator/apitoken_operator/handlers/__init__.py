@@ -1,1 +1,1 @@
-"""The Kopf layer: registrations, daemons, the managed-Secret watch."""
+"""The Kopf layer and the watches: registrations, daemons, the ApiToken and managed-Secret watches."""

@@ -4,7 +4,7 @@ wakes the owner's run. Kopf never sees Secrets, so its last-handled annotation c
 copy a token value. At start-up its first listing also hands each ApiToken not run yet its
 Secret and queues its first run at the refresh that Secret plans (`core.apitoken.resume`): a
 restart with 10,000 reads no Secret live before their first runs, and none runs later than its
-refresh, however long Kopf takes to hand over the ApiTokens.
+refresh, however long the ApiToken watch takes to list the ApiTokens.
 """
 
 import asyncio

@@ -1,4 +1,4 @@
-"""The ApiToken's finalizer, kept by its runs (once Kopf no longer watches ApiTokens).
+"""The ApiToken's finalizer, kept by its runs (Kopf does not watch ApiTokens).
 
 A JSON patch each way, so that another controller's finalizers are never touched and a
 concurrent change is never overwritten: adding tests the resourceVersion the run read (the

@@ -6,7 +6,7 @@ ApiToken the answer of its own status patch (the whole object as the apiserver s
 than anything the run read) or, when it wrote no status, the body it read; for the Secret the
 answer of its last write, or the managed Secret it read. A scheduled run takes those bodies
 instead of GETs; anything else that may have changed the objects reads them live.
-`invalidate` is called on every wake-up (Kopf saw an event of the ApiToken, or the Secret watch
+`invalidate` is called on every wake-up (the ApiToken watch saw a change, or the Secret watch
 saw its Secret change), `invalidate_all` when the Secret watch starts again (it may have missed
 events), so a body is never used across a change this process was told about; a wake-up that
 comes while a run reads makes that run's bodies unusable for the next one (`begin` records the
@@ -29,7 +29,8 @@ from typing import Any
 from apitoken_operator.crd import names
 
 Body = dict[str, Any]
-# Kopf's copy of the last handled spec (`handlers.registry.configure`): read by Kopf only, and
+# Kopf's copy of the last handled spec (`handlers.registry.configure`), on ApiTokens an earlier
+# version handled: read by nobody now, and
 # the largest annotation; at 10,000 ApiTokens each kilobyte kept is 10 MB.
 _DIFF_BASE = f"{names.GROUP}/last-handled-configuration"
 # What the kept bodies have in common (zlib finds repeats within its dictionary too): keys,
@@ -126,7 +127,7 @@ class KnownBodies:
         self._bodies[uid] = _pack(body)
 
     def seed(self, uid: str, body: Body) -> None:
-        """A body seen before any run of `uid` in this process (the one Kopf's start-up listing
+        """A body seen before any run of `uid` in this process (the one the ApiToken watch's listing
         hands the resume handler); ignored once a run began."""
         if uid not in self._began:
             self.begin(uid)
