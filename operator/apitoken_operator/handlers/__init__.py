@@ -1,1 +1,1 @@
-"""The Kopf layer and the watches: registrations, daemons, the ApiToken and managed-Secret watches."""
+"""The Kopf layer and the watches: registrations, daemons, the ApiToken and Secret watches."""

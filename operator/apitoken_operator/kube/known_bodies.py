@@ -30,8 +30,8 @@ from apitoken_operator.crd import names
 
 Body = dict[str, Any]
 # Kopf's copy of the last handled spec (`handlers.registry.configure`), on ApiTokens an earlier
-# version handled: read by nobody now, and
-# the largest annotation; at 10,000 ApiTokens each kilobyte kept is 10 MB.
+# version handled: read by nobody now, and the largest annotation; at 10,000 ApiTokens each
+# kilobyte kept is 10 MB.
 _DIFF_BASE = f"{names.GROUP}/last-handled-configuration"
 # What the kept bodies have in common (zlib finds repeats within its dictionary too): keys,
 # annotation names and constant values of ApiTokens and their Secrets.
@@ -127,8 +127,8 @@ class KnownBodies:
         self._bodies[uid] = _pack(body)
 
     def seed(self, uid: str, body: Body) -> None:
-        """A body seen before any run of `uid` in this process (the one the ApiToken watch's listing
-        hands the resume handler); ignored once a run began."""
+        """A body seen before any run of `uid` in this process (the one the ApiToken watch
+        delivered, listed or new); ignored once a run began."""
         if uid not in self._began:
             self.begin(uid)
             self.put(uid, body)
