@@ -13,9 +13,11 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster as KubeCluster
 from lightkube.config.models import User
+from prometheus_client import generate_latest
 
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import reasons
+from apitoken_operator.handlers.apitoken_watch import scheduled_run
 from apitoken_operator.handlers.secret_watch import Owner, first_run_from_listing
 from apitoken_operator.providers.answers import rfc3339
 from apitoken_operator.reconcilers.apitoken import run_api_token
@@ -239,5 +241,25 @@ async def test_a_first_run_lists_only_when_an_earlier_run_may_have_called_the_se
         assert first is not None and [p.event.reason for p in first.postings] == ["Generated"]
         assert [call for call in c.service.calls[calls:] if call.startswith("GET ")] != []
         assert c.api.json_patches == []  # it had the finalizer
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_an_api_token_gone_without_a_released_run_is_forgotten() -> None:
+    """Deleted while it had no finalizer of ours (someone removed it): its next run finds it
+    gone and the process forgets it, its expiry metrics and Secret ownership included."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    try:
+        assert (await c.run()) is not None
+        c.rt.token_refs["tok-uid"] = ("apps", "billing")
+        assert await scheduled_run(c.rt, "tok-uid") is not None
+        exposed = generate_latest(c.rt.metrics.registry).decode()
+        assert 'name="billing"' in exposed and ("apps", "billing") in c.rt.secret_owners
+        del c.api.objects[TOKEN_PATH]
+        c.rt.wake("tok-uid")  # the watch's DELETED event
+        assert await scheduled_run(c.rt, "tok-uid") is None
+        assert 'name="billing"' not in generate_latest(c.rt.metrics.registry).decode()
+        assert c.rt.secret_owners == {} and "tok-uid" not in c.rt.token_refs
     finally:
         await c.rt.namespaces.aclose()

@@ -31,7 +31,7 @@ from apitoken_operator.crd.names import ANNOTATION_REISSUE
 from apitoken_operator.kube.known_bodies import Body
 from apitoken_operator.kube.listwatch import list_then_watch
 from apitoken_operator.kube.resources import ApiToken
-from apitoken_operator.reconcilers.apitoken import Posting, run_api_token
+from apitoken_operator.reconcilers.apitoken import Posting, forget, run_api_token
 from apitoken_operator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,14 @@ async def scheduled_run(rt: Runtime, uid: str) -> datetime | None:
     if ref is None:
         return None
     result = await run_api_token(rt, ref[0], ref[1], uid)
-    if result is None or result.released:
-        if result is not None:
-            post(rt, result.postings)
-        rt.token_refs.pop(uid, None)
-        rt.listed_plans.pop(uid, None)
+    if result is None:
+        # Gone without a released run (it never had the finalizer, or someone removed it):
+        # what this process kept of it goes too, its expiry metrics among them.
+        forget(rt, ref[0], ref[1], uid, None)
         return None
     post(rt, result.postings)
+    if result.released:
+        return None  # the run forgot it
     if result.more:
         return rt.clock()
     return result.requeue_at or rt.clock() + rt.timing.recheck_interval

@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
 
 GROUP, VERSION = names.GROUP, names.VERSION
-APITOKENS = "apitokens"
 T = TypeVar("T")
 DELETION_RECHECK = timedelta(seconds=15)
 

@@ -16,6 +16,7 @@ access token the Secret still holds expired."""
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -48,7 +49,7 @@ from apitoken_operator.crd.resources import (
 )
 from apitoken_operator.execution.apitoken import Ports, reconcile_once, service_tokens
 from apitoken_operator.execution.held_token import Event
-from apitoken_operator.kube.finalizers import add_patch, patch_api_token, remove_patch
+from apitoken_operator.kube.finalizers import Patch, add_patch, patch_api_token, remove_patch
 from apitoken_operator.kube.objects import (
     Body,
     SecretValueReader,
@@ -139,39 +140,45 @@ def _deleting(body: Body) -> bool:
 async def _with_finalizer(
     rt: Runtime, body: Body, namespace: str, name: str, uid: str
 ) -> Body | None:
-    """The ApiToken with the operator's finalizer, added now if missing; None when gone.
-    The patch tests the resourceVersion read: a stale body is read again (a few tries)."""
-    for _ in range(3):
-        if (body.get("metadata") or {}).get("uid") != uid or _deleting(body):
-            return body
-        patch = add_patch(body, names.FINALIZER)
-        if patch is None:
-            return body
-        rt.check_writes()
-        patched = await patch_api_token(rt.kube, namespace, name, patch)
-        if patched is not None:
-            return patched
-        fresh = await get_api_token(rt.kube, namespace, name)
-        if fresh is None:
-            return None
-        body = fresh
-    raise FinalizerConflict(f"ApiToken {namespace}/{name} changed during each finalizer patch")
+    """The ApiToken with the operator's finalizer, added now if missing; None when gone."""
+
+    def patch(current: Body) -> Patch | None:
+        return None if _deleting(current) else add_patch(current, names.FINALIZER)
+
+    return await _patch_finalizer(rt, body, namespace, name, uid, patch)
 
 
 async def _release_finalizer(rt: Runtime, body: Body, namespace: str, name: str, uid: str) -> None:
     """Remove the operator's finalizer from the ApiToken being deleted (gone already: done)."""
+    await _patch_finalizer(
+        rt, body, namespace, name, uid, lambda current: remove_patch(current, names.FINALIZER)
+    )
+
+
+async def _patch_finalizer(
+    rt: Runtime,
+    body: Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    make: Callable[[Body], Patch | None],
+) -> Body | None:
+    """Apply the finalizer patch `make` gives for the body read (none needed: the body as it
+    is); a patch whose test fails (the object changed) is made again from a live read, a few
+    times. None when the ApiToken is gone; another of the same name is returned as read."""
     current: Body | None = body
     for _ in range(3):
         if current is None or (current.get("metadata") or {}).get("uid") != uid:
-            return
-        patch = remove_patch(current, names.FINALIZER)
+            return current
+        patch = make(current)
         if patch is None:
-            return
+            return current
         rt.check_writes()
-        if await patch_api_token(rt.kube, namespace, name, patch) is not None:
-            return
+        patched = await patch_api_token(rt.kube, namespace, name, patch)
+        if patched is not None:
+            return patched
         current = await get_api_token(rt.kube, namespace, name)
-    raise FinalizerConflict(f"ApiToken {namespace}/{name} changed during each finalizer removal")
+    raise FinalizerConflict(f"ApiToken {namespace}/{name} changed during each finalizer patch")
 
 
 class FinalizerConflict(Exception):
@@ -416,9 +423,16 @@ def forget(rt: Runtime, namespace: str, name: str, uid: str, secret_name: str | 
     rt.listed_plans.pop(uid, None)
     rt.token_bodies.forget(uid)
     rt.secret_bodies.forget(uid)
-    if secret_name is not None and rt.secret_owners.get((namespace, secret_name)) == uid:
-        del rt.secret_owners[(namespace, secret_name)]
-        rt.own_writes.forget((namespace, secret_name))
+    # Without its Secret's name (the ApiToken is gone unseen), look for what it wrote.
+    owned = (
+        [(namespace, secret_name)]
+        if secret_name is not None
+        else [key for key, owner in rt.secret_owners.items() if owner == uid]
+    )
+    for key in owned:
+        if rt.secret_owners.get(key) == uid:
+            del rt.secret_owners[key]
+            rt.own_writes.forget(key)
     rt.locks.forget(uid)
     rt.scheduler.remove(uid)
     rt.token_refs.pop(uid, None)
