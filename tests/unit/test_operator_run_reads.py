@@ -263,3 +263,73 @@ async def test_an_api_token_gone_without_a_released_run_is_forgotten() -> None:
         assert c.rt.secret_owners == {} and "tok-uid" not in c.rt.token_refs
     finally:
         await c.rt.namespaces.aclose()
+
+
+def deleting(body: dict[str, Any], now: Any) -> None:
+    body["metadata"]["deletionTimestamp"] = rfc3339(now)
+
+
+async def test_a_spec_never_valid_gets_no_finalizer() -> None:
+    """Its runs never call the service, so nothing would hold its deletion for."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    c.api.objects[TOKEN_PATH]["spec"]["lifetimeDays"] = 400
+    try:
+        assert (await c.run()) is not None
+        calls = len(c.service.calls)
+        done = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert done is not None and not done.released
+        stored = c.api.objects[TOKEN_PATH]
+        assert "finalizers" not in stored["metadata"]
+        ready = next(x for x in stored["status"]["conditions"] if x["type"] == "Ready")
+        assert ready["reason"] == reasons.INVALID_SPEC and "lifetimeDays" in ready["message"]
+        assert c.service.calls[calls:] == [] and c.api.json_patches == []
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_an_invalid_spec_that_records_no_token_is_released_on_deletion() -> None:
+    """A finalizer from an earlier valid spec, no token recorded: the deletion goes through
+    (it waited for a manual finalizer removal before)."""
+    c = cluster_with_api_token()
+    c.api.put("/api/v1/namespaces/apps", dict(NAMESPACE))
+    body = c.api.objects[TOKEN_PATH]
+    body["spec"]["lifetimeDays"] = 400
+    body["metadata"]["finalizers"] = ["other.example/keep", "apitoken.dev/finalizer"]
+    deleting(body, c.clock.now)
+    try:
+        assert (await c.run()) is not None
+        c.rt.token_refs["tok-uid"] = ("apps", "billing")
+        done = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert done is not None and done.released
+        assert c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] == ["other.example/keep"]
+        assert "tok-uid" not in c.rt.token_refs
+    finally:
+        await c.rt.namespaces.aclose()
+
+
+async def test_an_invalid_spec_holding_a_token_waits_until_abandoned() -> None:
+    """Its token cannot be cleaned up without a workspace to trust: the deletion waits and
+    says how to go on; apitoken.dev/abandon then releases it."""
+    c = await issued_by_a_first_process()
+    c.rt = ClockedRuntime(with_namespace_watch(c.api), c.clock, c.service)
+    try:
+        assert (await c.run()) is not None
+        body = c.api.objects[TOKEN_PATH]
+        assert body["status"]["tokenId"] and body["metadata"]["finalizers"]
+        body["spec"]["lifetimeDays"] = 400
+        deleting(body, c.clock.now)
+        c.rt.token_refs["tok-uid"] = ("apps", "billing")
+        waits = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert waits is not None and not waits.released
+        stored = c.api.objects[TOKEN_PATH]
+        assert stored["metadata"]["finalizers"] == ["apitoken.dev/finalizer"]
+        ready = next(x for x in stored["status"]["conditions"] if x["type"] == "Ready")
+        assert ready["reason"] == reasons.INVALID_SPEC
+        assert "lifetimeDays" in ready["message"] and "apitoken.dev/abandon" in ready["message"]
+        stored["metadata"]["annotations"] = {"apitoken.dev/abandon": "true"}
+        done = await run_api_token(c.rt, "apps", "billing", "tok-uid")
+        assert done is not None and done.released
+        assert c.api.objects[TOKEN_PATH]["metadata"]["finalizers"] == []
+    finally:
+        await c.rt.namespaces.aclose()

@@ -7,13 +7,14 @@ reported through `invalid_spec_status` instead of raising in a loop.
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from apitoken_operator.core.apitoken.decide import ApiTokenView
+from apitoken_operator.core.apitoken.invalid_spec import waiting_message
 from apitoken_operator.core.conditions import Signal, summarize
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.core.workspace.credential import WorkspaceObject
@@ -68,18 +69,30 @@ def status_of(body: Raw, model: type[Status]) -> Status:
         return model()
 
 
-def invalid_spec_status(body: Raw, error: ValidationError, now: datetime) -> ApiTokenStatus:
-    """An ApiToken's status for a spec the models refuse (see `invalid_spec`)."""
-    return invalid_spec(body, error, now, ApiTokenStatus)
+def invalid_spec_status(
+    body: Raw, error: ValidationError, now: datetime, *, deletion_waits: bool = False
+) -> ApiTokenStatus:
+    """An ApiToken's status for a spec the models refuse (see `invalid_spec`); when its
+    deletion waits for a fix, the message says so (`core.apitoken.invalid_spec`)."""
+    message = waiting_message if deletion_waits else None
+    return invalid_spec(body, error, now, ApiTokenStatus, message=message)
 
 
-def invalid_spec(body: Raw, error: ValidationError, now: datetime, model: type[Status]) -> Status:
+def invalid_spec(
+    body: Raw,
+    error: ValidationError,
+    now: datetime,
+    model: type[Status],
+    *,
+    message: Callable[[str], str] | None = None,
+) -> Status:
     """Ready=False, Stalled=True, reason InvalidSpec, naming the fields (never their values):
     the same for an ApiToken and a workspace (`model` is the resource's status type)."""
     meta = _meta(body)
     status = status_of(body, model)
     fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in error.errors())
-    signal = Signal(reasons.INVALID_SPEC, f"spec is not valid: {fields}")
+    text = message(fields) if message is not None else f"spec is not valid: {fields}"
+    signal = Signal(reasons.INVALID_SPEC, text)
     generation = int(meta.get("generation") or 0)
     conditions = summarize(
         status.conditions,

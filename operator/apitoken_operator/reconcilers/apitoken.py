@@ -30,6 +30,7 @@ from apitoken_operator.core.apitoken.decide import (
     decide,
     failed_state,
 )
+from apitoken_operator.core.apitoken.invalid_spec import release_invalid
 from apitoken_operator.core.bodies import (
     api_token_view,
     invalid_spec_status,
@@ -113,7 +114,9 @@ async def run_api_token(rt: Runtime, namespace: str, name: str, uid: str) -> Tok
     async with rt.locks.for_uid(uid):
         body = await _read_api_token(rt, namespace, name, uid)
         unprotected = body is not None and not _protected(body)
-        if body is not None and not _deleting(body):
+        # A spec the models refuse gets no finalizer: no run calls the service for it
+        # (`core.apitoken.invalid_spec`).
+        if body is not None and not _deleting(body) and not (unprotected and _invalid(body)):
             body = await _with_finalizer(rt, body, namespace, name, uid)
         if body is None or (body.get("metadata") or {}).get("uid") != uid:
             return None
@@ -131,6 +134,14 @@ def _records_no_token(body: Body) -> bool:
     """No token recorded in status (a finalizer removed by hand from an ApiToken holding one
     must not count as untouched)."""
     return not (body.get("status") or {}).get("tokenId")
+
+
+def _invalid(body: Body) -> bool:
+    try:
+        api_token_view(body)
+    except ValidationError:
+        return True
+    return False
 
 
 def _deleting(body: Body) -> bool:
@@ -193,13 +204,7 @@ async def _run(
     try:
         view = api_token_view(body)
     except ValidationError as exc:
-        status = invalid_spec_status(body, exc, now)
-        old = status_of(body, ApiTokenStatus)
-        patch = status_patch(old, status)
-        if patch:
-            await patch_status(rt.kube, "ApiToken", name, namespace, patch)
-        rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.INVALID_SPEC).inc()
-        return TokenRun(body, status, None, False, False, ())
+        return await _run_invalid(rt, body, namespace, name, uid, exc, now)
     spec = view.spec.resolve(namespace, name)
     kind = spec.workspace_kind
     rt.token_workspaces[uid] = workspace_key(
@@ -325,6 +330,34 @@ async def _run(
         released=outcome.finalizer_released,
         postings=tuple(postings),
     )
+
+
+async def _run_invalid(
+    rt: Runtime,
+    body: Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    error: ValidationError,
+    now: datetime,
+) -> TokenRun:
+    """A spec the models refuse: the status says which fields; being deleted, the ApiToken is
+    released when nothing holds it back (`core.apitoken.invalid_spec`)."""
+    rt.metrics.reconcile_errors.labels(kind="ApiToken", reason=reasons.INVALID_SPEC).inc()
+    deleting = _deleting(body) and _protected(body)
+    if deleting and release_invalid(body):
+        log.info(
+            "released: the spec is not valid and nothing is left to clean up",
+            extra=_where(namespace, name),
+        )
+        await _release_finalizer(rt, body, namespace, name, uid)
+        forget(rt, namespace, name, uid, None)
+        return TokenRun(body, status_of(body, ApiTokenStatus), None, False, True, ())
+    status = invalid_spec_status(body, error, now, deletion_waits=deleting)
+    patch = status_patch(status_of(body, ApiTokenStatus), status)
+    if patch:
+        await patch_status(rt.kube, "ApiToken", name, namespace, patch)
+    return TokenRun(body, status, None, False, False, ())
 
 
 def _access_expiry(secret: ObservedSecret | None, uid: str) -> datetime | None:
