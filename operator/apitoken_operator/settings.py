@@ -52,8 +52,9 @@ class OperatorSettings(BaseSettings):
     # the window over which the ApiTokens found at start-up are first run.
     token_workers: int = Field(default=12, ge=1, le=256)
     resume_spread: Duration = timedelta(seconds=30)
-    # Refreshes that fell due while no process led (a restart) run spread over this window.
-    catch_up_spread: Duration = timedelta(seconds=10)
+    # Refreshes the first listing of Secrets finds due before this window from its end would
+    # end (those due while no process led, and during the listing) run spread evenly over it.
+    catch_up_spread: Duration = timedelta(seconds=20)
     # Kopf's own per-object workers in flight at most (workspace handlers, annotation patches).
     kopf_workers: int = Field(default=64, ge=1)
     # How often freed memory is handed back to the system (`memory`); 0 turns it off.

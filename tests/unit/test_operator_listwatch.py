@@ -44,14 +44,25 @@ async def test_lists_every_page_then_watches_from_the_lists_version() -> None:
     got: list[tuple[str, str]] = []
     try:
         async for event_type, obj in list_then_watch(
-            client, Secret, namespace="apps", labels={"managed": "yes"}
+            client,
+            Secret,
+            namespace="apps",
+            labels={"managed": "yes"},
+            listed=lambda: got.append(("LISTED", "")),
         ):
             got.append((event_type, obj.metadata.name))
-            if len(got) == 4:
+            if len(got) == 5:
                 break
     finally:
         await client.close()
-    assert got == [("ADDED", "a"), ("ADDED", "b"), ("ADDED", "c"), ("MODIFIED", "a")]
+    # Told in between: after the last listed object was handed over, before the watch.
+    assert got == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("ADDED", "c"),
+        ("LISTED", ""),
+        ("MODIFIED", "a"),
+    ]
     assert requests[0]["limit"] == str(PAGE) and requests[1]["continue"] == "next"
     watch = requests[2]
     assert watch["watch"] == "true" and watch["resourceVersion"] == "100"

@@ -3,6 +3,7 @@ are settled, the plan a listed Secret gives, that the listing queues the first r
 and what the ApiToken watch's listing of such a key still does. A new ApiToken's: it starts
 from the body the ApiToken watch delivered."""
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -14,12 +15,20 @@ from lightkube.config.models import User
 
 from apitoken_operator.core.apitoken.decide import ApiTokenView
 from apitoken_operator.core.apitoken.events import Seen, Step
-from apitoken_operator.core.apitoken.resume import catch_up, listed_plan, settled
+from apitoken_operator.core.apitoken.resume import (
+    Listed,
+    catch_up,
+    caught_up,
+    held_back,
+    listed_plan,
+    settled,
+    spread_evenly,
+)
 from apitoken_operator.core.managed_secret import ObservedSecret
 from apitoken_operator.crd import names
 from apitoken_operator.crd.resources import ApiTokenSpec, ApiTokenStatus
 from apitoken_operator.handlers.apitoken_watch import apply_event
-from apitoken_operator.handlers.secret_watch import Owner, listed_owner
+from apitoken_operator.handlers.secret_watch import CatchUp, Owner, listed_owner
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.answers import rfc3339
 from apitoken_operator.runtime import LaunchConfig, Runtime
@@ -125,6 +134,63 @@ def test_a_refresh_that_fell_due_meanwhile_is_caught_up_spread_not_at_once() -> 
 
 OURS = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "ApiToken", "uid": "uid-a", "name": "a"}
 WORKSPACE = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "TokenWorkspace", "uid": "uid-w"}
+
+
+def test_the_catch_up_runs_what_a_listing_found_evenly_in_the_order_of_the_plans() -> None:
+    """Overdue and due-soon refreshes in the listing's order (not the plans'): evenly spaced
+    over the window, the most overdue first, none later than halfway to its expiry."""
+    window = timedelta(seconds=20)
+    expires = T0 + timedelta(minutes=2)
+    plans = [T0 + timedelta(seconds=(i * 7919) % 240 / 10 - 4) for i in range(240)]
+    items = [Listed(f"k{i}", p, expires) for i, p in enumerate(plans)]
+    assert all(caught_up(p, T0, window) for p in plans)
+    slots = spread_evenly(items, T0, window)
+    by_plan = sorted(items, key=lambda item: item.plan)
+    ordered = [slots[item.key] for item in by_plan]
+    assert ordered == sorted(ordered) and ordered[0] == T0
+    gaps = {b - a for a, b in itertools.pairwise(ordered)}
+    assert gaps == {window / 240}
+    per_second: dict[int, int] = {}
+    for at in ordered:
+        second = int((at - T0).total_seconds())
+        per_second[second] = per_second.get(second, 0) + 1
+    assert max(per_second.values()) <= 13 and len(per_second) == 20  # 12 a second
+    # Halfway to the expiry bounds it, and an expired one goes at once.
+    near = Listed("near", T0 + timedelta(seconds=19), T0 + timedelta(seconds=4))
+    gone = Listed("gone", T0 + timedelta(seconds=19), T0 - timedelta(seconds=1))
+    bounded = spread_evenly([*items, near, gone], T0, window)
+    assert bounded["near"] <= T0 + timedelta(seconds=2) and bounded["gone"] == T0
+    assert spread_evenly([], T0, window) == {}
+    # Not due before the window ends: at its plan, as before.
+    assert not caught_up(T0 + window, T0, window)
+    # Held back meanwhile later than any slot it can get (the queue keeps the sooner).
+    assert all(held_back(item, T0, window) >= T0 + window for item in items)
+    assert held_back(near, T0, window) == T0 + timedelta(seconds=2)
+
+
+async def test_a_listing_gathers_the_catch_up_and_queues_it_when_it_is_through() -> None:
+    rt = runtime()
+    now = T0
+    rt.clock = lambda: now  # type: ignore[method-assign]
+    catch = CatchUp(rt)
+    window = rt.settings.catch_up_spread
+    expires = T0 + timedelta(minutes=2)
+    try:
+        for i in range(4):
+            item = Listed(f"u{i}", T0 - timedelta(seconds=i), expires)
+            held = catch.gather(item, now)
+            assert held is not None
+            rt.plan_first_run(item.key, held, ("apps", f"t{i}"))
+        assert catch.gather(Listed("later", T0 + window, expires), now) is None
+        now = T0 + timedelta(seconds=3)  # the listing took 3 s
+        catch.listed()
+        dues = [rt.scheduler.queue.due_at(f"u{i}") for i in range(4)]
+        # The most overdue (u3) first, from the listing's end, a quarter window apart.
+        assert dues == [now + window * q / 4 for q in (3, 2, 1, 0)]
+        # After the listing, a Secret seen by the watch is no catch-up's.
+        assert catch.gather(Listed("u9", T0, expires), now) is None
+    finally:
+        await rt.aclose()
 
 
 @pytest.mark.parametrize(

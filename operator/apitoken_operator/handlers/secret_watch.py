@@ -11,12 +11,20 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from lightkube import ALL_NS
 from lightkube.resources.core_v1 import Secret
 
-from apitoken_operator.core.apitoken.resume import catch_up, listed_plan
+from apitoken_operator.core.apitoken.resume import (
+    Listed,
+    catch_up,
+    caught_up,
+    held_back,
+    listed_plan,
+    spread_evenly,
+)
 from apitoken_operator.core.bodies import observed_secret
 from apitoken_operator.crd import names
 from apitoken_operator.kube.known_bodies import Body
@@ -92,21 +100,49 @@ def listed_owner(
     return None
 
 
-def first_run_from_listing(rt: Runtime, owner: Owner, body: Body) -> None:
+class CatchUp:
+    """The refreshes a listing finds due soon, gathered while it goes on and spread once it is
+    through (`core.apitoken.resume.spread_evenly`)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._gathered: list[Listed] = []
+        self.listing = True
+
+    def gather(self, item: Listed, now: datetime) -> datetime | None:
+        """Where the refresh waits meanwhile, None when it is not due soon."""
+        window = self._rt.settings.catch_up_spread
+        if not (self.listing and caught_up(item.plan, now, window)):
+            return None
+        self._gathered.append(item)
+        return held_back(item, now, window)
+
+    def listed(self) -> None:
+        """The listing is through: queue the gathered refreshes at their spread times (each
+        is queued later already, and the scheduler keeps the sooner time)."""
+        self.listing = False
+        rt, gathered, self._gathered = self._rt, self._gathered, []
+        for uid, at in spread_evenly(gathered, rt.clock(), rt.settings.catch_up_spread).items():
+            rt.scheduler.add(uid, at)
+
+
+def first_run_from_listing(
+    rt: Runtime, owner: Owner, body: Body, catch: CatchUp | None = None
+) -> None:
     """Hand the listed Secret to the first run of its ApiToken: that run is queued at the
-    Secret's refresh plan, or caught up soon if that passed (`Runtime.plan_first_run`,
-    `core.apitoken.resume.catch_up`), and starts from this body."""
+    Secret's refresh plan, or if that is due soon, by the catch-up at the listing's end
+    (`CatchUp`; outside a listing: soon, `core.apitoken.resume.catch_up`), and starts from
+    this body (`Runtime.plan_first_run`)."""
     secret = observed_secret(body)
     if secret is None:
         return
     plan = listed_plan(secret, rt.timing.refresh_margin)
     if plan is not None:
-        at = catch_up(
-            owner.uid,
-            plan,
-            rt.clock(),
-            expires_at=secret.access_token_expires_at,
-            window=rt.settings.catch_up_spread,
+        now = rt.clock()
+        expires = secret.access_token_expires_at
+        held = catch.gather(Listed(owner.uid, plan, expires), now) if catch else None
+        at = held or catch_up(
+            owner.uid, plan, now, expires_at=expires, window=rt.settings.catch_up_spread
         )
         rt.plan_first_run(owner.uid, at, (owner.namespace, owner.name))
     rt.secret_bodies.seed(owner.uid, body)
@@ -123,18 +159,20 @@ async def _watch(rt: Runtime, namespace: str) -> None:
     while True:
         # Changes made while no watch ran were not seen: kept Secrets are read again.
         rt.secret_bodies.invalidate_all()
+        catch = CatchUp(rt)
         try:
             async for event_type, secret in list_then_watch(
                 rt.kube,
                 Secret,
                 namespace=namespace,
                 labels={names.LABEL_MANAGED_BY: names.MANAGED_BY_VALUE},
+                listed=catch.listed,
             ):
                 delay = 1.0
                 meta = secret.metadata.to_dict() if secret.metadata is not None else {}
                 owner = listed_owner(event_type, meta, rt.secret_owners)
                 if owner is not None:
-                    first_run_from_listing(rt, owner, secret.to_dict())
+                    first_run_from_listing(rt, owner, secret.to_dict(), catch)
                 for uid in wake_now(event_type, meta, rt.secret_owners, rt.own_writes):
                     rt.wake(uid)
         except asyncio.CancelledError:

@@ -12,7 +12,7 @@ behind (410 Gone) raises, and the caller lists again.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from lightkube import AsyncClient
@@ -31,8 +31,10 @@ async def list_then_watch(
     *,
     namespace: str,
     labels: LabelSelector | None = None,
+    listed: Callable[[], None] | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Every object now as ADDED, page by page, then the watch's events from that snapshot."""
+    """Every object now as ADDED, page by page, then the watch's events from that snapshot;
+    `listed` is called in between, once the last listed object was handed over."""
     listing = client.list(resource, namespace=namespace, labels=labels, chunk_size=PAGE)
     count = 0
     async for obj in listing:
@@ -43,6 +45,8 @@ async def list_then_watch(
             # back and they went out together afterwards (docs/benchmarks.md, run L).
             await asyncio.sleep(0)
     version = listing.resourceVersion
+    if listed is not None:
+        listed()
     async for event_type, obj in client.watch(
         resource, namespace=namespace, labels=labels, resource_version=version
     ):
