@@ -70,6 +70,7 @@ from bench.refresh_tracker import (  # noqa: E402
     operator_plan,
 )
 from bench.steady_watch import CpuSampler, SecretWatch, cpu_seconds  # noqa: E402
+from bench.writes_baseline import writes_baseline  # noqa: E402
 from localkube import start_control_plane  # noqa: E402
 from localkube.binaries import locate  # noqa: E402
 from support.operator import ServiceAdmin, create_workspace, start_operator  # noqa: E402
@@ -81,6 +82,7 @@ READ_VERBS = ("GET", "LIST")
 COUNTED_RESOURCES = ("secrets", "apitokens", "tokenworkspaces", "events", "leases")
 PREFIX = "tok-"
 NAMESPACE = "bench-operator"
+WRITES_NAMESPACE = "bench-writes"
 # A planned refresh this far past is overdue (the lateness target's bound).
 OVERDUE_GRACE_S = 5.0
 # How long --py-spy-restart samples the restarted operator (the catch-up took 131 s at 10,000).
@@ -433,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--convergence-timeout", type=int, default=1800)
     parser.add_argument(
+        "--writes-baseline",
+        action="store_true",
+        help="also time a script making the operator's own calls per ApiToken "
+        "(bench/writes_baseline.py)",
+    )
+    parser.add_argument(
         "--py-spy", type=Path, default=None, help="write a py-spy profile of the convergence here"
     )
     parser.add_argument(
@@ -476,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             kube = cluster.client()
             admin = ServiceAdmin(service, http, refresh_token=service.credential["refreshToken"])
-            for ns in ("bench-baseline", NAMESPACE):
+            for ns in ("bench-baseline", WRITES_NAMESPACE, NAMESPACE):
                 kube.create(Namespace(metadata=ObjectMeta(name=ns)))
 
             say(f"baseline: {n} ApiTokens, concurrency {conc}")
@@ -487,6 +495,17 @@ def main(argv: list[str] | None = None) -> int:
             results["baseline_cpu_by_role_s"] = cpu_spent(roles0, cpu_by_role())
             results["baseline_load"] = load()
             say(f"baseline done in {base_s:.1f}s, CPU {results['baseline_cpu_by_role_s']}")
+            if args.writes_baseline:
+                busy0, roles0 = machine_busy_seconds(), cpu_by_role()
+                writes_s = asyncio.run(
+                    writes_baseline(
+                        cluster.kubeconfig, WRITES_NAMESPACE, admin, n, conc, bounded, spec
+                    )
+                )
+                results["writes_baseline_s"] = writes_s
+                results["writes_baseline_machine_cpu_s"] = machine_busy_seconds() - busy0
+                results["writes_baseline_cpu_by_role_s"] = cpu_spent(roles0, cpu_by_role())
+                say(f"the operator's calls' baseline done in {writes_s:.1f}s")
 
             env = {
                 "APITOKEN_OPERATOR_NAMESPACE": NAMESPACE,

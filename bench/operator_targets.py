@@ -63,6 +63,17 @@ def rows(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 _yes(r["ratio"] <= 1.5),
             )
         )
+    if "writes_baseline_s" in r and "convergence_s" in r:
+        writes_base = r["writes_baseline_s"]
+        out.append(
+            (
+                "Convergence against a script making the operator's own calls (no target)",
+                f"operator {r['convergence_s']:.1f} s, that script {writes_base:.1f} s: "
+                f"{r['convergence_s'] / writes_base:.2f}x; that script against the baseline: "
+                f"{writes_base / r['baseline_s']:.2f}x",
+                "",
+            )
+        )
     idle = r.get("idle")
     if idle:
         valid = idle["refreshes"] == 0

@@ -31,6 +31,8 @@ from apitoken_operator.settings import OperatorSettings
 
 # Concurrent requests (and kept connections) per token-service connection pool.
 SERVICE_CONNECTIONS = 32
+# Kept service connections are closed after this long idle: under the servers' usual 5 s.
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,15 @@ class Runtime:
             timeout = httpx.Timeout(seconds, pool=None)
             # And they queue outside httpcore's pool (`BoundedTransport`), on kept connections.
             slots = SERVICE_CONNECTIONS
-            limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+            # A kept connection idle as long as the server's keep-alive timeout may be closed
+            # by the server just as a request goes out on it, which then fails before any
+            # answer. httpx keeps one 5 s, as long as uvicorn and Node keep theirs: at 10,000
+            # ApiTokens that failed 2 refreshes in 15 min (docs/benchmarks.md, run N).
+            limits = httpx.Limits(
+                max_connections=slots,
+                max_keepalive_connections=slots,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            )
             transport = httpx.AsyncHTTPTransport(verify=ssl_context(ca_bundle), limits=limits)
             client = httpx.AsyncClient(
                 transport=BoundedTransport(transport, slots), timeout=timeout

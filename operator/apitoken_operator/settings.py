@@ -31,7 +31,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APITOKEN_OPERATOR_", frozen=True)
 
     # Refresh timing (tests shrink these to work with access tokens living seconds).
-    refresh_jitter_percent: float = Field(default=10.0, ge=0, lt=100)
+    refresh_jitter_percent: float = Field(default=20.0, ge=0, lt=100)
     refresh_margin: Duration = timedelta(minutes=2)
     backoff_base: Duration = timedelta(seconds=5)
     backoff_cap: Duration = timedelta(minutes=5)
@@ -52,9 +52,9 @@ class OperatorSettings(BaseSettings):
     # the window over which the ApiTokens found at start-up are first run.
     token_workers: int = Field(default=12, ge=1, le=256)
     resume_spread: Duration = timedelta(seconds=30)
-    # Refreshes the first listing of Secrets finds due before this window from its end would
-    # end (those due while no process led, and during the listing) run spread evenly over it.
-    catch_up_spread: Duration = timedelta(seconds=20)
+    # Refreshes the first listing of Secrets finds due within this window from its start
+    # (those due while no process led, and during the listing) run spread evenly up to its end.
+    catch_up_spread: Duration = timedelta(seconds=60)
     # Kopf's own per-object workers in flight at most (workspace handlers, annotation patches).
     kopf_workers: int = Field(default=64, ge=1)
     # How often freed memory is handed back to the system (`memory`); 0 turns it off.

@@ -162,3 +162,11 @@ def test_the_convergence_row_names_the_machines_work_when_measured() -> None:
     ]
     row = [m for t, m, _ in rows(results()) if t.startswith("Convergence")]
     assert row == ["operator 140.0 s, baseline 100.0 s: 1.40x"]
+
+
+def test_the_baseline_with_the_operators_calls_splits_the_convergence_gap() -> None:
+    table = rows(results(writes_baseline_s=125.0))
+    (row,) = [m for t, m, _ in table if t.startswith("Convergence against a script")]
+    assert "operator 140.0 s, that script 125.0 s: 1.12x" in row
+    assert "against the baseline: 1.25x" in row
+    assert not [t for t, _, _ in rows(results()) if t.startswith("Convergence against a script")]

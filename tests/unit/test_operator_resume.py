@@ -138,18 +138,18 @@ WORKSPACE = {"apiVersion": "apitoken.dev/v1alpha1", "kind": "TokenWorkspace", "u
 
 def test_the_catch_up_runs_what_a_listing_found_evenly_in_the_order_of_the_plans() -> None:
     """Overdue and due-soon refreshes in the listing's order (not the plans'): evenly spaced
-    over the window, the most overdue first, none later than halfway to its expiry."""
-    window = timedelta(seconds=20)
+    up to the cut, the most overdue first, none later than halfway to its expiry."""
+    cut = T0 + timedelta(seconds=20)
     expires = T0 + timedelta(minutes=2)
     plans = [T0 + timedelta(seconds=(i * 7919) % 240 / 10 - 4) for i in range(240)]
     items = [Listed(f"k{i}", p, expires) for i, p in enumerate(plans)]
-    assert all(caught_up(p, T0, window) for p in plans)
-    slots = spread_evenly(items, T0, window)
+    assert all(caught_up(p, cut) for p in plans)
+    slots = spread_evenly(items, T0, cut)
     by_plan = sorted(items, key=lambda item: item.plan)
     ordered = [slots[item.key] for item in by_plan]
-    assert ordered == sorted(ordered) and ordered[0] == T0
+    assert ordered == sorted(ordered) and ordered[0] == T0 and ordered[-1] < cut
     gaps = {b - a for a, b in itertools.pairwise(ordered)}
-    assert gaps == {window / 240}
+    assert gaps == {(cut - T0) / 240}
     per_second: dict[int, int] = {}
     for at in ordered:
         second = int((at - T0).total_seconds())
@@ -158,14 +158,14 @@ def test_the_catch_up_runs_what_a_listing_found_evenly_in_the_order_of_the_plans
     # Halfway to the expiry bounds it, and an expired one goes at once.
     near = Listed("near", T0 + timedelta(seconds=19), T0 + timedelta(seconds=4))
     gone = Listed("gone", T0 + timedelta(seconds=19), T0 - timedelta(seconds=1))
-    bounded = spread_evenly([*items, near, gone], T0, window)
+    bounded = spread_evenly([*items, near, gone], T0, cut)
     assert bounded["near"] <= T0 + timedelta(seconds=2) and bounded["gone"] == T0
-    assert spread_evenly([], T0, window) == {}
-    # Not due before the window ends: at its plan, as before.
-    assert not caught_up(T0 + window, T0, window)
-    # Held back meanwhile later than any slot it can get (the queue keeps the sooner).
-    assert all(held_back(item, T0, window) >= T0 + window for item in items)
-    assert held_back(near, T0, window) == T0 + timedelta(seconds=2)
+    assert spread_evenly([], T0, cut) == {}
+    # Not due before the cut: at its plan, as before.
+    assert not caught_up(cut, cut)
+    # Held back meanwhile at the cut, no slot is later (the queue keeps the sooner).
+    assert all(held_back(item, T0, cut) == cut for item in items)
+    assert held_back(near, T0, cut) == T0 + timedelta(seconds=2)
 
 
 async def test_a_listing_gathers_the_catch_up_and_queues_it_when_it_is_through() -> None:
@@ -174,21 +174,48 @@ async def test_a_listing_gathers_the_catch_up_and_queues_it_when_it_is_through()
     rt.clock = lambda: now  # type: ignore[method-assign]
     catch = CatchUp(rt)
     window = rt.settings.catch_up_spread
-    expires = T0 + timedelta(minutes=2)
+    assert catch.cut == T0 + window
+    expires = T0 + timedelta(minutes=5)
     try:
         for i in range(4):
             item = Listed(f"u{i}", T0 - timedelta(seconds=i), expires)
             held = catch.gather(item, now)
-            assert held is not None
+            assert held == catch.cut
             rt.plan_first_run(item.key, held, ("apps", f"t{i}"))
+        # Due at the cut or later: at its plan. The cut is the listing's, not each Secret's.
+        now = T0 + timedelta(seconds=2)
         assert catch.gather(Listed("later", T0 + window, expires), now) is None
-        now = T0 + timedelta(seconds=3)  # the listing took 3 s
+        now = T0 + timedelta(seconds=4)  # the listing took 4 s
         catch.listed()
         dues = [rt.scheduler.queue.due_at(f"u{i}") for i in range(4)]
-        # The most overdue (u3) first, from the listing's end, a quarter window apart.
-        assert dues == [now + window * q / 4 for q in (3, 2, 1, 0)]
+        # The most overdue (u3) first, from the listing's end to the cut, evenly.
+        step = (catch.cut - now) / 4
+        assert dues == [now + step * q for q in (3, 2, 1, 0)]
         # After the listing, a Secret seen by the watch is no catch-up's.
         assert catch.gather(Listed("u9", T0, expires), now) is None
+    finally:
+        await rt.aclose()
+
+
+async def test_a_listing_that_outlasts_the_window_spreads_over_half_a_window() -> None:
+    rt = runtime()
+    now = T0
+    rt.clock = lambda: now  # type: ignore[method-assign]
+    catch = CatchUp(rt)
+    window = rt.settings.catch_up_spread
+    try:
+        held = catch.gather(Listed("u", T0, T0 + timedelta(hours=1)), now)
+        assert held is not None
+        rt.plan_first_run("u", held, ("apps", "t"))
+        now = T0 + window * 2
+        catch.listed()
+        assert rt.scheduler.queue.due_at("u") == catch.cut  # held back sooner than a slot
+        catch2 = CatchUp(rt)
+        for i in range(2):
+            catch2.gather(Listed(f"v{i}", now, now + timedelta(hours=1)), now)
+        now = now + window * 2
+        catch2.listed()
+        assert rt.scheduler.queue.due_at("v1") == now + window / 4
     finally:
         await rt.aclose()
 

@@ -101,28 +101,34 @@ def listed_owner(
 
 
 class CatchUp:
-    """The refreshes a listing finds due soon, gathered while it goes on and spread once it is
-    through (`core.apitoken.resume.spread_evenly`)."""
+    """The refreshes a listing finds due before its cut (its start plus the catch-up window),
+    gathered while it goes on and spread up to the cut once it is through
+    (`core.apitoken.resume.spread_evenly`). The cut is one time for the whole listing: one
+    per listed Secret let the window's end overlap the plans after it."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._gathered: list[Listed] = []
+        self._window = rt.settings.catch_up_spread
+        self.cut = rt.clock() + self._window
         self.listing = True
 
     def gather(self, item: Listed, now: datetime) -> datetime | None:
-        """Where the refresh waits meanwhile, None when it is not due soon."""
-        window = self._rt.settings.catch_up_spread
-        if not (self.listing and caught_up(item.plan, now, window)):
+        """Where the refresh waits meanwhile, None when it is not due before the cut."""
+        if not (self.listing and caught_up(item.plan, self.cut)):
             return None
         self._gathered.append(item)
-        return held_back(item, now, window)
+        return held_back(item, now, self.cut)
 
     def listed(self) -> None:
         """The listing is through: queue the gathered refreshes at their spread times (each
-        is queued later already, and the scheduler keeps the sooner time)."""
+        is queued later already, and the scheduler keeps the sooner time). A listing that
+        outlasted most of the window spreads over half a window from now."""
         self.listing = False
         rt, gathered, self._gathered = self._rt, self._gathered, []
-        for uid, at in spread_evenly(gathered, rt.clock(), rt.settings.catch_up_spread).items():
+        now = rt.clock()
+        end = max(self.cut, now + self._window / 2)
+        for uid, at in spread_evenly(gathered, now, end).items():
             rt.scheduler.add(uid, at)
 
 

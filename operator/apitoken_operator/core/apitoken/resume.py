@@ -88,28 +88,31 @@ def _room(now: datetime, expires_at: datetime | None, window: timedelta) -> date
     return now + max(min(window, half), timedelta(0))
 
 
-def caught_up(plan: datetime, now: datetime, window: timedelta) -> bool:
-    """Whether a listed refresh joins the catch-up: it falls due before the window from now
-    would end (the seconds without a leader, then those of the listing's digest)."""
-    return plan < now + window
+def caught_up(plan: datetime, cut: datetime) -> bool:
+    """Whether a listed refresh joins the catch-up: it falls due before the cut (the listing's
+    start plus the catch-up window), in the seconds without a leader or those to come while
+    the new process digests its listings."""
+    return plan < cut
 
 
-def held_back(item: Listed, now: datetime, window: timedelta) -> datetime:
-    """Where a refresh waits for the catch-up while the listing goes on: later than any slot
-    the catch-up can give it once the listing ends (the catch-up only moves it sooner), and
-    never later than halfway to its access token's expiry."""
-    return _room(now, item.expires_at, 2 * window)
+def held_back(item: Listed, now: datetime, cut: datetime) -> datetime:
+    """Where a refresh waits for the catch-up while the listing goes on: at the cut, no slot
+    the catch-up gives is later (the queue keeps the sooner time), and never later than
+    halfway to its access token's expiry."""
+    return _room(now, item.expires_at, cut - now)
 
 
-def spread_evenly(items: Sequence[Listed], now: datetime, window: timedelta) -> dict[str, datetime]:
-    """The catch-up, decided once the listing is through: the refreshes it gathered run in the
-    order of their plans, evenly spaced over `window` from now (so the most overdue go first),
-    each no later than halfway to its access token's expiry. Queued as each Secret was listed
-    they ran when the event loop got free of the listing, together: a restart at 10,000
-    ApiTokens made its busiest second 2.3-3x the mean (docs/benchmarks.md, runs L and M)."""
+def spread_evenly(items: Sequence[Listed], start: datetime, end: datetime) -> dict[str, datetime]:
+    """The catch-up, decided once the listing is through: the refreshes it gathered (every
+    one planned before `end`) run in the order of their plans, evenly spaced from `start` to
+    `end`, so the most overdue go first, each no later than halfway to its access token's
+    expiry. After `end` the plans go on as they were, so the window holds no more than its
+    share plus the backlog: queued as each Secret was listed, the backlog ran when the event
+    loop got free of the listing, together (a restart at 10,000 ApiTokens had a busiest
+    second 2.3-3x the mean, docs/benchmarks.md, runs L to N)."""
     ordered = sorted(items, key=lambda item: (item.plan, item.key))
-    step = window / len(ordered) if ordered else timedelta(0)
+    step = (end - start) / len(ordered) if ordered else timedelta(0)
     return {
-        item.key: min(now + step * i, _room(now, item.expires_at, window))
+        item.key: min(start + step * i, _room(start, item.expires_at, end - start))
         for i, item in enumerate(ordered)
     }
