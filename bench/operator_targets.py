@@ -114,12 +114,18 @@ def rows(r: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         if not win:
             continue
         late, busy = win["lateness"], win["per_second"]
+        # Issue 11 sets the lateness target for the steady state only; after a restart the
+        # refreshes that fell due meanwhile are late by the restart's seconds, spread on
+        # purpose (the catch-up), so that row is shown without a verdict.
+        steady_state = key == "steady"
         out += [
             (
-                f"Refresh lateness p99 under 5 s ({label})",
+                f"Refresh lateness p99 under 5 s ({label})"
+                if steady_state
+                else f"Refresh lateness ({label}; no target)",
                 f"p50 {_num(late['p50_s'])} s, p99 {_num(late['p99_s'])} s, max "
                 f"{_num(late['max_s'])} s over {late['count']} refreshes",
-                _yes(late["p99_s"] < 5) if late["count"] else "n/a",
+                (_yes(late["p99_s"] < 5) if late["count"] else "n/a") if steady_state else "",
             ),
             (
                 f"Busiest second of refreshes under twice the mean ({label})",

@@ -170,3 +170,12 @@ def test_the_baseline_with_the_operators_calls_splits_the_convergence_gap() -> N
     assert "operator 140.0 s, that script 125.0 s: 1.12x" in row
     assert "against the baseline: 1.25x" in row
     assert not [t for t, _, _ in rows(results()) if t.startswith("Convergence against a script")]
+
+
+def test_the_lateness_after_a_restart_is_shown_without_a_verdict() -> None:
+    """Issue 11 sets the lateness target for the steady window; after a restart the catch-up
+    delays the refreshes due meanwhile on purpose."""
+    late = {"count": 1000, "p50_s": 0.5, "p99_s": 7.0, "max_s": 9.0}
+    table = rows(results(after_restart=window(lateness=late)))
+    assert met(table, "Refresh lateness (after the restart; no target)") == [""]
+    assert met(table, "Refresh lateness p99 under 5 s (steady") == ["yes"]
