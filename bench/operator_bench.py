@@ -60,6 +60,7 @@ from apitoken_operator.core.schedule import TimingPolicy  # noqa: E402
 from apitoken_operator.crd.durations import parse_duration  # noqa: E402
 from apitoken_operator.crd.resources import DEFAULT_REFRESH_PERCENT  # noqa: E402
 from apitoken_operator.kube.resources import ApiToken  # noqa: E402
+from bench.jobs import bounded, timed  # noqa: E402
 from bench.machine import cpu_by_role, cpu_spent, machine_busy_seconds  # noqa: E402
 from bench.operator_targets import markdown, rows  # noqa: E402
 from bench.refresh_tracker import (  # noqa: E402
@@ -162,16 +163,6 @@ def diff(
     return {"/".join(filter(None, k)): v - before[k] for k, v in after.items() if v - before[k]}
 
 
-async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[None]]]) -> None:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def run(job: Callable[[], Awaitable[None]]) -> None:
-        async with gate:
-            await job()
-
-    await asyncio.gather(*(run(j) for j in jobs))
-
-
 def spec(name: str) -> dict[str, Any]:
     return {"workspaceRef": {"name": "main"}, "lifetimeDays": 30, "secretName": name}
 
@@ -250,13 +241,7 @@ async def baseline(
 
         return job
 
-    started = time.monotonic()
-    try:
-        await bounded(concurrency, [one(i) for i in range(count)])
-    finally:
-        await client.close()
-        await http.aclose()
-    return time.monotonic() - started
+    return await timed(concurrency, [one(i) for i in range(count)], client, http)
 
 
 def ready_tokens(kube: Client, namespace: str) -> int:
@@ -643,9 +628,7 @@ def time_writes_baseline(
 ) -> None:
     busy0, roles0 = machine_busy_seconds(), cpu_by_role()
     writes_s = asyncio.run(
-        writes_baseline(
-            kubeconfig, WRITES_NAMESPACE, admin, args.tokens, args.concurrency, bounded, spec
-        )
+        writes_baseline(kubeconfig, WRITES_NAMESPACE, admin, args.tokens, args.concurrency, spec)
     )
     results["writes_baseline_s"] = writes_s
     results["writes_baseline_machine_cpu_s"] = machine_busy_seconds() - busy0

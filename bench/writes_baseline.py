@@ -11,7 +11,6 @@ the status patch; and the `Generated` event (from the operator's own event build
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from apitoken_operator.crd import names
 from apitoken_operator.kube.events import event_manifest
 from apitoken_operator.kube.finalizers import add_patch
 from apitoken_operator.kube.resources import ApiToken
+from bench.jobs import timed
 from support.operator import ServiceAdmin
 
 FIELD_MANAGER = "bench-writes-baseline"
@@ -44,7 +44,6 @@ async def writes_baseline(
     admin: ServiceAdmin,
     count: int,
     concurrency: int,
-    bounded: Callable[[int, list[Callable[[], Awaitable[None]]]], Awaitable[None]],
     spec: Callable[[str], dict[str, Any]],
 ) -> float:
     client = AsyncClient(KubeConfig.from_file(kubeconfig), field_manager=FIELD_MANAGER)
@@ -125,10 +124,4 @@ async def writes_baseline(
 
         return job
 
-    started = time.monotonic()
-    try:
-        await bounded(concurrency, [one(i) for i in range(count)])
-    finally:
-        await client.close()
-        await http.aclose()
-    return time.monotonic() - started
+    return await timed(concurrency, [one(i) for i in range(count)], client, http)

@@ -32,7 +32,7 @@ from apitoken_operator.handlers.secret_watch import CatchUp, Owner, listed_owner
 from apitoken_operator.metrics import Metrics
 from apitoken_operator.providers.answers import rfc3339
 from apitoken_operator.runtime import LaunchConfig, Runtime
-from support.clock import T0
+from support.clock import T0, Clock
 
 pytestmark = pytest.mark.unit
 
@@ -168,10 +168,15 @@ def test_the_catch_up_runs_what_a_listing_found_evenly_in_the_order_of_the_plans
     assert held_back(near, T0, cut) == T0 + timedelta(seconds=2)
 
 
+def clocked() -> tuple[Runtime, Clock]:
+    """A runtime on a settable clock, for the catch-up of a listing."""
+    rt, clock = runtime(), Clock()
+    rt.clock = clock  # type: ignore[method-assign]
+    return rt, clock
+
+
 async def test_a_listing_gathers_the_catch_up_and_queues_it_when_it_is_through() -> None:
-    rt = runtime()
-    now = T0
-    rt.clock = lambda: now  # type: ignore[method-assign]
+    rt, clock = clocked()
     catch = CatchUp(rt)
     window = rt.settings.catch_up_spread
     assert catch.cut == T0 + window
@@ -179,43 +184,41 @@ async def test_a_listing_gathers_the_catch_up_and_queues_it_when_it_is_through()
     try:
         for i in range(4):
             item = Listed(f"u{i}", T0 - timedelta(seconds=i), expires)
-            held = catch.gather(item, now)
+            held = catch.gather(item, clock.now)
             assert held == catch.cut
             rt.plan_first_run(item.key, held, ("apps", f"t{i}"))
         # Due at the cut or later: at its plan. The cut is the listing's, not each Secret's.
-        now = T0 + timedelta(seconds=2)
-        assert catch.gather(Listed("later", T0 + window, expires), now) is None
-        now = T0 + timedelta(seconds=4)  # the listing took 4 s
+        clock.now = T0 + timedelta(seconds=2)
+        assert catch.gather(Listed("later", T0 + window, expires), clock.now) is None
+        clock.now = T0 + timedelta(seconds=4)  # the listing took 4 s
         catch.listed()
         dues = [rt.scheduler.queue.due_at(f"u{i}") for i in range(4)]
         # The most overdue (u3) first, from the listing's end to the cut, evenly.
-        step = (catch.cut - now) / 4
-        assert dues == [now + step * q for q in (3, 2, 1, 0)]
+        step = (catch.cut - clock.now) / 4
+        assert dues == [clock.now + step * q for q in (3, 2, 1, 0)]
         # After the listing, a Secret seen by the watch is no catch-up's.
-        assert catch.gather(Listed("u9", T0, expires), now) is None
+        assert catch.gather(Listed("u9", T0, expires), clock.now) is None
     finally:
         await rt.aclose()
 
 
 async def test_a_listing_that_outlasts_the_window_spreads_over_half_a_window() -> None:
-    rt = runtime()
-    now = T0
-    rt.clock = lambda: now  # type: ignore[method-assign]
+    rt, clock = clocked()
     catch = CatchUp(rt)
     window = rt.settings.catch_up_spread
     try:
-        held = catch.gather(Listed("u", T0, T0 + timedelta(hours=1)), now)
+        held = catch.gather(Listed("u", T0, T0 + timedelta(hours=1)), clock.now)
         assert held is not None
         rt.plan_first_run("u", held, ("apps", "t"))
-        now = T0 + window * 2
+        clock.now = T0 + window * 2
         catch.listed()
         assert rt.scheduler.queue.due_at("u") == catch.cut  # held back sooner than a slot
         catch2 = CatchUp(rt)
         for i in range(2):
-            catch2.gather(Listed(f"v{i}", now, now + timedelta(hours=1)), now)
-        now = now + window * 2
+            catch2.gather(Listed(f"v{i}", clock.now, clock.now + timedelta(hours=1)), clock.now)
+        clock.now = clock.now + window * 2
         catch2.listed()
-        assert rt.scheduler.queue.due_at("v1") == now + window / 4
+        assert rt.scheduler.queue.due_at("v1") == clock.now + window / 4
     finally:
         await rt.aclose()
 
