@@ -213,6 +213,12 @@ async def test_a_listing_that_outlasts_the_window_spreads_over_half_a_window() -
         clock.now = T0 + window * 2
         catch.listed()
         assert rt.scheduler.queue.due_at("u") == catch.cut  # held back sooner than a slot
+        # Gathered after the cut passed: held half a window on, not run at once.
+        late = CatchUp(rt)
+        clock.now = late.cut + timedelta(seconds=1)
+        assert late.gather(Listed("w", T0, T0 + timedelta(hours=1)), clock.now) == (
+            clock.now + window / 2
+        )
         catch2 = CatchUp(rt)
         for i in range(2):
             catch2.gather(Listed(f"v{i}", clock.now, clock.now + timedelta(hours=1)), clock.now)

@@ -113,22 +113,25 @@ class CatchUp:
         self.cut = rt.clock() + self._window
         self.listing = True
 
+    def _end(self, now: datetime) -> datetime:
+        """Where the spread ends: the cut, or half a window from now for a listing that
+        outlasted most of the window."""
+        return max(self.cut, now + self._window / 2)
+
     def gather(self, item: Listed, now: datetime) -> datetime | None:
         """Where the refresh waits meanwhile, None when it is not due before the cut."""
         if not (self.listing and caught_up(item.plan, self.cut)):
             return None
         self._gathered.append(item)
-        return held_back(item, now, self.cut)
+        return held_back(item, now, self._end(now))
 
     def listed(self) -> None:
         """The listing is through: queue the gathered refreshes at their spread times (each
-        is queued later already, and the scheduler keeps the sooner time). A listing that
-        outlasted most of the window spreads over half a window from now."""
+        is queued later already, and the scheduler keeps the sooner time)."""
         self.listing = False
         rt, gathered, self._gathered = self._rt, self._gathered, []
         now = rt.clock()
-        end = max(self.cut, now + self._window / 2)
-        for uid, at in spread_evenly(gathered, now, end).items():
+        for uid, at in spread_evenly(gathered, now, self._end(now)).items():
             rt.scheduler.add(uid, at)
 
 

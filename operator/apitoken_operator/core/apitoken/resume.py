@@ -95,11 +95,11 @@ def caught_up(plan: datetime, cut: datetime) -> bool:
     return plan < cut
 
 
-def held_back(item: Listed, now: datetime, cut: datetime) -> datetime:
-    """Where a refresh waits for the catch-up while the listing goes on: at the cut, no slot
-    the catch-up gives is later (the queue keeps the sooner time), and never later than
-    halfway to its access token's expiry."""
-    return _room(now, item.expires_at, cut - now)
+def held_back(item: Listed, now: datetime, end: datetime) -> datetime:
+    """Where a refresh waits for the catch-up while the listing goes on: at the spread's end,
+    no slot the catch-up gives is later (the queue keeps the sooner time), and never later
+    than halfway to its access token's expiry."""
+    return _room(now, item.expires_at, end - now)
 
 
 def spread_evenly(items: Sequence[Listed], start: datetime, end: datetime) -> dict[str, datetime]:
